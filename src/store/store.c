@@ -1,0 +1,71 @@
+/* store.c: backend selection and the key rules shared by every backend. */
+#include "store/store.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "util/log.h"
+
+int store_key_check(const char *key)
+{
+	size_t n = strlen(key), seg = 0;
+	const char *p;
+
+	if (n == 0 || n > 1000 || key[0] == '/' || key[n - 1] == '/')
+		return -EINVAL;
+	for (p = key; *p; p++) {
+		char c = *p;
+
+		if (c == '/') {
+			if (seg == 0)
+				return -EINVAL;
+			seg = 0;
+			continue;
+		}
+		if (seg == 0 && c == '.')	/* no ".", "..", or hidden names */
+			return -EINVAL;
+		if (++seg > 200)
+			return -EINVAL;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		      c == '-' || c == '%'))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+int store_open(const char *url, const struct store_options *opt, struct store **out)
+{
+	struct store *st = NULL;
+	int rc;
+
+	if (!strncmp(url, "s3://", 5)) {
+#ifdef CKPT_HAVE_S3
+		rc = store_s3_open(url, opt, &st);
+#else
+		log_error("store %s: this build has no S3 backend", url);
+		return -EPROTONOSUPPORT;
+#endif
+	} else {
+		if (!strncmp(url, "file://", 7))
+			url += 7;
+		rc = store_local_open(url, opt ? opt->create : 0, &st);
+	}
+	if (rc < 0)
+		return rc;
+#ifdef CKPT_HAVE_S3
+	if (opt && opt->cache_dir && strncmp(url, "s3://", 5) == 0) {
+		rc = store_cache_open(st, opt->cache_dir, opt->cache_bytes, &st);
+		if (rc < 0)
+			return rc;
+	}
+#endif
+	*out = st;
+	return 0;
+}
+
+void store_free(struct store *st)
+{
+	if (st)
+		st->ops->destroy(st);
+}

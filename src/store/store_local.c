@@ -1,0 +1,450 @@
+/*
+ * store_local.c: the store contract on a local directory.
+ *
+ * Layout: <root>/<key> for every object, <root>/.tmp/ for uploads in flight.
+ * A put writes a temporary file, fsyncs it, renames (or, for
+ * put_if_absent, hard-links) it into place and fsyncs the parent directory,
+ * so a crash leaves the old object or the new one, never a partial one.
+ * All path work is *at() relative to one directory fd.
+ */
+#include "store/store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/log.h"
+
+struct local_store {
+	struct store base;	/* first member: casts between the two are valid */
+	int root_fd;
+	char *root;
+	pthread_mutex_t tmp_lock;
+	uint64_t tmp_seq;
+};
+
+static struct local_store *to_local(struct store *st)
+{
+	return (struct local_store *)st;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int fsync_dirat(int root_fd, const char *dir)
+{
+	int fd = openat(root_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* mkdir -p of the directories above @key; new directories are made durable. */
+static int make_parents(struct local_store *ls, const char *key)
+{
+	char path[PATH_MAX];
+	char *slash;
+
+	snprintf(path, sizeof(path), "%s", key);
+	for (slash = strchr(path, '/'); slash; slash = strchr(slash + 1, '/')) {
+		*slash = '\0';
+		if (mkdirat(ls->root_fd, path, 0755) == 0) {
+			char *up = strrchr(path, '/');
+			int rc;
+
+			if (up) {
+				*up = '\0';
+				rc = fsync_dirat(ls->root_fd, path);
+				*up = '/';
+			} else {
+				rc = fsync_dirat(ls->root_fd, ".");
+			}
+			if (rc < 0)
+				return rc;
+		} else if (errno != EEXIST) {
+			return -errno;
+		}
+		*slash = '/';
+	}
+	return 0;
+}
+
+static int parent_fsync(struct local_store *ls, const char *key)
+{
+	char path[PATH_MAX];
+	char *slash;
+
+	snprintf(path, sizeof(path), "%s", key);
+	slash = strrchr(path, '/');
+	if (!slash)
+		return fsync_dirat(ls->root_fd, ".");
+	*slash = '\0';
+	return fsync_dirat(ls->root_fd, path);
+}
+
+/* Write @data to a fresh durable temp file; its name goes to @tmp. */
+static int write_tmp(struct local_store *ls, const void *data, size_t len,
+		     char tmp[64])
+{
+	uint64_t seq;
+	int fd, rc;
+
+	pthread_mutex_lock(&ls->tmp_lock);
+	seq = ++ls->tmp_seq;
+	pthread_mutex_unlock(&ls->tmp_lock);
+	snprintf(tmp, 64, ".tmp/%ld-%llu", (long)getpid(), (unsigned long long)seq);
+	fd = openat(ls->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	rc = write_all(fd, data, len);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc < 0)
+		unlinkat(ls->root_fd, tmp, 0);
+	return rc;
+}
+
+static int do_put(struct store *st, const char *key, const void *data,
+		  size_t len, int exclusive)
+{
+	struct local_store *ls = to_local(st);
+	char tmp[64];
+	int rc, tries;
+
+	rc = store_key_check(key);
+	if (rc < 0)
+		return rc;
+	rc = write_tmp(ls, data, len, tmp);
+	if (rc < 0)
+		goto out;
+	/* A concurrent remove() may prune an empty parent between mkdir and
+	 * rename; then the rename sees ENOENT and we make the parents again. */
+	for (tries = 0; tries < 5; tries++) {
+		rc = make_parents(ls, key);
+		if (rc < 0)
+			break;
+		if (exclusive)
+			rc = linkat(ls->root_fd, tmp, ls->root_fd, key, 0);
+		else
+			rc = renameat(ls->root_fd, tmp, ls->root_fd, key);
+		rc = rc < 0 ? -errno : 0;
+		if (rc != -ENOENT)
+			break;
+	}
+	if (exclusive || rc < 0)
+		unlinkat(ls->root_fd, tmp, 0);
+	if (rc == 0)
+		rc = parent_fsync(ls, key);
+out:
+	if (rc < 0 && rc != -EEXIST)
+		log_error("local store: put %s: %s", key, strerror(-rc));
+	return rc;
+}
+
+static int local_put(struct store *st, const char *key, const void *data, size_t len)
+{
+	return do_put(st, key, data, len, 0);
+}
+
+static int local_put_if_absent(struct store *st, const char *key,
+			       const void *data, size_t len)
+{
+	return do_put(st, key, data, len, 1);
+}
+
+static int local_get_range(struct store *st, const char *key, uint64_t off,
+			   size_t len, struct buf *out)
+{
+	struct local_store *ls = to_local(st);
+	struct stat sb;
+	size_t want;
+	int fd, rc = 0;
+
+	if (store_key_check(key) < 0)
+		return -EINVAL;
+	fd = openat(ls->root_fd, key, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOTDIR ? -ENOENT : -errno;
+	if (fstat(fd, &sb) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (off >= (uint64_t)sb.st_size)
+		goto out;
+	want = (uint64_t)sb.st_size - off;
+	if (len < want)
+		want = len;
+	rc = buf_reserve(out, want);
+	if (rc < 0)
+		goto out;
+	while (want > 0) {
+		ssize_t n = pread(fd, out->data + out->len, want, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		out->len += (size_t)n;
+		off += (uint64_t)n;
+		want -= (size_t)n;
+	}
+out:
+	close(fd);
+	return rc;
+}
+
+static int local_head(struct store *st, const char *key, struct store_stat *out)
+{
+	struct local_store *ls = to_local(st);
+	struct stat sb;
+
+	if (store_key_check(key) < 0)
+		return -EINVAL;
+	if (fstatat(ls->root_fd, key, &sb, 0) < 0)
+		return errno == ENOTDIR ? -ENOENT : -errno;
+	if (!S_ISREG(sb.st_mode))
+		return -ENOENT;
+	out->size = (uint64_t)sb.st_size;
+	out->mtime = sb.st_mtime;
+	return 0;
+}
+
+struct key_list {
+	char **keys;
+	struct store_stat *stats;
+	size_t n, cap;
+};
+
+static int key_list_add(struct key_list *kl, const char *key, const struct stat *sb)
+{
+	if (kl->n == kl->cap) {
+		size_t cap = kl->cap ? kl->cap * 2 : 64;
+		char **k = realloc(kl->keys, cap * sizeof(*k));
+		struct store_stat *s;
+
+		if (!k)
+			return -ENOMEM;
+		kl->keys = k;
+		s = realloc(kl->stats, cap * sizeof(*s));
+		if (!s)
+			return -ENOMEM;
+		kl->stats = s;
+		kl->cap = cap;
+	}
+	kl->keys[kl->n] = strdup(key);
+	if (!kl->keys[kl->n])
+		return -ENOMEM;
+	kl->stats[kl->n].size = (uint64_t)sb->st_size;
+	kl->stats[kl->n].mtime = sb->st_mtime;
+	kl->n++;
+	return 0;
+}
+
+/* Collect every regular file under directory @dir (a key prefix ending in '/'
+ * or "" for the root) whose key starts with @prefix. */
+static int walk(struct local_store *ls, const char *dir, const char *prefix,
+		struct key_list *kl)
+{
+	DIR *d;
+	struct dirent *de;
+	int fd, rc = 0;
+
+	fd = openat(ls->root_fd, dir[0] ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return (errno == ENOENT || errno == ENOTDIR) ? 0 : -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d)) != NULL) {
+		char key[PATH_MAX];
+		size_t plen = strlen(prefix), klen;
+		struct stat sb;
+
+		if (de->d_name[0] == '.')	/* ".", "..", ".tmp" */
+			continue;
+		snprintf(key, sizeof(key), "%s%s", dir, de->d_name);
+		klen = strlen(key);
+		/* Prune subtrees that cannot contain a matching key. */
+		if (strncmp(key, prefix, klen < plen ? klen : plen) != 0)
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;	/* removed while we walked */
+		if (S_ISDIR(sb.st_mode)) {
+			char sub[PATH_MAX];
+
+			snprintf(sub, sizeof(sub), "%s/", key);
+			rc = walk(ls, sub, prefix, kl);
+		} else if (S_ISREG(sb.st_mode) && klen >= plen) {
+			rc = key_list_add(kl, key, &sb);
+		}
+		if (rc < 0)
+			break;
+	}
+	closedir(d);
+	return rc;
+}
+
+static int cmp_idx(const void *a, const void *b, void *arg)
+{
+	char **keys = arg;
+
+	return strcmp(keys[*(const size_t *)a], keys[*(const size_t *)b]);
+}
+
+static int local_list(struct store *st, const char *prefix, store_list_cb cb,
+		      void *arg)
+{
+	struct local_store *ls = to_local(st);
+	struct key_list kl = { 0 };
+	char dir[PATH_MAX];
+	const char *slash = strrchr(prefix, '/');
+	size_t *order = NULL, i;
+	int rc;
+
+	/* Start at the deepest directory the prefix names. */
+	if (slash)
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - prefix + 1), prefix);
+	else
+		dir[0] = '\0';
+	rc = walk(ls, dir, prefix, &kl);
+	if (rc < 0)
+		goto out;
+	order = malloc((kl.n ? kl.n : 1) * sizeof(*order));
+	if (!order) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < kl.n; i++)
+		order[i] = i;
+	qsort_r(order, kl.n, sizeof(*order), cmp_idx, kl.keys);
+	for (i = 0; i < kl.n && rc == 0; i++)
+		rc = cb(kl.keys[order[i]], &kl.stats[order[i]], arg);
+out:
+	for (i = 0; i < kl.n; i++)
+		free(kl.keys[i]);
+	free(kl.keys);
+	free(kl.stats);
+	free(order);
+	return rc;
+}
+
+static int local_remove(struct store *st, const char *key)
+{
+	struct local_store *ls = to_local(st);
+	char path[PATH_MAX];
+	char *slash;
+
+	if (store_key_check(key) < 0)
+		return -EINVAL;
+	if (unlinkat(ls->root_fd, key, 0) < 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return 0;
+		return -errno;
+	}
+	/* Prune now-empty parents so the tree does not fill with empty dirs;
+	 * ENOTEMPTY simply stops the walk. */
+	snprintf(path, sizeof(path), "%s", key);
+	while ((slash = strrchr(path, '/')) != NULL) {
+		*slash = '\0';
+		if (unlinkat(ls->root_fd, path, AT_REMOVEDIR) < 0)
+			break;
+	}
+	/* The unlink is done; a failed directory fsync only weakens the
+	 * durability of a delete, which gc tolerates. */
+	(void)parent_fsync(ls, key);
+	return 0;
+}
+
+static void local_destroy(struct store *st)
+{
+	struct local_store *ls = to_local(st);
+
+	close(ls->root_fd);
+	pthread_mutex_destroy(&ls->tmp_lock);
+	free(ls->root);
+	free(ls);
+}
+
+static const struct store_ops local_ops = {
+	.name          = "local",
+	.put           = local_put,
+	.put_if_absent = local_put_if_absent,
+	.get_range     = local_get_range,
+	.head          = local_head,
+	.list          = local_list,
+	.remove        = local_remove,
+	.destroy       = local_destroy,
+};
+
+int store_local_open(const char *dir, int create, struct store **out)
+{
+	struct local_store *ls;
+	int fd;
+
+	if (create && mkdir(dir, 0755) < 0 && errno != EEXIST) {
+		int e = errno;
+
+		log_error("store %s: cannot create: %s", dir, strerror(e));
+		return -e;
+	}
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+
+		log_error("store %s: %s", dir, strerror(e));
+		return -e;
+	}
+	if (mkdirat(fd, ".tmp", 0755) < 0 && errno != EEXIST) {
+		int e = errno;
+
+		log_error("store %s: cannot create .tmp: %s", dir, strerror(e));
+		close(fd);
+		return -e;
+	}
+	ls = calloc(1, sizeof(*ls));
+	if (!ls) {
+		close(fd);
+		return -ENOMEM;
+	}
+	ls->base.ops = &local_ops;
+	ls->root_fd = fd;
+	ls->root = strdup(dir);
+	pthread_mutex_init(&ls->tmp_lock, NULL);
+	*out = &ls->base;
+	return 0;
+}
