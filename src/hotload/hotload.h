@@ -35,10 +35,23 @@ struct deployment {
  * protocol/url/model_path, or wrong types are -EINVAL with a reason in @err
  * (NUL-terminated, @errlen bytes). 0 on success; release with
  * deployment_release().
+ *
+ * Beyond types, also -EINVAL: a url that is not http:// or https://, a
+ * model_path with an unknown {field}, a token_env that is not a valid
+ * variable name, timeout_s outside (0, 86400], a key given twice, "lora"
+ * with a protocol other than vllm, "warmup" with the http protocol (a
+ * webhook has no completion endpoint to warm). Trailing '/' of url are
+ * dropped. On error @out is left as DEPLOYMENT_INIT.
  */
 int deployment_parse(const char *json, size_t len, struct deployment *out,
 		     char *err, size_t errlen);
 void deployment_release(struct deployment *d);
+
+/*
+ * A deployment name (the file name under deployments/): 1-255 bytes of
+ * [A-Za-z0-9._-], not "." or "..". 0 or -EINVAL (-ENAMETOOLONG over 255).
+ */
+int deployment_check_name(const char *name);
 
 struct hotload_file {
 	const char *path;	/* relative to the checkpoint */
@@ -67,8 +80,9 @@ struct hotload_result {
 };
 
 /*
- * Expand the model_path template. Returns 0 or -EINVAL (unknown {field}),
- * -ENAMETOOLONG.
+ * Expand the model_path template. Returns 0 or -EINVAL (unknown {field},
+ * a '{' without its '}', or the field's value missing or not a single path
+ * component), -ENAMETOOLONG (the result and its NUL do not fit @outlen).
  */
 int hotload_expand_path(const char *tmpl, const struct hotload_request *req,
 			char *out, size_t outlen);
@@ -77,6 +91,8 @@ int hotload_expand_path(const char *tmpl, const struct hotload_request *req,
  * Run one sync: send the protocol's requests, retry transient failures
  * (connection refused, 5xx, 429) with backoff until d->timeout_s, confirm.
  * Blocks until confirmed or failed. Never logs or stores the bearer token.
+ * Thread-safe; two calls for the same d->url run one after the other (the
+ * wait counts against the timeout). Wire details: doc/HOTLOAD.md.
  * @return 0 confirmed; -ETIMEDOUT (deadline passed); -EIO (the server
  *         refused: its message is in res->error); -EINVAL (bad request, e.g.
  *         the token variable is named but unset); -ENOMEM.

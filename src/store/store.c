@@ -40,12 +40,7 @@ int store_open(const char *url, const struct store_options *opt, struct store **
 	int rc;
 
 	if (!strncmp(url, "s3://", 5)) {
-#ifdef CKPT_HAVE_S3
 		rc = store_s3_open(url, opt, &st);
-#else
-		log_error("store %s: this build has no S3 backend", url);
-		return -EPROTONOSUPPORT;
-#endif
 	} else {
 		if (!strncmp(url, "file://", 7))
 			url += 7;
@@ -53,13 +48,12 @@ int store_open(const char *url, const struct store_options *opt, struct store **
 	}
 	if (rc < 0)
 		return rc;
-#ifdef CKPT_HAVE_S3
+	/* Only remote stores gain from a local copy of immutable chunks. */
 	if (opt && opt->cache_dir && strncmp(url, "s3://", 5) == 0) {
 		rc = store_cache_open(st, opt->cache_dir, opt->cache_bytes, &st);
 		if (rc < 0)
 			return rc;
 	}
-#endif
 	*out = st;
 	return 0;
 }

@@ -89,9 +89,23 @@ void store_free(struct store *st);
 
 int store_local_open(const char *dir, int create, struct store **out);
 int store_s3_open(const char *url, const struct store_options *opt, struct store **out);
-/* Wrap @inner with a bounded LRU disk cache for keys under "chunks/". Takes ownership of @inner. */
+/* Wrap @inner with a bounded LRU disk cache for keys under "chunks/". Takes ownership of @inner
+ * (also on failure). @max_bytes 0 means 4 GiB. -EBUSY if another process uses @dir. */
 int store_cache_open(struct store *inner, const char *dir, uint64_t max_bytes,
 		     struct store **out);
+
+/* Counters of a store made by store_cache_open(), since it was opened. */
+struct store_cache_stats {
+	uint64_t hits;		/* chunk reads served from the disk cache */
+	uint64_t misses;	/* chunk reads that fetched the object from inner */
+	uint64_t inner_bytes;	/* bytes read from inner by misses */
+	uint64_t evictions;	/* objects dropped to stay within max_bytes */
+	uint64_t cached_bytes;	/* now on disk (always <= max_bytes) */
+	uint64_t cached_objects;
+};
+
+/* Fill @out. 0, or -EINVAL if @st is not a cache store. */
+int store_cache_stats(struct store *st, struct store_cache_stats *out);
 
 static inline int store_put(struct store *st, const char *key, const void *d, size_t n)
 { return st->ops->put(st, key, d, n); }

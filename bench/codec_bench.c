@@ -1,0 +1,325 @@
+/*
+ * codec_bench.c: ratio and speed of the chunk codec on synthetic checkpoints.
+ *
+ * Builds a safetensors file in memory (bf16 weights ~ N(0, 0.02) plus one
+ * fp32 tensor, tensor edges not aligned to chunks), then measures, on one
+ * thread:
+ *   - full frames: stored/raw and encode/decode MB/s;
+ *   - delta frames for a fraction p of values moved by +-1..2 ulp, against
+ *     zstd -1 of the plain XOR of the whole file (the issue's baseline).
+ * MB/s are raw (decoded) bytes per second. Not a test: nothing is asserted.
+ *
+ * usage: codec_bench [-s MiB (default 128)] [-c chunk KiB (default 4096)]
+ *                    [-l level (default 0)] [-r repeats (default 3)]
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "codec/codec.h"
+
+struct model {
+	uint8_t *file;
+	size_t size;
+	struct st_layout layout;
+};
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+static uint64_t next_rand(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+static double unif(void)
+{
+	return (double)(next_rand() >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static double gauss(void)
+{
+	double u = unif() + 1e-300, v = unif();
+
+	return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
+}
+
+static double now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* float32 -> bf16 with round-to-nearest-even, as torch does. */
+static uint16_t to_bf16(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, 4);
+	u += 0x7fff + ((u >> 16) & 1);
+	return (uint16_t)(u >> 16);
+}
+
+/*
+ * A safetensors file: n_bf16 bf16 tensors of varying odd sizes, then one
+ * fp32 tensor of @f32_bytes. Returns 0 or -ENOMEM.
+ */
+static int make_model(struct model *m, size_t bf16_bytes, size_t f32_bytes)
+{
+	char hdr[8192];
+	size_t hl = 0, off = 0, n_el, i;
+	size_t sizes[16];
+	int nt = 0, rc;
+
+	/* Odd element counts so tensor edges fall mid-chunk and mid-word. */
+	while (off < bf16_bytes && nt < 15) {
+		size_t want = ((bf16_bytes / 20) | 1) * 2 + 6 * (size_t)nt;
+
+		if (nt == 14 || want > bf16_bytes - off)
+			want = bf16_bytes - off;
+		sizes[nt++] = want;
+		off += want;
+	}
+	hl += (size_t)snprintf(hdr + hl, sizeof(hdr) - hl,
+			       "{\"__metadata__\":{\"format\":\"pt\"}");
+	off = 0;
+	for (i = 0; i < (size_t)nt; i++) {
+		hl += (size_t)snprintf(hdr + hl, sizeof(hdr) - hl,
+				       ",\"layer.%zu.weight\":{\"dtype\":\"BF16\",\"shape\":[%zu],"
+				       "\"data_offsets\":[%zu,%zu]}", i, sizes[i] / 2, off, off + sizes[i]);
+		off += sizes[i];
+	}
+	hl += (size_t)snprintf(hdr + hl, sizeof(hdr) - hl,
+			       ",\"master.fp32\":{\"dtype\":\"F32\",\"shape\":[%zu],"
+			       "\"data_offsets\":[%zu,%zu]}}", f32_bytes / 4, off, off + f32_bytes);
+	while (hl % 8)
+		hdr[hl++] = ' ';
+	m->size = 8 + hl + off + f32_bytes;
+	m->file = malloc(m->size);
+	if (!m->file)
+		return -ENOMEM;
+	for (i = 0; i < 8; i++)
+		m->file[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+	memcpy(m->file + 8, hdr, hl);
+	n_el = off / 2;
+	for (i = 0; i < n_el; i++) {
+		uint16_t v = to_bf16((float)(gauss() * 0.02));
+
+		m->file[8 + hl + 2 * i] = (uint8_t)v;
+		m->file[8 + hl + 2 * i + 1] = (uint8_t)(v >> 8);
+	}
+	for (i = 0; i < f32_bytes / 4; i++) {
+		float f = (float)(gauss() * 0.02);
+
+		memcpy(m->file + 8 + hl + off + 4 * i, &f, 4);
+	}
+	m->layout = (struct st_layout)ST_LAYOUT_INIT;
+	rc = st_layout_parse(m->file, m->size, &m->layout);
+	if (rc < 0)
+		fprintf(stderr, "st_layout_parse: %d\n", rc);
+	return rc;
+}
+
+/* Move the magnitude of one LE element of @w bytes by @d ulp (sign kept). */
+static void nudge(uint8_t *p, unsigned w, int d)
+{
+	uint64_t v = 0, sign, mag;
+	unsigned i;
+
+	for (i = 0; i < w; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	sign = v & (1ull << (8 * w - 1));
+	mag = v & ((1ull << (8 * w - 1)) - 1);
+	if (d < 0 && mag < (uint64_t)-d)
+		mag = (uint64_t)-d - mag;	/* crosses zero: mirror */
+	else
+		mag += (uint64_t)(int64_t)d;
+	v = sign | (mag & ((1ull << (8 * w - 1)) - 1));
+	for (i = 0; i < w; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A fraction @p of the elements of every tensor moves by +-1 or +-2 ulp. */
+static void make_delta(const struct model *m, uint8_t *out, double p)
+{
+	size_t i, k;
+
+	memcpy(out, m->file, m->size);
+	for (i = 0; i < m->layout.n; i++) {
+		const struct st_tensor *t = &m->layout.tensors[i];
+
+		for (k = 0; k + t->width <= t->len; k += t->width) {
+			int d;
+
+			if (unif() >= p)
+				continue;
+			d = (next_rand() & 1) ? 1 : 2;
+			nudge(out + t->off + k, t->width, (next_rand() & 1) ? d : -d);
+		}
+	}
+}
+
+struct result {
+	size_t stored;
+	double enc_s, dec_s;
+	size_t full_frames, zero_chunks;
+};
+
+static int run(struct codec_ctx *ctx, const struct model *m, const uint8_t *data,
+	       const uint8_t *base, size_t chunk, int level, int reps,
+	       struct result *res, uint8_t *scratch)
+{
+	struct codec_span spans[512];
+	struct buf out = BUF_INIT;
+	size_t *fofs, *flen, nch = (m->size + chunk - 1) / chunk, c;
+	int *kind, r, rc = 0;
+	double t0;
+
+	fofs = calloc(nch, sizeof(*fofs));
+	flen = calloc(nch, sizeof(*flen));
+	kind = calloc(nch, sizeof(*kind));
+	memset(res, 0, sizeof(*res));
+	res->enc_s = res->dec_s = 1e9;
+	for (r = 0; r < reps; r++) {
+		buf_reset(&out);
+		t0 = now();
+		for (c = 0; c < nch; c++) {
+			size_t off = c * chunk, len = m->size - off < chunk ? m->size - off : chunk;
+			size_t ns = st_layout_chunk_spans(&m->layout, off, len, spans, 512);
+
+			fofs[c] = out.len;
+			kind[c] = codec_encode(ctx, data + off, len, base ? base + off : NULL,
+					       spans, ns, level, &out);
+			if (kind[c] < 0) {
+				rc = kind[c];
+				goto out;
+			}
+			flen[c] = out.len - fofs[c];
+		}
+		t0 = now() - t0;
+		if (t0 < res->enc_s)
+			res->enc_s = t0;
+	}
+	res->stored = out.len;
+	for (c = 0; c < nch; c++) {
+		struct codec_frame_info fi;
+
+		if (kind[c] == CODEC_ALL_ZERO) {
+			res->zero_chunks++;
+			continue;
+		}
+		if (codec_frame_info(out.data + fofs[c], flen[c], &fi) == 0 && !fi.needs_base && base)
+			res->full_frames++;
+	}
+	for (r = 0; r < reps; r++) {
+		t0 = now();
+		for (c = 0; c < nch; c++) {
+			size_t off = c * chunk, len = m->size - off < chunk ? m->size - off : chunk;
+
+			if (kind[c] == CODEC_ALL_ZERO) {
+				memcpy(scratch + off, base + off, len);
+				continue;
+			}
+			rc = codec_decode(ctx, out.data + fofs[c], flen[c],
+					  base ? base + off : NULL, scratch + off, len);
+			if (rc < 0)
+				goto out;
+		}
+		t0 = now() - t0;
+		if (t0 < res->dec_s)
+			res->dec_s = t0;
+	}
+	if (memcmp(scratch, data, m->size)) {
+		fprintf(stderr, "round trip mismatch\n");
+		rc = -EIO;
+	}
+out:
+	buf_release(&out);
+	free(fofs);
+	free(flen);
+	free(kind);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	size_t mib = 128, chunk_kib = 4096, zcap, z1, i;
+	int level = 0, reps = 3, opt, rc;
+	double ps[] = { 0.01, 0.05, 0.25, 0.60 };
+	struct codec_ctx *ctx;
+	struct model m;
+	struct result res;
+	uint8_t *delta, *x, *scratch, *zbuf;
+
+	while ((opt = getopt(argc, argv, "s:c:l:r:")) != -1) {
+		switch (opt) {
+		case 's': mib = strtoul(optarg, NULL, 0); break;
+		case 'c': chunk_kib = strtoul(optarg, NULL, 0); break;
+		case 'l': level = atoi(optarg); break;
+		case 'r': reps = atoi(optarg); break;
+		default:
+			fprintf(stderr, "usage: %s [-s MiB] [-c chunk_KiB] [-l level] [-r reps]\n", argv[0]);
+			return 2;
+		}
+	}
+	if (!mib || !chunk_kib || chunk_kib * 1024 > CODEC_CHUNK_MAX || reps < 1) {
+		fprintf(stderr, "bad arguments\n");
+		return 2;
+	}
+	ctx = codec_ctx_new();
+	if (!ctx || make_model(&m, mib << 20, (mib << 20) / 8) < 0)
+		return 1;
+	delta = malloc(m.size);
+	x = malloc(m.size);
+	scratch = malloc(m.size);
+	zcap = ZSTD_compressBound(m.size);
+	zbuf = malloc(zcap);
+	if (!delta || !x || !scratch || !zbuf)
+		return 1;
+	printf("model: %.1f MiB (%zu tensors, bf16 + 1 fp32), chunk %zu KiB, level %d, 1 thread\n",
+	       (double)m.size / (1 << 20), m.layout.n, chunk_kib, level);
+
+	rc = run(ctx, &m, m.file, NULL, chunk_kib * 1024, level, reps, &res, scratch);
+	if (rc < 0)
+		return 1;
+	z1 = ZSTD_compress(zbuf, zcap, m.file, m.size, 1);
+	printf("full : stored/raw %.4f (%.3fx)  enc %6.0f MB/s  dec %6.0f MB/s   [zstd -1 whole file: %.3fx]\n",
+	       (double)res.stored / (double)m.size, (double)m.size / (double)res.stored,
+	       (double)m.size / res.enc_s / 1e6, (double)m.size / res.dec_s / 1e6,
+	       (double)m.size / (double)z1);
+
+	for (i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) {
+		size_t k;
+
+		make_delta(&m, delta, ps[i]);
+		for (k = 0; k < m.size; k++)
+			x[k] = delta[k] ^ m.file[k];
+		z1 = ZSTD_compress(zbuf, zcap, x, m.size, 1);
+		rc = run(ctx, &m, delta, m.file, chunk_kib * 1024, level, reps, &res, scratch);
+		if (rc < 0)
+			return 1;
+		printf("delta p=%4.0f%%: stored %9zu  zstd-1(XOR) %9zu  ratio %.3f  (%.1fx of raw)  "
+		       "enc %6.0f MB/s  dec %6.0f MB/s  full-frames %zu\n",
+		       ps[i] * 100, res.stored, z1, (double)res.stored / (double)z1,
+		       (double)m.size / (double)res.stored,
+		       (double)m.size / res.enc_s / 1e6, (double)m.size / res.dec_s / 1e6,
+		       res.full_frames);
+	}
+	free(zbuf);
+	free(scratch);
+	free(x);
+	free(delta);
+	free(m.file);
+	st_layout_release(&m.layout);
+	codec_ctx_free(ctx);
+	return 0;
+}

@@ -1,0 +1,722 @@
+/*
+ * catalog.c: key layout and JSON records (see catalog.h and doc/FORMAT.md §3).
+ */
+#include "catalog/catalog.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/hash.h"
+#include "util/log.h"
+#include "util/name.h"
+
+static const char *const dir_names[] = { "sampler", "state" };
+static const char *const kind_names[] = { "base", "delta", "lora", "state" };
+
+const char *ckpt_dir_name(enum ckpt_dir d) { return dir_names[d]; }
+const char *ckpt_kind_name(enum ckpt_kind k) { return kind_names[k]; }
+
+int ckpt_kind_parse(const char *s, enum ckpt_kind *out)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(kind_names) / sizeof(kind_names[0]); i++) {
+		if (!strcmp(s, kind_names[i])) {
+			*out = (enum ckpt_kind)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* ---- JSON helpers ---- */
+
+static int json_to_buf(cJSON *root, struct buf *out)
+{
+	char *s = cJSON_PrintUnformatted(root);
+	int rc;
+
+	if (!s)
+		return -ENOMEM;
+	rc = buf_append_str(out, s);
+	if (rc == 0)
+		rc = buf_append(out, "\n", 1);
+	free(s);
+	return rc;
+}
+
+static const char *json_str(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int json_num(const cJSON *o, const char *k, double *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	if (!cJSON_IsNumber(v))
+		return -EBADMSG;
+	*out = v->valuedouble;
+	return 0;
+}
+
+/* Integers above 2^53 do not survive a double, so sizes are strings when
+ * large; accept both forms. */
+static int json_u64(const cJSON *o, const char *k, uint64_t *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	if (cJSON_IsNumber(v)) {
+		if (v->valuedouble < 0 || v->valuedouble > 9007199254740992.0)
+			return -EBADMSG;
+		*out = (uint64_t)v->valuedouble;
+		return 0;
+	}
+	if (cJSON_IsString(v)) {
+		char *end;
+
+		errno = 0;
+		*out = strtoull(v->valuestring, &end, 10);
+		if (errno || *end || end == v->valuestring)
+			return -EBADMSG;
+		return 0;
+	}
+	return -EBADMSG;
+}
+
+static cJSON *json_u64_new(uint64_t v)
+{
+	char tmp[32];
+
+	if (v <= 9007199254740992ull)
+		return cJSON_CreateNumber((double)v);
+	snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
+	return cJSON_CreateString(tmp);
+}
+
+/* ---- checkpoint records ---- */
+
+void ckpt_record_release(struct ckpt_record *r)
+{
+	free(r->job);
+	free(r->name);
+	free(r->base);
+	memset(r, 0, sizeof(*r));
+}
+
+int ckpt_record_format(const struct ckpt_record *r, struct buf *out)
+{
+	cJSON *o = cJSON_CreateObject();
+	int rc;
+
+	if (!o)
+		return -ENOMEM;
+	cJSON_AddNumberToObject(o, "version", CATALOG_FORMAT_VERSION);
+	cJSON_AddStringToObject(o, "job", r->job);
+	cJSON_AddStringToObject(o, "dir", ckpt_dir_name(r->dir));
+	cJSON_AddStringToObject(o, "name", r->name);
+	cJSON_AddStringToObject(o, "kind", ckpt_kind_name(r->kind));
+	if (r->base)
+		cJSON_AddStringToObject(o, "base", r->base);
+	else
+		cJSON_AddNullToObject(o, "base");
+	cJSON_AddNumberToObject(o, "created", r->created);
+	cJSON_AddStringToObject(o, "session", r->session);
+	rc = json_to_buf(o, out);
+	cJSON_Delete(o);
+	return rc;
+}
+
+int ckpt_record_parse(const char *json, size_t len, struct ckpt_record *out)
+{
+	cJSON *o = cJSON_ParseWithLength(json, len);
+	const char *job, *dir, *name, *kind, *base, *session;
+	int rc = -EBADMSG;
+
+	memset(out, 0, sizeof(*out));
+	if (!cJSON_IsObject(o))
+		goto out;
+	job = json_str(o, "job");
+	dir = json_str(o, "dir");
+	name = json_str(o, "name");
+	kind = json_str(o, "kind");
+	base = json_str(o, "base");
+	session = json_str(o, "session");
+	if (!job || !dir || !name || !kind || !session || strlen(session) > 8)
+		goto out;
+	if (!strcmp(dir, "sampler"))
+		out->dir = CKPT_SAMPLER;
+	else if (!strcmp(dir, "state"))
+		out->dir = CKPT_STATE;
+	else
+		goto out;
+	if (ckpt_kind_parse(kind, &out->kind) < 0)
+		goto out;
+	if (json_num(o, "created", &out->created) < 0)
+		goto out;
+	snprintf(out->session, sizeof(out->session), "%s", session);
+	out->job = strdup(job);
+	out->name = strdup(name);
+	out->base = base ? strdup(base) : NULL;
+	if (!out->job || !out->name || (base && !out->base)) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = 0;
+out:
+	if (rc < 0)
+		ckpt_record_release(out);
+	cJSON_Delete(o);
+	return rc;
+}
+
+int ckpt_attrs_format(const struct ckpt_attrs *a, struct buf *out)
+{
+	cJSON *o = cJSON_CreateObject();
+	int rc;
+
+	if (!o)
+		return -ENOMEM;
+	cJSON_AddNumberToObject(o, "ttl", (double)a->ttl);
+	rc = json_to_buf(o, out);
+	cJSON_Delete(o);
+	return rc;
+}
+
+int ckpt_attrs_parse(const char *json, size_t len, struct ckpt_attrs *out)
+{
+	cJSON *o = cJSON_ParseWithLength(json, len);
+	double ttl = 0;
+	int rc = -EBADMSG;
+
+	memset(out, 0, sizeof(*out));
+	if (cJSON_IsObject(o) && json_num(o, "ttl", &ttl) == 0 && ttl >= 0) {
+		out->ttl = (int64_t)ttl;
+		rc = 0;
+	}
+	cJSON_Delete(o);
+	return rc;
+}
+
+/* ---- entries ---- */
+
+void entry_release(struct entry *e)
+{
+	free(e->path);
+	free(e->chunks);
+	memset(e, 0, sizeof(*e));
+}
+
+void entry_free(struct entry *e)
+{
+	if (e) {
+		entry_release(e);
+		free(e);
+	}
+}
+
+int entry_copy(const struct entry *src, struct entry *dst)
+{
+	*dst = *src;
+	dst->path = strdup(src->path);
+	dst->chunks = NULL;
+	if (src->n_chunks) {
+		dst->chunks = malloc(src->n_chunks * sizeof(*dst->chunks));
+		if (dst->chunks)
+			memcpy(dst->chunks, src->chunks, src->n_chunks * sizeof(*dst->chunks));
+	}
+	if (!dst->path || (src->n_chunks && !dst->chunks)) {
+		entry_release(dst);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+uint64_t entry_stored_bytes(const struct entry *e)
+{
+	uint64_t n = 0;
+	size_t i;
+
+	for (i = 0; i < e->n_chunks; i++)
+		n += e->chunks[i].stored_len;
+	return n;
+}
+
+static int is_hex_key(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < CHUNK_KEY_LEN; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return s[CHUNK_KEY_LEN] == '\0';
+}
+
+int entry_format(const struct entry *e, struct buf *out)
+{
+	cJSON *o = cJSON_CreateObject(), *arr;
+	size_t i;
+	int rc;
+
+	if (!o)
+		return -ENOMEM;
+	cJSON_AddNumberToObject(o, "version", CATALOG_FORMAT_VERSION);
+	cJSON_AddStringToObject(o, "path", e->path);
+	cJSON_AddStringToObject(o, "type", e->is_dir ? "dir" : "file");
+	cJSON_AddNumberToObject(o, "mode", e->mode);
+	cJSON_AddItemToObject(o, "mtime_ns", json_u64_new((uint64_t)e->mtime_ns));
+	if (!e->is_dir) {
+		cJSON_AddItemToObject(o, "size", json_u64_new(e->size));
+		cJSON_AddNumberToObject(o, "chunk_size", e->chunk_size);
+		arr = cJSON_AddArrayToObject(o, "chunks");
+		for (i = 0; arr && i < e->n_chunks; i++) {
+			const struct chunk_ref *c = &e->chunks[i];
+			cJSON *ch = cJSON_CreateObject();
+
+			if (!ch)
+				break;
+			if (c->key[0])
+				cJSON_AddStringToObject(ch, "k", c->key);
+			else
+				cJSON_AddNullToObject(ch, "k");
+			if (c->base_key[0])
+				cJSON_AddStringToObject(ch, "b", c->base_key);
+			cJSON_AddNumberToObject(ch, "n", c->stored_len);
+			cJSON_AddItemToArray(arr, ch);
+		}
+	}
+	rc = json_to_buf(o, out);
+	cJSON_Delete(o);
+	return rc;
+}
+
+int entry_parse(const char *json, size_t len, struct entry *out)
+{
+	cJSON *o = cJSON_ParseWithLength(json, len), *arr, *ch;
+	const char *path, *type;
+	double mode, csize;
+	uint64_t mtime, expect;
+	size_t i;
+	int rc = -EBADMSG;
+
+	memset(out, 0, sizeof(*out));
+	if (!cJSON_IsObject(o))
+		goto out;
+	path = json_str(o, "path");
+	type = json_str(o, "type");
+	if (!path || !type || !path[0] || path[0] == '/')
+		goto out;
+	if (json_num(o, "mode", &mode) < 0 || json_u64(o, "mtime_ns", &mtime) < 0)
+		goto out;
+	out->is_dir = !strcmp(type, "dir");
+	if (!out->is_dir && strcmp(type, "file"))
+		goto out;
+	out->mode = (uint32_t)mode & 07777;
+	out->mtime_ns = (int64_t)mtime;
+	out->path = strdup(path);
+	if (!out->path) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (out->is_dir) {
+		rc = 0;
+		goto out;
+	}
+	if (json_u64(o, "size", &out->size) < 0 || json_num(o, "chunk_size", &csize) < 0)
+		goto out;
+	if (csize < 4096 || csize > (64 << 20))
+		goto out;
+	out->chunk_size = (uint32_t)csize;
+	arr = cJSON_GetObjectItemCaseSensitive(o, "chunks");
+	if (!cJSON_IsArray(arr))
+		goto out;
+	expect = (out->size + out->chunk_size - 1) / out->chunk_size;
+	if ((uint64_t)cJSON_GetArraySize(arr) != expect)
+		goto out;
+	out->n_chunks = (size_t)expect;
+	out->chunks = calloc(expect ? expect : 1, sizeof(*out->chunks));
+	if (!out->chunks) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	i = 0;
+	cJSON_ArrayForEach(ch, arr) {
+		struct chunk_ref *c = &out->chunks[i++];
+		const char *k = json_str(ch, "k"), *b = json_str(ch, "b");
+		double n;
+
+		if (k) {
+			if (!is_hex_key(k))
+				goto out;
+			memcpy(c->key, k, CHUNK_KEY_LEN + 1);
+		}
+		if (b) {
+			if (!is_hex_key(b))
+				goto out;
+			memcpy(c->base_key, b, CHUNK_KEY_LEN + 1);
+		}
+		if (!k && !b)	/* an all-zero delta chunk still needs its base */
+			goto out;
+		if (json_num(ch, "n", &n) < 0 || n < 0)
+			goto out;
+		c->stored_len = (uint32_t)n;
+	}
+	rc = 0;
+out:
+	if (rc < 0)
+		entry_release(out);
+	cJSON_Delete(o);
+	return rc;
+}
+
+/* ---- keys ---- */
+
+char *catalog_ckpt_prefix(const char *job, enum ckpt_dir dir, const char *name)
+{
+	char *ej = name_key_encode(job), *en = name_key_encode(name), *out = NULL;
+
+	if (ej && en && asprintf(&out, "jobs/%s/%s/%s/", ej, ckpt_dir_name(dir), en) < 0)
+		out = NULL;
+	free(ej);
+	free(en);
+	return out;
+}
+
+static char *ckpt_key(const char *job, enum ckpt_dir dir, const char *name,
+		      const char *leaf)
+{
+	char *p = catalog_ckpt_prefix(job, dir, name), *out = NULL;
+
+	if (p && asprintf(&out, "%s%s", p, leaf) < 0)
+		out = NULL;
+	free(p);
+	return out;
+}
+
+char *catalog_record_key(const char *job, enum ckpt_dir dir, const char *name)
+{
+	return ckpt_key(job, dir, name, "checkpoint.json");
+}
+
+char *catalog_attrs_key(const char *job, enum ckpt_dir dir, const char *name)
+{
+	return ckpt_key(job, dir, name, "attrs.json");
+}
+
+char *catalog_entry_key(const char *job, enum ckpt_dir dir, const char *name,
+			const char *relpath)
+{
+	char hex[HASH_SHA256_HEX_LEN + 1], leaf[64];
+
+	hash_sha256_hex(relpath, strlen(relpath), hex);
+	snprintf(leaf, sizeof(leaf), "entries/%.32s.json", hex);
+	return ckpt_key(job, dir, name, leaf);
+}
+
+void catalog_chunk_key(const char *hex, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "chunks/%.2s/%s", hex, hex);
+}
+
+/* ---- store operations ---- */
+
+int catalog_init_store(struct store *st)
+{
+	struct buf b = BUF_INIT;
+	char marker[64];
+	int rc, n;
+
+	n = snprintf(marker, sizeof(marker),
+		     "{\"format\":\"ckptfs\",\"version\":%d}\n", CATALOG_FORMAT_VERSION);
+	rc = store_put_if_absent(st, "format.json", marker, (size_t)n);
+	if (rc != -EEXIST)
+		return rc;
+	rc = store_get(st, "format.json", &b);
+	if (rc == 0) {
+		cJSON *o = cJSON_ParseWithLength((const char *)b.data, b.len);
+		const char *f = o ? json_str(o, "format") : NULL;
+		double v = 0;
+
+		if (!f || strcmp(f, "ckptfs") || json_num(o, "version", &v) < 0) {
+			log_error("store: format.json is not a ckptfs marker");
+			rc = -EBADMSG;
+		} else if ((int)v != CATALOG_FORMAT_VERSION) {
+			log_error("store: format version %d, this build reads %d",
+				  (int)v, CATALOG_FORMAT_VERSION);
+			rc = -EPROTONOSUPPORT;
+		}
+		cJSON_Delete(o);
+	}
+	buf_release(&b);
+	return rc;
+}
+
+static int put_record(struct store *st, const struct ckpt_record *r, int exclusive)
+{
+	struct buf b = BUF_INIT;
+	char *key = catalog_record_key(r->job, r->dir, r->name);
+	int rc = key ? ckpt_record_format(r, &b) : -ENOMEM;
+
+	if (rc == 0)
+		rc = exclusive ? store_put_if_absent(st, key, b.data, b.len)
+			       : store_put(st, key, b.data, b.len);
+	free(key);
+	buf_release(&b);
+	return rc;
+}
+
+int catalog_record_create(struct store *st, const struct ckpt_record *r)
+{
+	return put_record(st, r, 1);
+}
+
+int catalog_record_replace(struct store *st, const struct ckpt_record *r)
+{
+	return put_record(st, r, 0);
+}
+
+int catalog_record_get(struct store *st, const char *job, enum ckpt_dir dir,
+		       const char *name, struct ckpt_record *out)
+{
+	struct buf b = BUF_INIT;
+	char *key = catalog_record_key(job, dir, name);
+	int rc = key ? store_get(st, key, &b) : -ENOMEM;
+
+	if (rc == 0) {
+		rc = ckpt_record_parse((const char *)b.data, b.len, out);
+		if (rc < 0)
+			log_error("catalog: %s: malformed checkpoint record", key);
+	}
+	free(key);
+	buf_release(&b);
+	return rc;
+}
+
+int catalog_attrs_get(struct store *st, const char *job, enum ckpt_dir dir,
+		      const char *name, struct ckpt_attrs *out)
+{
+	struct buf b = BUF_INIT;
+	char *key = catalog_attrs_key(job, dir, name);
+	int rc = key ? store_get(st, key, &b) : -ENOMEM;
+
+	memset(out, 0, sizeof(*out));
+	if (rc == -ENOENT)
+		rc = 0;
+	else if (rc == 0)
+		rc = ckpt_attrs_parse((const char *)b.data, b.len, out);
+	free(key);
+	buf_release(&b);
+	return rc;
+}
+
+int catalog_attrs_put(struct store *st, const char *job, enum ckpt_dir dir,
+		      const char *name, const struct ckpt_attrs *a)
+{
+	struct buf b = BUF_INIT;
+	char *key = catalog_attrs_key(job, dir, name);
+	int rc = key ? ckpt_attrs_format(a, &b) : -ENOMEM;
+
+	if (rc == 0)
+		rc = store_put(st, key, b.data, b.len);
+	free(key);
+	buf_release(&b);
+	return rc;
+}
+
+int catalog_entry_put(struct store *st, const char *job, enum ckpt_dir dir,
+		      const char *name, const struct entry *e)
+{
+	struct buf b = BUF_INIT;
+	char *key = catalog_entry_key(job, dir, name, e->path);
+	int rc = key ? entry_format(e, &b) : -ENOMEM;
+
+	if (rc == 0)
+		rc = store_put(st, key, b.data, b.len);
+	free(key);
+	buf_release(&b);
+	return rc;
+}
+
+int catalog_entry_remove(struct store *st, const char *job, enum ckpt_dir dir,
+			 const char *name, const char *relpath)
+{
+	char *key = catalog_entry_key(job, dir, name, relpath);
+	int rc = key ? store_remove(st, key) : -ENOMEM;
+
+	free(key);
+	return rc;
+}
+
+/* ---- listings ---- */
+
+struct seg_walk {
+	size_t skip;		/* bytes of prefix to skip */
+	const char *suffix;	/* required remainder after the segment, or NULL */
+	char last[512];
+	int (*cb)(const char *name, void *arg);
+	void *arg;
+};
+
+/* Report each distinct first segment after the prefix (decoded) once;
+ * keys arrive sorted, so duplicates are adjacent. */
+static int seg_cb(const char *key, const struct store_stat *sst, void *arg)
+{
+	struct seg_walk *w = arg;
+	const char *rest = key + w->skip, *slash = strchr(rest, '/');
+	char seg[512], *name;
+	int rc;
+
+	(void)sst;
+	if (!slash || (size_t)(slash - rest) >= sizeof(seg))
+		return 0;
+	if (w->suffix && strcmp(slash + 1, w->suffix))
+		return 0;
+	snprintf(seg, sizeof(seg), "%.*s", (int)(slash - rest), rest);
+	if (!strcmp(seg, w->last))
+		return 0;
+	snprintf(w->last, sizeof(w->last), "%s", seg);
+	name = name_key_decode(seg);
+	if (!name)
+		return 0;
+	rc = w->cb(name, w->arg);
+	free(name);
+	return rc;
+}
+
+int catalog_list_jobs(struct store *st, int (*cb)(const char *job, void *arg), void *arg)
+{
+	struct seg_walk w = { .skip = 5, .cb = cb, .arg = arg };
+
+	return store_list(st, "jobs/", seg_cb, &w);
+}
+
+int catalog_list_ckpts(struct store *st, const char *job, enum ckpt_dir dir,
+		       int (*cb)(const char *name, void *arg), void *arg)
+{
+	char *ej = name_key_encode(job), *prefix = NULL;
+	struct seg_walk w = { .suffix = "checkpoint.json", .cb = cb, .arg = arg };
+	int rc;
+
+	if (!ej || asprintf(&prefix, "jobs/%s/%s/", ej, ckpt_dir_name(dir)) < 0) {
+		free(ej);
+		return -ENOMEM;
+	}
+	w.skip = strlen(prefix);
+	rc = store_list(st, prefix, seg_cb, &w);
+	free(ej);
+	free(prefix);
+	return rc;
+}
+
+struct entry_walk {
+	struct store *st;
+	int (*cb)(struct entry *e, void *arg);
+	void *arg;
+	int bad;
+};
+
+static int entry_walk_cb(const char *key, const struct store_stat *sst, void *arg)
+{
+	struct entry_walk *w = arg;
+	struct buf b = BUF_INIT;
+	struct entry *e;
+	int rc;
+
+	(void)sst;
+	rc = store_get(w->st, key, &b);
+	if (rc == -ENOENT)		/* removed since the listing */
+		goto out;
+	if (rc < 0)
+		goto out;
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = entry_parse((const char *)b.data, b.len, e);
+	if (rc < 0) {
+		log_error("catalog: %s: malformed entry (%s)", key, strerror(-rc));
+		free(e);
+		w->bad = rc;
+		rc = 0;
+		goto out;
+	}
+	rc = w->cb(e, w->arg);
+out:
+	buf_release(&b);
+	return rc;
+}
+
+int catalog_load_entries(struct store *st, const char *job, enum ckpt_dir dir,
+			 const char *name,
+			 int (*cb)(struct entry *e, void *arg), void *arg)
+{
+	char *p = ckpt_key(job, dir, name, "entries/");
+	struct entry_walk w = { .st = st, .cb = cb, .arg = arg };
+	int rc;
+
+	if (!p)
+		return -ENOMEM;
+	rc = store_list(st, p, entry_walk_cb, &w);
+	free(p);
+	return rc < 0 ? rc : w.bad;
+}
+
+struct key_vec {
+	char **keys;
+	size_t n, cap;
+};
+
+static int collect_cb(const char *key, const struct store_stat *sst, void *arg)
+{
+	struct key_vec *v = arg;
+
+	(void)sst;
+	if (v->n == v->cap) {
+		size_t cap = v->cap ? 2 * v->cap : 32;
+		char **k = realloc(v->keys, cap * sizeof(*k));
+
+		if (!k)
+			return -ENOMEM;
+		v->keys = k;
+		v->cap = cap;
+	}
+	v->keys[v->n] = strdup(key);
+	return v->keys[v->n++] ? 0 : -ENOMEM;
+}
+
+int catalog_ckpt_remove(struct store *st, const char *job, enum ckpt_dir dir,
+			const char *name)
+{
+	char *prefix = catalog_ckpt_prefix(job, dir, name);
+	char *rec = catalog_record_key(job, dir, name);
+	struct key_vec v = { 0 };
+	size_t i;
+	int rc;
+
+	if (!prefix || !rec) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = store_list(st, prefix, collect_cb, &v);
+	/* The record goes last: a crash midway leaves a listed, partly
+	 * emptied checkpoint rather than orphaned entries nobody lists. */
+	for (i = 0; rc == 0 && i < v.n; i++)
+		if (strcmp(v.keys[i], rec))
+			rc = store_remove(st, v.keys[i]);
+	if (rc == 0)
+		rc = store_remove(st, rec);
+out:
+	for (i = 0; i < v.n; i++)
+		free(v.keys[i]);
+	free(v.keys);
+	free(prefix);
+	free(rec);
+	return rc;
+}

@@ -1,0 +1,437 @@
+/*
+ * admin.c: `ckptfs fsck`, `ckptfs stat` and `ckptfs gc`: walk every job,
+ * checkpoint and file of a store through the catalog, like squashfuse's ls
+ * walks an image: the same core the mount uses, no FUSE.
+ */
+#include "cli/admin.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "catalog/catalog.h"
+#include "fs/chunks.h"
+#include "store/store.h"
+#include "util/log.h"
+
+/* ---- a small string set (sorted vector) for reachable chunk keys ---- */
+
+struct keyset {
+	char **v;
+	size_t n, cap;
+};
+
+static int keyset_add(struct keyset *s, const char *k)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 1024;
+		char **v = realloc(s->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		s->v = v;
+		s->cap = cap;
+	}
+	s->v[s->n] = strdup(k);
+	return s->v[s->n++] ? 0 : -ENOMEM;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void keyset_sort(struct keyset *s)
+{
+	qsort(s->v, s->n, sizeof(*s->v), cmp_str);
+}
+
+static int keyset_has(const struct keyset *s, const char *k)
+{
+	return bsearch(&k, s->v, s->n, sizeof(*s->v), cmp_str) != NULL;
+}
+
+static void keyset_release(struct keyset *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+}
+
+/* ---- walking the catalog ---- */
+
+struct walk;
+typedef int (*entry_fn)(struct walk *w, const struct ckpt_record *r, const struct entry *e);
+
+struct walk {
+	struct store *st;
+	entry_fn on_entry;
+	int (*on_ckpt)(struct walk *w, const struct ckpt_record *r);
+	int problems;
+	const char *job;
+	enum ckpt_dir dir;
+	struct ckpt_record *rec;
+	void *arg;
+};
+
+static int walk_entry_cb(struct entry *e, void *arg)
+{
+	struct walk *w = arg;
+	int rc = w->on_entry ? w->on_entry(w, w->rec, e) : 0;
+
+	entry_free(e);
+	return rc;
+}
+
+static int walk_ckpt_cb(const char *name, void *arg)
+{
+	struct walk *w = arg;
+	struct ckpt_record r;
+	int rc;
+
+	rc = catalog_record_get(w->st, w->job, w->dir, name, &r);
+	if (rc < 0) {
+		if (rc == -ENOENT)
+			return 0;
+		printf("PROBLEM %s/%s/%s: checkpoint record unreadable: %s\n",
+		       w->job, ckpt_dir_name(w->dir), name, strerror(-rc));
+		w->problems++;
+		return 0;
+	}
+	w->rec = &r;
+	if (w->on_ckpt)
+		w->on_ckpt(w, &r);
+	rc = catalog_load_entries(w->st, w->job, w->dir, name, walk_entry_cb, w);
+	if (rc == -EBADMSG) {
+		printf("PROBLEM %s/%s/%s: malformed file entry\n", w->job,
+		       ckpt_dir_name(w->dir), name);
+		w->problems++;
+		rc = 0;
+	}
+	ckpt_record_release(&r);
+	w->rec = NULL;
+	return rc;
+}
+
+static int walk_job_cb(const char *job, void *arg)
+{
+	struct walk *w = arg;
+	int rc;
+
+	w->job = job;
+	w->dir = CKPT_SAMPLER;
+	rc = catalog_list_ckpts(w->st, job, CKPT_SAMPLER, walk_ckpt_cb, w);
+	if (rc == 0) {
+		w->dir = CKPT_STATE;
+		rc = catalog_list_ckpts(w->st, job, CKPT_STATE, walk_ckpt_cb, w);
+	}
+	return rc;
+}
+
+static int walk_all(struct walk *w)
+{
+	return catalog_list_jobs(w->st, walk_job_cb, w);
+}
+
+static int open_store(const char *url, struct store **st)
+{
+	int rc = store_open(url, NULL, st);
+
+	if (rc < 0) {
+		fprintf(stderr, "ckptfs: cannot open store %s: %s\n", url, strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+/* ---- fsck ---- */
+
+struct fsck_state {
+	struct chunks *chunks;
+	uint64_t files, chunks_checked;
+};
+
+static int fsck_entry(struct walk *w, const struct ckpt_record *r, const struct entry *e)
+{
+	struct fsck_state *fs = w->arg;
+	size_t i;
+
+	if (e->is_dir)
+		return 0;
+	fs->files++;
+	for (i = 0; i < e->n_chunks; i++) {
+		uint64_t off = (uint64_t)i * e->chunk_size;
+		size_t len = e->size - off < e->chunk_size ? (size_t)(e->size - off) : e->chunk_size;
+		int rc;
+
+		if (e->chunks[i].key[0])
+			rc = chunks_verify(fs->chunks, &e->chunks[i], len);
+		else {	/* all-zero delta chunk: its base must be sound */
+			struct chunk_ref b = { 0 };
+
+			memcpy(b.key, e->chunks[i].base_key, sizeof(b.key));
+			rc = chunks_verify(fs->chunks, &b, len);
+		}
+		fs->chunks_checked++;
+		if (rc < 0) {
+			printf("PROBLEM %s/%s/%s/%s: chunk %zu (%s): %s\n", r->job,
+			       ckpt_dir_name(r->dir), r->name, e->path, i,
+			       e->chunks[i].key[0] ? e->chunks[i].key : e->chunks[i].base_key,
+			       rc == -EIO ? "corrupt or missing" : strerror(-rc));
+			w->problems++;
+		}
+	}
+	return 0;
+}
+
+int admin_fsck_main(int argc, char **argv)
+{
+	struct fsck_state fs = { 0 };
+	struct walk w = { 0 };
+	struct store *st;
+	int rc;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: ckptfs fsck STORE\n");
+		return 2;
+	}
+	if (open_store(argv[1], &st) < 0)
+		return 2;
+	fs.chunks = chunks_new(st, 0);
+	w.st = st;
+	w.on_entry = fsck_entry;
+	w.arg = &fs;
+	rc = fs.chunks ? walk_all(&w) : -ENOMEM;
+	if (rc < 0) {
+		printf("PROBLEM store walk failed: %s\n", strerror(-rc));
+		w.problems++;
+	}
+	printf("fsck: %" PRIu64 " files, %" PRIu64 " chunks checked, %d problem%s\n",
+	       fs.files, fs.chunks_checked, w.problems, w.problems == 1 ? "" : "s");
+	chunks_free(fs.chunks);
+	store_free(st);
+	return w.problems ? 1 : 0;
+}
+
+/* ---- stat ---- */
+
+struct stat_state {
+	char job[256];
+	unsigned n_ckpts[4];
+	uint64_t logical, stored, files;
+	uint64_t total_logical, total_stored;
+};
+
+static void stat_flush(struct stat_state *s)
+{
+	if (!s->job[0])
+		return;
+	printf("job %-20s base %u  delta %u  lora %u  state %u  files %" PRIu64
+	       "  logical %" PRIu64 "  stored %" PRIu64 "  ratio %.2fx\n",
+	       s->job, s->n_ckpts[KIND_BASE], s->n_ckpts[KIND_DELTA], s->n_ckpts[KIND_LORA],
+	       s->n_ckpts[KIND_STATE], s->files, s->logical, s->stored,
+	       s->stored ? (double)s->logical / (double)s->stored : 0.0);
+	s->total_logical += s->logical;
+	s->total_stored += s->stored;
+	memset(s->n_ckpts, 0, sizeof(s->n_ckpts));
+	s->logical = s->stored = s->files = 0;
+}
+
+static int stat_ckpt(struct walk *w, const struct ckpt_record *r)
+{
+	struct stat_state *s = w->arg;
+
+	if (strcmp(s->job, r->job)) {
+		stat_flush(s);
+		snprintf(s->job, sizeof(s->job), "%s", r->job);
+	}
+	s->n_ckpts[r->kind]++;
+	return 0;
+}
+
+static int stat_entry(struct walk *w, const struct ckpt_record *r, const struct entry *e)
+{
+	struct stat_state *s = w->arg;
+
+	(void)r;
+	if (!e->is_dir) {
+		s->files++;
+		s->logical += e->size;
+		s->stored += entry_stored_bytes(e);
+	}
+	return 0;
+}
+
+static int sum_cb(const char *key, const struct store_stat *st, void *arg)
+{
+	uint64_t *n = arg;
+
+	(void)key;
+	n[0]++;
+	n[1] += st->size;
+	return 0;
+}
+
+int admin_stat_main(int argc, char **argv)
+{
+	struct stat_state s = { 0 };
+	struct walk w = { 0 };
+	struct store *st;
+	uint64_t objs[2] = { 0 };
+	int rc;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: ckptfs stat STORE\n");
+		return 2;
+	}
+	if (open_store(argv[1], &st) < 0)
+		return 2;
+	w.st = st;
+	w.on_ckpt = stat_ckpt;
+	w.on_entry = stat_entry;
+	w.arg = &s;
+	rc = walk_all(&w);
+	stat_flush(&s);
+	if (rc == 0)
+		rc = store_list(st, "chunks/", sum_cb, objs);
+	if (rc < 0) {
+		fprintf(stderr, "ckptfs stat: %s\n", strerror(-rc));
+		store_free(st);
+		return 1;
+	}
+	printf("total logical %" PRIu64 "  referenced %" PRIu64 "  chunk objects %" PRIu64
+	       " (%" PRIu64 " bytes, shared chunks counted once)  ratio %.2fx\n",
+	       s.total_logical, s.total_stored, objs[0], objs[1],
+	       objs[1] ? (double)s.total_logical / (double)objs[1] : 0.0);
+	store_free(st);
+	return 0;
+}
+
+/* ---- gc ---- */
+
+struct gc_state {
+	struct keyset live;
+};
+
+static int gc_entry(struct walk *w, const struct ckpt_record *r, const struct entry *e)
+{
+	struct gc_state *g = w->arg;
+	size_t i;
+	int rc = 0;
+
+	(void)r;
+	for (i = 0; i < e->n_chunks && rc == 0; i++) {
+		if (e->chunks[i].key[0])
+			rc = keyset_add(&g->live, e->chunks[i].key);
+		if (rc == 0 && e->chunks[i].base_key[0])
+			rc = keyset_add(&g->live, e->chunks[i].base_key);
+	}
+	return rc;
+}
+
+struct sweep {
+	struct store *st;
+	const struct keyset *live;
+	int64_t cutoff;
+	int dry_run;
+	uint64_t n, bytes, kept_young;
+	int rc;
+};
+
+static int sweep_cb(const char *key, const struct store_stat *st, void *arg)
+{
+	struct sweep *s = arg;
+	const char *hex = strrchr(key, '/');
+
+	if (!hex || keyset_has(s->live, hex + 1))
+		return 0;
+	/* Young unreferenced chunks may belong to a write in flight on some
+	 * mount whose entry is not stored yet: keep them. */
+	if (st->mtime > s->cutoff) {
+		s->kept_young++;
+		return 0;
+	}
+	if (!s->dry_run) {
+		int rc = store_remove(s->st, key);
+
+		if (rc < 0) {
+			s->rc = rc;
+			return 0;
+		}
+	}
+	s->n++;
+	s->bytes += st->size;
+	return 0;
+}
+
+int admin_gc_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "dry-run", no_argument, NULL, 'n' },
+		{ "grace", required_argument, NULL, 'g' },
+		{ 0 }
+	};
+	struct gc_state g = { 0 };
+	struct walk w = { 0 };
+	struct sweep s = { 0 };
+	struct store *st;
+	long grace = 3600;
+	int c, rc;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "ng:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			s.dry_run = 1;
+			break;
+		case 'g':
+			grace = strtol(optarg, NULL, 10);
+			break;
+		default:
+			fprintf(stderr, "usage: ckptfs gc [--dry-run] [--grace SECONDS] STORE\n");
+			return 2;
+		}
+	}
+	if (optind != argc - 1 || grace < 0) {
+		fprintf(stderr, "usage: ckptfs gc [--dry-run] [--grace SECONDS] STORE\n");
+		return 2;
+	}
+	if (open_store(argv[optind], &st) < 0)
+		return 2;
+	/* Mark: everything any entry of any job names. */
+	w.st = st;
+	w.on_entry = gc_entry;
+	w.arg = &g;
+	rc = walk_all(&w);
+	if (rc < 0 || w.problems) {
+		fprintf(stderr, "ckptfs gc: could not read every manifest; nothing deleted\n");
+		keyset_release(&g.live);
+		store_free(st);
+		return 1;
+	}
+	keyset_sort(&g.live);
+	/* Sweep. */
+	s.st = st;
+	s.live = &g.live;
+	s.cutoff = (int64_t)time(NULL) - grace;
+	s.dry_run = s.dry_run;
+	rc = store_list(st, "chunks/", sweep_cb, &s);
+	if (rc == 0)
+		rc = s.rc;
+	printf("gc: %s %" PRIu64 " unreferenced chunks (%" PRIu64 " bytes); kept %" PRIu64
+	       " younger than the %lds grace period\n",
+	       s.dry_run ? "would delete" : "deleted", s.n, s.bytes, s.kept_young, grace);
+	keyset_release(&g.live);
+	store_free(st);
+	if (rc < 0) {
+		fprintf(stderr, "ckptfs gc: %s\n", strerror(-rc));
+		return 1;
+	}
+	return 0;
+}

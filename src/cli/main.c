@@ -1,0 +1,56 @@
+/*
+ * main.c: the ckptfs command: dispatch to mount (FUSE) or to the offline
+ * commands (no FUSE). Invoked as mount.ckptfs, it mounts (for fstab).
+ */
+#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/admin.h"
+#include "fuse/ckfuse.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ckptfs COMMAND ...\n"
+		"\n"
+		"  ckptfs mount [options] STORE MOUNTPOINT   run the filesystem (-f: foreground)\n"
+		"  ckptfs fsck STORE                         verify every manifest and chunk\n"
+		"  ckptfs gc [--dry-run] [--grace S] STORE   reclaim unreferenced data\n"
+		"  ckptfs stat STORE                         jobs, checkpoints, bytes, ratios\n"
+		"  ckptfs --version | --help\n"
+		"\n"
+		"STORE is a directory or s3://BUCKET[/PREFIX]. `ckptfs mount --help` lists\n"
+		"the mount options. See ckptfs(8).\n");
+}
+
+int main(int argc, char **argv)
+{
+	const char *prog = basename(argv[0]);
+
+	if (!strcmp(prog, "mount.ckptfs"))
+		return ckfuse_mount_main(argc, argv);
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+		printf("ckptfs %s\n", CKPTFS_VERSION);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "mount"))
+		return ckfuse_mount_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "fsck"))
+		return admin_fsck_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "stat"))
+		return admin_stat_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "gc"))
+		return admin_gc_main(argc - 1, argv + 1);
+	fprintf(stderr, "ckptfs: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,362 @@
+/*
+ * chunks.c: chunk frames in the store and the decoded-chunk cache.
+ *
+ * The cache holds decoded chunks keyed by frame key, so a base chunk decoded
+ * for one delta serves every later delta (and every reader) until evicted.
+ * Entries are reference counted: eviction only unlinks them, the last
+ * chunks_put() frees. Memory is bounded by cache_bytes plus what readers
+ * hold at the moment.
+ */
+#include "fs/chunks.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/hash.h"
+#include "util/log.h"
+
+struct centry {
+	struct chunk_data pub;	/* first: chunk_data pointers convert back */
+	uint8_t *bytes;
+	char key[CHUNK_KEY_LEN + 1];
+	int refs;
+	int cached;		/* in the table and LRU */
+	struct centry *prev, *next;	/* LRU, most recent at head */
+	struct centry *hnext;		/* hash chain */
+};
+
+#define NBUCKETS 1024
+
+struct chunks {
+	struct store *st;
+	uint64_t max_bytes, bytes;
+	pthread_mutex_t lock;
+	struct centry *buckets[NBUCKETS];
+	struct centry *lru_head, *lru_tail;
+};
+
+static pthread_key_t ctx_key;
+static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
+
+static void ctx_destroy(void *p)
+{
+	codec_ctx_free(p);
+}
+
+static void ctx_init(void)
+{
+	pthread_key_create(&ctx_key, ctx_destroy);
+}
+
+struct codec_ctx *chunks_codec_ctx(void)
+{
+	struct codec_ctx *ctx;
+
+	pthread_once(&ctx_once, ctx_init);
+	ctx = pthread_getspecific(ctx_key);
+	if (!ctx) {
+		ctx = codec_ctx_new();
+		if (ctx)
+			pthread_setspecific(ctx_key, ctx);
+	}
+	return ctx;
+}
+
+struct chunks *chunks_new(struct store *st, uint64_t cache_bytes)
+{
+	struct chunks *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->st = st;
+	c->max_bytes = cache_bytes;
+	pthread_mutex_init(&c->lock, NULL);
+	return c;
+}
+
+static unsigned bucket_of(const char *key)
+{
+	/* Keys are sha256 hex: the first digits are uniformly distributed. */
+	return (unsigned)strtoul((char[9]){ key[0], key[1], key[2], key[3],
+					    key[4], key[5], key[6], key[7], 0 },
+				 NULL, 16) % NBUCKETS;
+}
+
+static void centry_free(struct centry *e)
+{
+	free(e->bytes);
+	free(e);
+}
+
+static void lru_unlink(struct chunks *c, struct centry *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		c->lru_head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		c->lru_tail = e->prev;
+	e->prev = e->next = NULL;
+}
+
+static void lru_push(struct chunks *c, struct centry *e)
+{
+	e->prev = NULL;
+	e->next = c->lru_head;
+	if (c->lru_head)
+		c->lru_head->prev = e;
+	c->lru_head = e;
+	if (!c->lru_tail)
+		c->lru_tail = e;
+}
+
+static void table_remove(struct chunks *c, struct centry *e)
+{
+	struct centry **pp = &c->buckets[bucket_of(e->key)];
+
+	while (*pp && *pp != e)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = e->hnext;
+	lru_unlink(c, e);
+	c->bytes -= e->pub.len;
+	e->cached = 0;
+}
+
+/* Evict least recently used entries until under budget. Lock held. */
+static void evict(struct chunks *c)
+{
+	struct centry *e = c->lru_tail;
+
+	while (e && c->bytes > c->max_bytes) {
+		struct centry *prev = e->prev;
+
+		table_remove(c, e);
+		if (e->refs == 0)
+			centry_free(e);
+		e = prev;
+	}
+}
+
+void chunks_free(struct chunks *c)
+{
+	unsigned i;
+
+	if (!c)
+		return;
+	for (i = 0; i < NBUCKETS; i++) {
+		struct centry *e = c->buckets[i], *n;
+
+		for (; e; e = n) {
+			n = e->hnext;
+			centry_free(e);
+		}
+	}
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+static struct centry *lookup(struct chunks *c, const char *key)
+{
+	struct centry *e;
+
+	for (e = c->buckets[bucket_of(key)]; e; e = e->hnext) {
+		if (!strcmp(e->key, key)) {
+			e->refs++;
+			lru_unlink(c, e);
+			lru_push(c, e);
+			return e;
+		}
+	}
+	return NULL;
+}
+
+/* Publish @e (refs already 1 for the caller), or return an existing twin. */
+static struct centry *insert(struct chunks *c, struct centry *e)
+{
+	struct centry *old = lookup(c, e->key);
+	unsigned b;
+
+	if (old) {
+		centry_free(e);
+		return old;
+	}
+	if (c->max_bytes == 0)
+		return e;
+	b = bucket_of(e->key);
+	e->hnext = c->buckets[b];
+	c->buckets[b] = e;
+	lru_push(c, e);
+	e->cached = 1;
+	c->bytes += e->pub.len;
+	evict(c);
+	return e;
+}
+
+void chunks_put(struct chunks *c, const struct chunk_data *d)
+{
+	struct centry *e = (struct centry *)d;
+
+	if (!d)
+		return;
+	pthread_mutex_lock(&c->lock);
+	if (--e->refs == 0 && !e->cached)
+		centry_free(e);
+	pthread_mutex_unlock(&c->lock);
+}
+
+int chunks_store(struct chunks *c, const uint8_t *data, size_t len,
+		 const uint8_t *base, const char *base_key,
+		 const struct codec_span *spans, size_t nspans,
+		 struct chunk_ref *ref)
+{
+	struct codec_ctx *ctx = chunks_codec_ctx();
+	struct codec_frame_info info;
+	struct buf frame = BUF_INIT;
+	char key[128];
+	int rc;
+
+	memset(ref, 0, sizeof(*ref));
+	if (!ctx)
+		return -ENOMEM;
+	rc = codec_encode(ctx, data, len, base, spans, nspans, 0, &frame);
+	if (rc == CODEC_ALL_ZERO) {
+		snprintf(ref->base_key, sizeof(ref->base_key), "%s", base_key);
+		rc = 0;
+		goto out;
+	}
+	if (rc < 0)
+		goto out;
+	rc = codec_frame_info(frame.data, frame.len, &info);
+	if (rc < 0)
+		goto out;
+	hash_sha256_hex(frame.data, frame.len, ref->key);
+	if (info.needs_base)
+		snprintf(ref->base_key, sizeof(ref->base_key), "%s", base_key);
+	ref->stored_len = (uint32_t)frame.len;
+	catalog_chunk_key(ref->key, key, sizeof(key));
+	rc = store_put(c->st, key, frame.data, frame.len);
+out:
+	buf_release(&frame);
+	return rc;
+}
+
+/* Fetch, verify and decode one frame into a fresh centry. */
+static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
+		struct centry **out)
+{
+	struct codec_frame_info info;
+	const struct chunk_data *base = NULL;
+	struct buf frame = BUF_INIT;
+	char key[128], hex[HASH_SHA256_HEX_LEN + 1];
+	struct centry *e = NULL;
+	int rc;
+
+	catalog_chunk_key(ref->key, key, sizeof(key));
+	rc = store_get(c->st, key, &frame);
+	if (rc < 0) {
+		log_error("chunk %s: %s", ref->key,
+			  rc == -ENOENT ? "missing from the store" : strerror(-rc));
+		rc = -EIO;
+		goto out;
+	}
+	hash_sha256_hex(frame.data, frame.len, hex);
+	if (strcmp(hex, ref->key)) {
+		log_error("chunk %s: checksum mismatch (corrupt store object)", ref->key);
+		rc = -EIO;
+		goto out;
+	}
+	rc = codec_frame_info(frame.data, frame.len, &info);
+	if (rc < 0 || info.raw_len != raw_len || (info.needs_base && !ref->base_key[0])) {
+		log_error("chunk %s: bad frame header", ref->key);
+		rc = -EIO;
+		goto out;
+	}
+	if (info.needs_base) {
+		struct chunk_ref bref = { 0 };
+
+		memcpy(bref.key, ref->base_key, sizeof(bref.key));
+		rc = chunks_get(c, &bref, raw_len, &base);
+		if (rc < 0)
+			goto out;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e || !(e->bytes = malloc(raw_len ? raw_len : 1))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = codec_decode(chunks_codec_ctx(), frame.data, frame.len,
+			  base ? base->data : NULL, e->bytes, raw_len);
+	if (rc < 0) {
+		log_error("chunk %s: cannot decode: %s", ref->key, strerror(-rc));
+		rc = -EIO;
+		goto out;
+	}
+	memcpy(e->key, ref->key, sizeof(e->key));
+	e->pub.data = e->bytes;
+	e->pub.len = raw_len;
+	e->refs = 1;
+	*out = e;
+	e = NULL;
+out:
+	if (e)
+		centry_free(e);
+	chunks_put(c, base);
+	buf_release(&frame);
+	return rc;
+}
+
+int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
+	       const struct chunk_data **out)
+{
+	struct centry *e;
+	int rc;
+
+	if (!ref->key[0]) {
+		/* An all-zero delta chunk reads as its base chunk. */
+		struct chunk_ref bref = { 0 };
+
+		if (!ref->base_key[0])
+			return -EIO;
+		memcpy(bref.key, ref->base_key, sizeof(bref.key));
+		return chunks_get(c, &bref, raw_len, out);
+	}
+	pthread_mutex_lock(&c->lock);
+	e = lookup(c, ref->key);
+	pthread_mutex_unlock(&c->lock);
+	if (e) {
+		if (e->pub.len != raw_len) {
+			chunks_put(c, &e->pub);
+			log_error("chunk %s: size mismatch", ref->key);
+			return -EIO;
+		}
+		*out = &e->pub;
+		return 0;
+	}
+	rc = load(c, ref, raw_len, &e);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&c->lock);
+	e = insert(c, e);
+	pthread_mutex_unlock(&c->lock);
+	*out = &e->pub;
+	return 0;
+}
+
+int chunks_verify(struct chunks *c, const struct chunk_ref *ref, size_t raw_len)
+{
+	struct centry *e = NULL;
+	int rc;
+
+	if (!ref->key[0])
+		return 0;	/* nothing stored; the base chunk is checked itself */
+	rc = load(c, ref, raw_len, &e);
+	if (e)
+		centry_free(e);
+	return rc;
+}

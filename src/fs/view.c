@@ -1,0 +1,330 @@
+/*
+ * view.c: the in-memory listing of one job's checkpoints of one kind,
+ * refreshed from the store at most every list_ttl seconds.
+ *
+ * A refresh is one store listing of the (job, dir) prefix; only keys whose
+ * size or mtime changed are fetched again, so a steady-state refresh costs
+ * one LIST however many files the checkpoints hold.
+ */
+#include "fs/view.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "util/log.h"
+#include "util/name.h"
+
+double view_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void slot_release(struct ent_slot *s)
+{
+	entry_free(s->e);
+	free(s->key);
+	memset(s, 0, sizeof(*s));
+}
+
+void ckpt_free(struct ckpt *c)
+{
+	size_t i;
+
+	if (!c)
+		return;
+	for (i = 0; i < c->n_ents; i++)
+		slot_release(&c->ents[i]);
+	free(c->ents);
+	ckpt_record_release(&c->rec);
+	free(c);
+}
+
+void view_free(struct view *v)
+{
+	size_t i;
+
+	for (i = 0; i < v->n; i++)
+		ckpt_free(v->ckpts[i]);
+	free(v->ckpts);
+	free(v->job);
+	free(v);
+}
+
+int ckpt_add_slot(struct ckpt *c, struct entry *e, char *key)
+{
+	if (c->n_ents == c->cap_ents) {
+		size_t cap = c->cap_ents ? 2 * c->cap_ents : 8;
+		struct ent_slot *s = realloc(c->ents, cap * sizeof(*s));
+
+		if (!s)
+			return -ENOMEM;
+		c->ents = s;
+		c->cap_ents = cap;
+	}
+	c->ents[c->n_ents++] = (struct ent_slot){ .e = e, .key = key };
+	return 0;
+}
+
+void ckpt_remove_slot(struct ckpt *c, size_t i)
+{
+	slot_release(&c->ents[i]);
+	c->ents[i] = c->ents[--c->n_ents];
+}
+
+int view_add(struct view *v, struct ckpt *c)
+{
+	if (v->n == v->cap) {
+		size_t cap = v->cap ? 2 * v->cap : 8;
+		struct ckpt **p = realloc(v->ckpts, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		v->ckpts = p;
+		v->cap = cap;
+	}
+	v->ckpts[v->n++] = c;
+	return 0;
+}
+
+void view_remove(struct view *v, struct ckpt *c)
+{
+	size_t i;
+
+	for (i = 0; i < v->n; i++) {
+		if (v->ckpts[i] == c) {
+			v->ckpts[i] = v->ckpts[--v->n];
+			ckpt_free(c);
+			return;
+		}
+	}
+}
+
+struct ckpt *view_find_any(struct view *v, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < v->n; i++)
+		if (!strcmp(v->ckpts[i]->rec.name, name))
+			return v->ckpts[i];
+	return NULL;
+}
+
+int ckpt_is_expired(const struct ckpt *c, double wall_now)
+{
+	return c->attrs.ttl > 0 && c->rec.created + (double)c->attrs.ttl <= wall_now;
+}
+
+/* ---- refresh ---- */
+
+struct listed {
+	char *key;
+	struct store_stat st;
+};
+
+struct listing {
+	struct listed *items;
+	size_t n, cap;
+};
+
+static int listing_cb(const char *key, const struct store_stat *st, void *arg)
+{
+	struct listing *l = arg;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		struct listed *p = realloc(l->items, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		l->items = p;
+		l->cap = cap;
+	}
+	l->items[l->n].key = strdup(key);
+	if (!l->items[l->n].key)
+		return -ENOMEM;
+	l->items[l->n++].st = *st;
+	return 0;
+}
+
+static int same_stat(const struct store_stat *a, const struct store_stat *b)
+{
+	return a->mtime != 0 && a->size == b->size && a->mtime == b->mtime;
+}
+
+static struct ent_slot *old_slot(struct ckpt *old, const char *key)
+{
+	size_t i;
+
+	if (!old)
+		return NULL;
+	for (i = 0; i < old->n_ents; i++)
+		if (old->ents[i].key && !strcmp(old->ents[i].key, key))
+			return &old->ents[i];
+	return NULL;
+}
+
+/* Build the checkpoint for keys [from, to) of one name segment. */
+static struct ckpt *build_ckpt(struct store *st, struct view *v, struct ckpt *old,
+			       struct listed *items, size_t from, size_t to,
+			       size_t plen)
+{
+	struct ckpt *c = calloc(1, sizeof(*c));
+	struct listed *rec = NULL, *attrs = NULL;
+	struct buf b = BUF_INIT;
+	size_t i;
+
+	if (!c)
+		return NULL;
+	for (i = from; i < to; i++) {
+		const char *leaf = strchr(items[i].key + plen, '/') + 1;
+
+		if (!strcmp(leaf, "checkpoint.json"))
+			rec = &items[i];
+		else if (!strcmp(leaf, "attrs.json"))
+			attrs = &items[i];
+	}
+	if (!rec)		/* being created or removed */
+		goto fail;
+	if (old && same_stat(&old->rec_st, &rec->st)) {
+		c->rec = old->rec;
+		memset(&old->rec, 0, sizeof(old->rec));
+	} else {
+		buf_reset(&b);
+		if (store_get(st, rec->key, &b) < 0 ||
+		    ckpt_record_parse((const char *)b.data, b.len, &c->rec) < 0)
+			goto fail;
+	}
+	c->rec_st = rec->st;
+	if (attrs) {
+		if (old && same_stat(&old->attrs_st, &attrs->st)) {
+			c->attrs = old->attrs;
+		} else {
+			buf_reset(&b);
+			if (store_get(st, attrs->key, &b) == 0)
+				ckpt_attrs_parse((const char *)b.data, b.len, &c->attrs);
+		}
+		c->attrs_st = attrs->st;
+	}
+	for (i = from; i < to; i++) {
+		const char *leaf = strchr(items[i].key + plen, '/') + 1;
+		struct ent_slot *os;
+		struct entry *e;
+
+		if (strncmp(leaf, "entries/", 8))
+			continue;
+		os = old_slot(old, items[i].key);
+		if (os && same_stat(&os->st, &items[i].st)) {
+			e = os->e;
+			os->e = NULL;
+		} else {
+			buf_reset(&b);
+			if (store_get(st, items[i].key, &b) < 0)
+				continue;	/* removed since the listing */
+			e = calloc(1, sizeof(*e));
+			if (!e)
+				goto fail;
+			if (entry_parse((const char *)b.data, b.len, e) < 0) {
+				log_error("catalog: %s: malformed entry, ignored", items[i].key);
+				free(e);
+				continue;
+			}
+		}
+		if (ckpt_add_slot(c, e, items[i].key) < 0) {
+			entry_free(e);
+			goto fail;
+		}
+		c->ents[c->n_ents - 1].st = items[i].st;
+		items[i].key = NULL;	/* ownership moved to the slot */
+	}
+	(void)v;
+	buf_release(&b);
+	return c;
+fail:
+	buf_release(&b);
+	ckpt_free(c);
+	return NULL;
+}
+
+int view_refresh(struct store *st, struct view *v, double ttl)
+{
+	struct listing l = { 0 };
+	struct ckpt **fresh = NULL;
+	char *ej = NULL, *prefix = NULL;
+	size_t plen, i, j, n_fresh = 0;
+	int rc;
+
+	if (v->refreshed && view_now() - v->refreshed < ttl)
+		return 0;
+	ej = name_key_encode(v->job);
+	if (!ej || asprintf(&prefix, "jobs/%s/%s/", ej, ckpt_dir_name(v->dir)) < 0) {
+		prefix = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	plen = strlen(prefix);
+	rc = store_list(st, prefix, listing_cb, &l);
+	if (rc < 0)
+		goto out;
+	fresh = calloc(l.n ? l.n : 1, sizeof(*fresh));
+	if (!fresh) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < l.n; i = j) {
+		const char *seg = l.items[i].key + plen, *slash = strchr(seg, '/');
+		size_t seglen;
+		char *name;
+		struct ckpt *c;
+
+		if (!slash) {
+			j = i + 1;
+			continue;
+		}
+		seglen = (size_t)(slash - seg);
+		for (j = i + 1; j < l.n; j++)
+			if (strncmp(l.items[j].key + plen, seg, seglen + 1))
+				break;
+		name = strndup(seg, seglen);
+		if (!name) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		{
+			char *dec = name_key_decode(name);
+
+			c = build_ckpt(st, v, dec ? view_find_any(v, dec) : NULL,
+				       l.items, i, j, plen);
+			free(dec);
+		}
+		free(name);
+		if (c)
+			fresh[n_fresh++] = c;
+	}
+	for (i = 0; i < v->n; i++)
+		ckpt_free(v->ckpts[i]);
+	free(v->ckpts);
+	v->ckpts = fresh;
+	v->n = v->cap = n_fresh;
+	if (v->cap == 0) {
+		free(fresh);
+		v->ckpts = NULL;
+	}
+	fresh = NULL;
+	v->refreshed = view_now();
+out:
+	if (rc < 0)
+		log_error("listing %s: %s", prefix ? prefix : v->job, strerror(-rc));
+	free(fresh);
+	for (i = 0; i < l.n; i++)
+		free(l.items[i].key);
+	free(l.items);
+	free(ej);
+	free(prefix);
+	return rc;
+}

@@ -1,0 +1,618 @@
+/*
+ * writer.c: streaming and spooled writes of one file (see writer.h).
+ */
+#include "fs/writer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec/codec.h"
+#include "util/log.h"
+
+#define MAX_SPANS 256
+
+struct writer {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct writer_env env;
+
+	struct entry *base;		/* delta base file, or NULL */
+	struct st_layout layout;
+	int layout_state;		/* 0 not tried, 1 parsed, -1 none */
+
+	uint64_t size;
+	uint32_t mode;
+	int64_t mtime_ns;
+
+	int spool_fd;			/* -1: streaming */
+	struct chunk_ref *chunks;	/* results; [0, n_full) in streaming mode */
+	size_t chunks_cap;
+	size_t n_full;			/* full chunks handed to the pool */
+	uint8_t *cur;			/* the partial chunk after them */
+	size_t cur_len;
+
+	int inflight;
+	int err;			/* sticky background error */
+	int dirty;
+};
+
+struct encode_task {
+	struct writer *w;
+	size_t index;
+	uint8_t *data;
+	size_t len;
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int ensure_chunks(struct writer *w, size_t n)
+{
+	struct chunk_ref *c;
+	size_t cap;
+
+	if (n <= w->chunks_cap)
+		return 0;
+	cap = w->chunks_cap ? w->chunks_cap * 2 : 16;
+	while (cap < n)
+		cap *= 2;
+	c = realloc(w->chunks, cap * sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	memset(c + w->chunks_cap, 0, (cap - w->chunks_cap) * sizeof(*c));
+	w->chunks = c;
+	w->chunks_cap = cap;
+	return 0;
+}
+
+/* Parse the safetensors header from the first chunk, once. */
+static void detect_layout(struct writer *w, const uint8_t *head, size_t len)
+{
+	if (w->layout_state != 0)
+		return;
+	w->layout_state = st_layout_parse(head, len, &w->layout) == 0 ? 1 : -1;
+}
+
+/*
+ * Encode and store chunk @index. Runs on a pool thread without the writer
+ * lock: it reads only its own buffer, the immutable base entry and layout.
+ */
+static int encode_chunk(struct writer *w, size_t index, const uint8_t *data,
+			size_t len, struct chunk_ref *ref)
+{
+	uint64_t off = (uint64_t)index * w->env.chunk_size;
+	struct codec_span spans[MAX_SPANS];
+	const struct chunk_data *base = NULL;
+	const struct chunk_ref *bref = NULL;
+	size_t nspans = 0;
+	int rc;
+
+	if (w->layout_state == 1)
+		nspans = st_layout_chunk_spans(&w->layout, off, len, spans, MAX_SPANS);
+	/* XOR only against a base chunk at the same offset and of the same
+	 * length; anything else is stored whole (per chunk). */
+	if (w->base && w->base->chunk_size == w->env.chunk_size &&
+	    index < w->base->n_chunks) {
+		uint64_t blen = w->base->size - off;
+
+		if (blen > w->base->chunk_size)
+			blen = w->base->chunk_size;
+		if (blen == len)
+			bref = &w->base->chunks[index];
+	}
+	if (bref) {
+		rc = chunks_get(w->env.chunks, bref, len, &base);
+		if (rc < 0)
+			return rc;
+	}
+	rc = chunks_store(w->env.chunks, data, len, base ? base->data : NULL,
+			  bref ? (bref->key[0] ? bref->key : bref->base_key) : NULL,
+			  spans, nspans, ref);
+	chunks_put(w->env.chunks, base);
+	return rc;
+}
+
+static void encode_task_run(void *arg)
+{
+	struct encode_task *t = arg;
+	struct writer *w = t->w;
+	struct chunk_ref ref;
+	int rc;
+
+	rc = encode_chunk(w, t->index, t->data, t->len, &ref);
+	free(t->data);
+	pthread_mutex_lock(&w->lock);
+	if (rc < 0 && !w->err)
+		w->err = rc;
+	else if (rc == 0)
+		w->chunks[t->index] = ref;
+	w->inflight--;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	free(t);
+}
+
+/* Hand @data (ownership passes) to the pool as chunk @index. Lock held. */
+static int submit(struct writer *w, size_t index, uint8_t *data, size_t len)
+{
+	struct encode_task *t;
+	int rc;
+
+	rc = ensure_chunks(w, index + 1);
+	if (rc < 0)
+		goto fail;
+	if (index == 0)
+		detect_layout(w, data, len);
+	while (w->inflight >= w->env.max_inflight)
+		pthread_cond_wait(&w->cond, &w->lock);
+	t = malloc(sizeof(*t));
+	if (!t) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	*t = (struct encode_task){ .w = w, .index = index, .data = data, .len = len };
+	w->inflight++;
+	rc = pool_submit(w->env.pool, encode_task_run, t);
+	if (rc < 0) {
+		w->inflight--;
+		free(t);
+		goto fail;
+	}
+	return 0;
+fail:
+	free(data);
+	return rc;
+}
+
+static void wait_idle(struct writer *w)
+{
+	while (w->inflight > 0)
+		pthread_cond_wait(&w->cond, &w->lock);
+}
+
+static int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+	const uint8_t *b = p;
+
+	while (n > 0) {
+		ssize_t k = pwrite(fd, b, n, (off_t)off);
+
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		b += k;
+		n -= (size_t)k;
+		off += (uint64_t)k;
+	}
+	return 0;
+}
+
+static long pread_full(int fd, void *p, size_t n, uint64_t off)
+{
+	uint8_t *b = p;
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t k = pread(fd, b + got, n - got, (off_t)(off + got));
+
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (k == 0)
+			break;
+		got += (size_t)k;
+	}
+	return (long)got;
+}
+
+static int open_spool(struct writer *w)
+{
+	int fd = open(w->env.spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+	if (fd < 0) {
+		int e = errno;
+
+		log_error("spool file in %s: %s", w->env.spool_dir, strerror(e));
+		return -e;
+	}
+	w->spool_fd = fd;
+	return 0;
+}
+
+/* Decode @ref into the spool at @off (used when leaving streaming mode
+ * and when starting from committed content). */
+static int spool_chunk(struct writer *w, const struct chunk_ref *ref, size_t len,
+		       uint64_t off)
+{
+	const struct chunk_data *d;
+	int rc = chunks_get(w->env.chunks, ref, len, &d);
+
+	if (rc < 0)
+		return rc;
+	rc = pwrite_all(w->spool_fd, d->data, len, off);
+	chunks_put(w->env.chunks, d);
+	return rc;
+}
+
+/* Leave streaming mode: everything so far goes into a spool file. Lock held. */
+static int to_spool(struct writer *w)
+{
+	size_t i;
+	int rc;
+
+	if (w->spool_fd >= 0)
+		return 0;
+	wait_idle(w);
+	if (w->err)
+		return w->err;
+	rc = open_spool(w);
+	if (rc < 0)
+		return rc;
+	for (i = 0; i < w->n_full && rc == 0; i++)
+		rc = spool_chunk(w, &w->chunks[i], w->env.chunk_size,
+				 (uint64_t)i * w->env.chunk_size);
+	if (rc == 0 && w->cur_len)
+		rc = pwrite_all(w->spool_fd, w->cur, w->cur_len,
+				(uint64_t)w->n_full * w->env.chunk_size);
+	if (rc < 0) {
+		close(w->spool_fd);
+		w->spool_fd = -1;
+		return rc;
+	}
+	free(w->cur);
+	w->cur = NULL;
+	w->cur_len = 0;
+	w->n_full = 0;
+	return 0;
+}
+
+int writer_new(const struct writer_env *env, uint32_t mode,
+	       const struct entry *initial, const struct entry *base,
+	       struct writer **out)
+{
+	struct writer *w = calloc(1, sizeof(*w));
+	size_t i;
+	int rc = 0;
+
+	if (!w)
+		return -ENOMEM;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	w->env = *env;
+	w->spool_fd = -1;
+	w->mode = mode;
+	w->mtime_ns = now_ns();
+	if (base) {
+		w->base = calloc(1, sizeof(*w->base));
+		if (!w->base || entry_copy(base, w->base) < 0) {
+			free(w->base);
+			w->base = NULL;
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	if (initial && initial->size > 0) {
+		/* Modifying committed content in place: work on a spool copy. */
+		rc = open_spool(w);
+		for (i = 0; rc == 0 && i < initial->n_chunks; i++) {
+			uint64_t off = (uint64_t)i * initial->chunk_size;
+			uint64_t len = initial->size - off;
+
+			if (len > initial->chunk_size)
+				len = initial->chunk_size;
+			rc = spool_chunk(w, &initial->chunks[i], (size_t)len, off);
+		}
+		w->size = initial->size;
+	}
+	if (initial) {
+		w->mode = initial->mode;
+		w->mtime_ns = initial->mtime_ns;
+	}
+out:
+	if (rc < 0) {
+		writer_free(w);
+		return rc;
+	}
+	*out = w;
+	return 0;
+}
+
+void writer_free(struct writer *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	wait_idle(w);
+	pthread_mutex_unlock(&w->lock);
+	if (w->spool_fd >= 0)
+		close(w->spool_fd);
+	entry_free(w->base);
+	st_layout_release(&w->layout);
+	free(w->chunks);
+	free(w->cur);
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+	free(w);
+}
+
+static int stream_append(struct writer *w, const char *buf, size_t size)
+{
+	size_t cs = w->env.chunk_size;
+	int rc;
+
+	while (size > 0) {
+		size_t n;
+
+		if (!w->cur) {
+			w->cur = malloc(cs);
+			if (!w->cur)
+				return -ENOMEM;
+		}
+		n = cs - w->cur_len;
+		if (n > size)
+			n = size;
+		memcpy(w->cur + w->cur_len, buf, n);
+		w->cur_len += n;
+		w->size += n;
+		buf += n;
+		size -= n;
+		if (w->cur_len == cs) {
+			uint8_t *full = w->cur;
+
+			w->cur = NULL;
+			w->cur_len = 0;
+			rc = submit(w, w->n_full, full, cs);
+			w->n_full++;
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
+{
+	int rc;
+
+	pthread_mutex_lock(&w->lock);
+	rc = w->err;
+	if (rc < 0)
+		goto out;
+	w->dirty = 1;
+	w->mtime_ns = now_ns();
+	if (w->spool_fd < 0 && off == w->size) {
+		rc = stream_append(w, buf, size);
+	} else {
+		rc = to_spool(w);
+		if (rc == 0)
+			rc = pwrite_all(w->spool_fd, buf, size, off);
+		if (rc == 0 && off + size > w->size)
+			w->size = off + size;
+	}
+	if (rc < 0 && !w->err)
+		w->err = rc;
+out:
+	pthread_mutex_unlock(&w->lock);
+	return rc < 0 ? rc : (long)size;
+}
+
+long writer_read(struct writer *w, char *buf, size_t size, uint64_t off)
+{
+	size_t cs = w->env.chunk_size, done = 0;
+	long rc = 0;
+
+	pthread_mutex_lock(&w->lock);
+	if (off >= w->size)
+		goto out;
+	if (off + size > w->size)
+		size = (size_t)(w->size - off);
+	if (w->spool_fd >= 0) {
+		rc = pread_full(w->spool_fd, buf, size, off);
+		goto out;
+	}
+	wait_idle(w);
+	if (w->err) {
+		rc = w->err;
+		goto out;
+	}
+	while (done < size) {
+		uint64_t pos = off + done;
+		size_t index = (size_t)(pos / cs), in = (size_t)(pos % cs), n;
+
+		if (index < w->n_full) {
+			const struct chunk_data *d;
+
+			rc = chunks_get(w->env.chunks, &w->chunks[index], cs, &d);
+			if (rc < 0)
+				goto out;
+			n = cs - in < size - done ? cs - in : size - done;
+			memcpy(buf + done, d->data + in, n);
+			chunks_put(w->env.chunks, d);
+		} else {
+			n = w->cur_len - in < size - done ? w->cur_len - in : size - done;
+			memcpy(buf + done, w->cur + in, n);
+		}
+		done += n;
+	}
+	rc = (long)done;
+out:
+	pthread_mutex_unlock(&w->lock);
+	return rc;
+}
+
+int writer_truncate(struct writer *w, uint64_t size)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&w->lock);
+	if (w->err) {
+		rc = w->err;
+		goto out;
+	}
+	w->dirty = 1;
+	w->mtime_ns = now_ns();
+	if (size == 0) {
+		/* Back to an empty streaming file: the cheap, common case. */
+		wait_idle(w);
+		if (w->spool_fd >= 0)
+			close(w->spool_fd);
+		w->spool_fd = -1;
+		free(w->cur);
+		w->cur = NULL;
+		w->cur_len = 0;
+		w->n_full = 0;
+		w->size = 0;
+		w->layout_state = 0;
+		st_layout_release(&w->layout);
+		goto out;
+	}
+	if (size == w->size)
+		goto out;
+	rc = to_spool(w);
+	if (rc == 0 && ftruncate(w->spool_fd, (off_t)size) < 0)
+		rc = -errno;
+	if (rc == 0)
+		w->size = size;
+out:
+	if (rc < 0 && !w->err)
+		w->err = rc;
+	pthread_mutex_unlock(&w->lock);
+	return rc;
+}
+
+void writer_set_mtime(struct writer *w, int64_t mtime_ns)
+{
+	pthread_mutex_lock(&w->lock);
+	w->mtime_ns = mtime_ns;
+	w->dirty = 1;
+	pthread_mutex_unlock(&w->lock);
+}
+
+void writer_set_mode(struct writer *w, uint32_t mode)
+{
+	pthread_mutex_lock(&w->lock);
+	w->mode = mode;
+	w->dirty = 1;
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* Readers of these take no lock (the fs lock may be held, and the writer
+ * lock nests inside it only through commit); a torn read is impossible for
+ * aligned 64-bit values on the platforms we build for. */
+uint64_t writer_size(const struct writer *w)
+{
+	return __atomic_load_n(&w->size, __ATOMIC_RELAXED);
+}
+
+int64_t writer_mtime(const struct writer *w)
+{
+	return __atomic_load_n(&w->mtime_ns, __ATOMIC_RELAXED);
+}
+
+uint32_t writer_mode(const struct writer *w)
+{
+	return __atomic_load_n(&w->mode, __ATOMIC_RELAXED);
+}
+
+int writer_is_dirty(const struct writer *w)
+{
+	return __atomic_load_n(&w->dirty, __ATOMIC_RELAXED);
+}
+
+void writer_lock(struct writer *w) { pthread_mutex_lock(&w->lock); }
+void writer_unlock(struct writer *w) { pthread_mutex_unlock(&w->lock); }
+
+/* Encode the spool file chunk by chunk through the pool. Lock held. */
+static int commit_spool(struct writer *w, size_t n_chunks)
+{
+	size_t cs = w->env.chunk_size, i;
+	int rc = ensure_chunks(w, n_chunks);
+
+	w->layout_state = 0;
+	st_layout_release(&w->layout);
+	for (i = 0; rc == 0 && i < n_chunks; i++) {
+		uint64_t off = (uint64_t)i * cs;
+		size_t len = w->size - off < cs ? (size_t)(w->size - off) : cs;
+		uint8_t *data = malloc(len);
+		long got;
+
+		if (!data) {
+			rc = -ENOMEM;
+			break;
+		}
+		got = pread_full(w->spool_fd, data, len, off);
+		if (got != (long)len) {
+			free(data);
+			rc = got < 0 ? (int)got : -EIO;
+			break;
+		}
+		rc = submit(w, i, data, len);
+	}
+	wait_idle(w);
+	return rc;
+}
+
+int writer_prepare_commit(struct writer *w, struct entry *e)
+{
+	size_t cs = w->env.chunk_size;
+	size_t n_chunks = (size_t)((w->size + cs - 1) / cs);
+	int rc;
+
+	memset(e, 0, sizeof(*e));
+	if (w->err)
+		return w->err;
+	if (w->spool_fd >= 0) {
+		rc = commit_spool(w, n_chunks);
+	} else {
+		rc = 0;
+		if (w->cur_len) {
+			/* The partial last chunk is stored now but kept in
+			 * memory, so later appends can still extend it. */
+			uint8_t *copy = malloc(w->cur_len);
+
+			if (!copy)
+				return -ENOMEM;
+			memcpy(copy, w->cur, w->cur_len);
+			rc = submit(w, w->n_full, copy, w->cur_len);
+		}
+		wait_idle(w);
+	}
+	if (rc == 0)
+		rc = w->err;
+	if (rc < 0) {
+		if (!w->err)
+			w->err = rc;
+		return rc;
+	}
+	e->mode = w->mode;
+	e->mtime_ns = w->mtime_ns;
+	e->size = w->size;
+	e->chunk_size = w->env.chunk_size;
+	e->n_chunks = n_chunks;
+	if (n_chunks) {
+		e->chunks = malloc(n_chunks * sizeof(*e->chunks));
+		if (!e->chunks)
+			return -ENOMEM;
+		memcpy(e->chunks, w->chunks, n_chunks * sizeof(*e->chunks));
+	}
+	return 0;
+}
+
+void writer_mark_clean(struct writer *w)
+{
+	w->dirty = 0;
+}

@@ -1,0 +1,260 @@
+"""Shared helpers for the ckptfs integration tests: real FUSE mounts of the
+built binary on a private store, checked for clean exits and clean logs.
+
+Every test gets its own temp directory (store, mountpoint, log); mounts are
+always unmounted, even when a test fails; the daemon's stderr is scanned for
+sanitizer reports and unexpected errors.
+"""
+import errno
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import time
+import unittest
+
+CKPTFS = os.environ.get("CKPTFS_BIN", "ckptfs")
+SUSPICIOUS = re.compile(r"^==\d+==|runtime error:|AddressSanitizer|LeakSanitizer", re.M)
+
+
+def fuse_usable():
+    return os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None
+
+
+requires_fuse = unittest.skipUnless(fuse_usable(), "no /dev/fuse or fusermount3")
+
+
+def sha256_file(path, bufsize=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(bufsize)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha256_tree(root):
+    """{relative path: sha256} of every regular file under root."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            out[os.path.relpath(p, root)] = sha256_file(p)
+    return out
+
+
+def du_bytes(path):
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def bf16_from_f32(a):
+    """Round-to-nearest-even fp32 -> bf16, as uint16 (numpy)."""
+    import numpy as np
+    u = a.astype(np.float32).view(np.uint32)
+    rounding = ((u >> 16) & 1) + 0x7FFF
+    return ((u + rounding) >> 16).astype(np.uint16)
+
+
+def write_safetensors(path, tensors, seed=0):
+    """tensors: list of (name, dtype, shape). Writes realistic weights
+    (normal, std 0.02; layernorm-like ~1.0 for 1-D) and returns nothing."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    header, offset, blobs = {}, 0, []
+    width = {"BF16": 2, "F32": 4, "F16": 2}
+    for name, dtype, shape in tensors:
+        n = int(np.prod(shape))
+        nbytes = n * width[dtype]
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+        blobs.append((name, dtype, shape, n))
+    header["__metadata__"] = {"format": "pt"}
+    hj = json.dumps(header).encode()
+    hj += b" " * ((8 - len(hj) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hj)))
+        f.write(hj)
+        for name, dtype, shape, n in blobs:
+            done = 0
+            while done < n:
+                k = min(n - done, 8 << 20)
+                if len(shape) == 1:
+                    v = 1.0 + rng.standard_normal(k, dtype=np.float32) * 0.05
+                else:
+                    v = rng.standard_normal(k, dtype=np.float32) * 0.02
+                if dtype == "BF16":
+                    f.write(bf16_from_f32(v).tobytes())
+                elif dtype == "F16":
+                    f.write(v.astype(np.float16).tobytes())
+                else:
+                    f.write(v.astype(np.float32).tobytes())
+                done += k
+
+
+def model_tensors(total_mb, hidden=1024):
+    """Tensor list for a bf16 model of about total_mb MB, plus an fp32 one."""
+    tensors = [("model.embed_tokens.weight", "BF16", (4096, hidden))]
+    per_layer = 4 * hidden * hidden + 3 * hidden * 2816
+    layers = max(1, (total_mb * (1 << 20) // 2 - 4096 * hidden) // per_layer)
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        tensors += [(p + "input_layernorm.weight", "BF16", (hidden,))]
+        for m in ("q", "k", "v", "o"):
+            tensors.append((p + f"self_attn.{m}_proj.weight", "BF16", (hidden, hidden)))
+        tensors += [(p + "mlp.gate_proj.weight", "BF16", (2816, hidden)),
+                    (p + "mlp.up_proj.weight", "BF16", (2816, hidden)),
+                    (p + "mlp.down_proj.weight", "BF16", (hidden, 2816))]
+    tensors.append(("lm_head.bias", "F32", (hidden * 16,)))
+    return tensors
+
+
+def perturb_safetensors(src, dst, fraction, seed):
+    """Copy src to dst changing `fraction` of bf16 values by +-1..2 ulp
+    (what an Adam step with a small lr does); the header is unchanged."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    with open(src, "rb") as f:
+        (hlen,) = struct.unpack("<Q", f.read(8))
+        f.seek(0)
+        data = bytearray(f.read())
+    header = json.loads(data[8:8 + hlen])
+    base = 8 + hlen
+    for name, t in header.items():
+        if name == "__metadata__" or t["dtype"] != "BF16":
+            continue
+        a, b = t["data_offsets"]
+        v = np.frombuffer(data, dtype=np.uint16, count=(b - a) // 2, offset=base + a).copy()
+        mask = rng.random(v.size) < fraction
+        step = rng.choice(np.array([-2, -1, 1, 2], dtype=np.int32), size=int(mask.sum()))
+        v[mask] = (v[mask].astype(np.int32) + step).astype(np.uint16)
+        data[base + a:base + b] = v.tobytes()
+    with open(dst, "wb") as f:
+        f.write(data)
+
+
+class Mount:
+    """A running `ckptfs mount -f` on a store directory."""
+
+    def __init__(self, store, mnt, log, job=None, args=()):
+        self.store, self.mnt, self.log_path = store, mnt, log
+        self.job, self.args = job, list(args)
+        self.proc = None
+
+    def start(self, timeout=15):
+        os.makedirs(self.mnt, exist_ok=True)
+        cmd = [CKPTFS, "mount", "-f", self.store, self.mnt]
+        if self.job:
+            cmd += ["--job=" + self.job]
+        cmd += self.args
+        self.logf = open(self.log_path, "a")
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if os.path.ismount(self.mnt):
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError("ckptfs exited %s:\n%s" % (self.proc.returncode, self.log()))
+            time.sleep(0.05)
+        raise AssertionError("mount did not appear:\n" + self.log())
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def path(self, *parts):
+        return os.path.join(self.mnt, *parts)
+
+    def stop(self):
+        """Unmount cleanly; the daemon must exit 0 with a clean log."""
+        if self.proc is None:
+            return
+        subprocess.run(["fusermount3", "-u", self.mnt], check=False,
+                       stderr=subprocess.DEVNULL)
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        self.logf.close()
+        text = self.log()
+        if rc != 0:
+            raise AssertionError("ckptfs exited %d\n%s" % (rc, text))
+        bad = SUSPICIOUS.search(text)
+        if bad:
+            raise AssertionError("suspicious daemon output:\n" + text)
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        self.logf.close()
+        subprocess.run(["fusermount3", "-u", "-z", self.mnt], check=False,
+                       stderr=subprocess.DEVNULL)
+
+    def cleanup(self):
+        if self.proc is not None:
+            subprocess.run(["fusermount3", "-u", "-z", self.mnt], check=False,
+                           stderr=subprocess.DEVNULL)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+
+class MountTest(unittest.TestCase):
+    """Base class: self.tmp, self.store, self.mount(...)."""
+
+    def setUp(self):
+        base = os.environ.get("CKPTFS_TEST_TMP") or None
+        self.tmp = tempfile.mkdtemp(prefix="ckptfs-it-", dir=base)
+        self.store = os.path.join(self.tmp, "store")
+        self.src = os.path.join(self.tmp, "src")
+        os.makedirs(self.src)
+        self.mounts = []
+
+    def tearDown(self):
+        for m in self.mounts:
+            m.cleanup()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def mount(self, name="mnt", job=None, args=()):
+        m = Mount(self.store, os.path.join(self.tmp, name),
+                  os.path.join(self.tmp, name + ".log"), job=job, args=args)
+        self.mounts.append(m)
+        return m.start()
+
+    def assertErrno(self, err, fn, *a, **kw):
+        with self.assertRaises(OSError) as cm:
+            fn(*a, **kw)
+        self.assertEqual(cm.exception.errno, err,
+                         "expected %s, got %s" % (errno.errorcode[err], cm.exception))
+
+    def run_ckptfs(self, *args):
+        return subprocess.run([CKPTFS] + list(args), capture_output=True, text=True)
+
+
+def random_file(path, size, seed):
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            k = min(left, 1 << 20)
+            f.write(rng.randbytes(k))
+            left -= k

@@ -1,0 +1,351 @@
+"""Issue 2: the mounted filesystem on a local store — exact bytes through
+cp, pread, mmap, truncate, rename, remount and kill -9; corrupt chunks give
+EIO; names, other jobs and the CLI behave as documented."""
+import errno
+import json
+import mmap
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from ckptfs_testlib import (MountTest, du_bytes, model_tensors, random_file,
+                            requires_fuse, sha256_file, sha256_tree,
+                            write_safetensors)
+
+DATA = None  # shared source files, made once
+
+
+def setUpModule():
+    global DATA
+    DATA = tempfile.mkdtemp(prefix="ckptfs-data-", dir=os.environ.get("CKPTFS_TEST_TMP"))
+    write_safetensors(os.path.join(DATA, "model.safetensors"), model_tensors(210), seed=1)
+    random_file(os.path.join(DATA, "blob.bin"), 9 * (1 << 20) + 12345, seed=2)
+    with open(os.path.join(DATA, "config.json"), "w") as f:
+        json.dump({"architectures": ["TestForCausalLM"], "hidden_size": 1024}, f)
+
+
+def tearDownModule():
+    shutil.rmtree(DATA, ignore_errors=True)
+
+
+@requires_fuse
+class RoundTrip(MountTest):
+    def test_cp_remount_pread_mmap(self):
+        m = self.mount()
+        ck = m.path("sampler", "step-0001")
+        os.mkdir(ck)
+        subprocess.run(["cp", os.path.join(DATA, "model.safetensors"),
+                        os.path.join(DATA, "blob.bin"), os.path.join(DATA, "config.json"),
+                        ck], check=True)
+        want = sha256_tree(DATA)
+        self.assertGreaterEqual(os.path.getsize(os.path.join(ck, "model.safetensors")),
+                                200 * (1 << 20))
+        self.assertEqual(sha256_tree(ck), want)
+        self.assertEqual(sorted(os.listdir(ck)), sorted(want))
+        raw = sum(os.path.getsize(os.path.join(DATA, n)) for n in want)
+        stored = du_bytes(self.store)
+        self.assertLess(stored, raw, "the store should be smaller than the raw files")
+        m.stop()
+
+        m = self.mount("mnt2")
+        ck = m.path("sampler", "step-0001")
+        self.assertEqual(sha256_tree(ck), want)
+        # Random-offset reads, including chunk edges and the file end.
+        src = os.path.join(DATA, "model.safetensors")
+        size = os.path.getsize(src)
+        rng = random.Random(7)
+        offs = [0, 4 << 20, (4 << 20) - 1, size - 1, size - 100]
+        offs += [rng.randrange(size) for _ in range(200)]
+        with open(src, "rb") as a, open(os.path.join(ck, "model.safetensors"), "rb") as b:
+            for off in offs:
+                n = rng.choice([1, 7, 4096, 100000, 5 << 20])
+                self.assertEqual(os.pread(a.fileno(), n, off), os.pread(b.fileno(), n, off),
+                                 "pread at %d len %d" % (off, n))
+            mm = mmap.mmap(b.fileno(), 0, prot=mmap.PROT_READ)
+            for off in offs[:50]:
+                self.assertEqual(mm[off:off + 3000], os.pread(a.fileno(), 3000, off))
+            mm.close()
+        st = os.stat(os.path.join(ck, "model.safetensors"))
+        self.assertEqual(st.st_size, size)
+        m.stop()
+
+    def test_own_writes_visible_other_mount_sees_committed_only(self):
+        a = self.mount("a")
+        b = self.mount("b")
+        os.mkdir(a.path("sampler", "s1"))
+        p = a.path("sampler", "s1", "w.bin")
+        with open(p, "wb") as f:
+            f.write(b"x" * 5000)
+            f.flush()
+            # Same mount: sees its own writes while the file is open.
+            with open(p, "rb") as r:
+                self.assertEqual(r.read(), b"x" * 5000)
+            time.sleep(1.5)
+            self.assertFalse(os.path.exists(b.path("sampler", "s1", "w.bin")))
+        time.sleep(1.5)
+        with open(b.path("sampler", "s1", "w.bin"), "rb") as r:
+            self.assertEqual(r.read(), b"x" * 5000)
+        a.stop()
+        b.stop()
+
+
+@requires_fuse
+class FileOps(MountTest):
+    def test_nested_truncate_rename_unlink_rmr(self):
+        m = self.mount()
+        ck = m.path("state", "run-1")
+        os.mkdir(ck)
+        os.makedirs(os.path.join(ck, "optim", "rank0"))
+        p = os.path.join(ck, "optim", "rank0", "shard.pt")
+        data = os.urandom(3 * (1 << 20) + 17)
+        with open(p, "wb") as f:
+            f.write(data)
+        os.truncate(p, 1000)
+        with open(p, "rb") as f:
+            self.assertEqual(f.read(), data[:1000])
+        os.truncate(p, 5000)
+        with open(p, "rb") as f:
+            self.assertEqual(f.read(), data[:1000] + b"\0" * 4000)
+        with open(p, "r+b") as f:
+            f.truncate(10)
+        self.assertEqual(os.path.getsize(p), 10)
+        q = os.path.join(ck, "optim", "rank0", "renamed.pt")
+        os.rename(p, q)
+        self.assertFalse(os.path.exists(p))
+        with open(q, "rb") as f:
+            self.assertEqual(f.read(), data[:10])
+        os.rename(os.path.join(ck, "optim"), os.path.join(ck, "opt2"))
+        self.assertEqual(os.listdir(ck), ["opt2"])
+        with open(os.path.join(ck, "opt2", "rank0", "renamed.pt"), "rb") as f:
+            self.assertEqual(f.read(), data[:10])
+        os.mkdir(os.path.join(ck, "empty"))
+        self.assertTrue(os.path.isdir(os.path.join(ck, "empty")))
+        self.assertErrno(errno.ENOTEMPTY, os.rmdir, ck)
+        os.unlink(os.path.join(ck, "opt2", "rank0", "renamed.pt"))
+        self.assertFalse(os.path.exists(os.path.join(ck, "opt2")))
+        with open(os.path.join(ck, "a"), "wb") as f:
+            f.write(b"a")
+        shutil.rmtree(ck)
+        self.assertEqual(os.listdir(m.path("state")), [])
+        m.stop()
+        # The empty checkpoint dir and removals survive a remount too.
+        m = self.mount("mnt2")
+        self.assertEqual(os.listdir(m.path("state")), [])
+        m.stop()
+
+    def test_out_of_order_writes_and_overwrite(self):
+        m = self.mount()
+        os.mkdir(m.path("sampler", "x"))
+        p = m.path("sampler", "x", "sparse.bin")
+        want = bytearray(10 * (1 << 20) + 3)
+        rng = random.Random(3)
+        fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+        for _ in range(60):
+            off = rng.randrange(len(want) - 70000)
+            blob = rng.randbytes(rng.randrange(1, 70000))
+            os.pwrite(fd, blob, off)
+            want[off:off + len(blob)] = blob
+        os.pwrite(fd, b"end", len(want) - 3)
+        want[-3:] = b"end"
+        os.close(fd)
+        with open(p, "rb") as f:
+            self.assertEqual(f.read(), bytes(want))
+        # Modify a committed file in place.
+        with open(p, "r+b") as f:
+            f.seek(5 << 20)
+            f.write(b"HELLO")
+        want[5 << 20:(5 << 20) + 5] = b"HELLO"
+        m.stop()
+        m = self.mount("mnt2")
+        with open(m.path("sampler", "x", "sparse.bin"), "rb") as f:
+            self.assertEqual(f.read(), bytes(want))
+        m.stop()
+
+    def test_two_writers_at_once(self):
+        m = self.mount()
+        os.mkdir(m.path("sampler", "par"))
+        files = {}
+        for i in range(2):
+            files[i] = os.path.join(self.src, "f%d" % i)
+            random_file(files[i], 30 * (1 << 20) + i, seed=10 + i)
+        procs = [subprocess.Popen(["cp", files[i], m.path("sampler", "par", "f%d" % i)])
+                 for i in range(2)]
+        for p in procs:
+            self.assertEqual(p.wait(), 0)
+        for i in range(2):
+            self.assertEqual(sha256_file(m.path("sampler", "par", "f%d" % i)),
+                             sha256_file(files[i]))
+        m.stop()
+
+    def test_statfs_and_tree(self):
+        m = self.mount()
+        self.assertEqual(sorted(os.listdir(m.mnt)),
+                         ["checkpoints.jsonl", "deployments", "jobs", "models", "sampler", "state"])
+        sv = os.statvfs(m.mnt)
+        self.assertGreater(sv.f_blocks, 0)
+        self.assertEqual(os.listdir(m.path("jobs")), ["default"])
+        self.assertEqual(sorted(os.listdir(m.path("jobs", "default"))), ["sampler", "state"])
+        m.stop()
+
+
+@requires_fuse
+class Errors(MountTest):
+    def test_bad_names_and_refusals(self):
+        m = self.mount()
+        self.assertErrno(errno.ENAMETOOLONG, os.mkdir, m.path("sampler", "x" * 256))
+        os.mkdir(m.path("sampler", "ok"))
+        self.assertErrno(errno.EEXIST, os.mkdir, m.path("sampler", "ok"))
+        self.assertErrno(errno.ENAMETOOLONG, open, m.path("sampler", "ok", "y" * 256), "wb")
+        self.assertErrno(errno.EPERM, open, m.path("stray.txt"), "wb")
+        self.assertErrno(errno.ENOENT, open, m.path("sampler", "nope", "f"), "wb")
+        self.assertErrno(errno.EPERM, os.mkdir, m.path("stray"))
+        self.assertErrno(errno.EACCES, open, m.path("checkpoints.jsonl"), "wb")
+        m.stop()
+
+    def test_other_job_is_read_only(self):
+        other = self.mount("other", job="job-b")
+        os.mkdir(other.path("sampler", "s1"))
+        with open(other.path("sampler", "s1", "w"), "wb") as f:
+            f.write(b"from job b")
+        other.stop()
+        m = self.mount()
+        self.assertEqual(sorted(os.listdir(m.path("jobs"))), ["default", "job-b"])
+        with open(m.path("jobs", "job-b", "sampler", "s1", "w"), "rb") as f:
+            self.assertEqual(f.read(), b"from job b")
+        self.assertErrno(errno.EROFS, open, m.path("jobs", "job-b", "sampler", "s1", "w"), "wb")
+        self.assertErrno(errno.EROFS, os.mkdir, m.path("jobs", "job-b", "sampler", "s2"))
+        self.assertErrno(errno.EROFS, os.unlink, m.path("jobs", "job-b", "sampler", "s1", "w"))
+        self.assertErrno(errno.EROFS, os.rmdir, m.path("jobs", "job-b", "sampler", "s1"))
+        m.stop()
+
+    def test_corrupt_chunk_gives_eio_and_fsck_names_it(self):
+        m = self.mount()
+        os.mkdir(m.path("sampler", "c"))
+        src = os.path.join(self.src, "r.bin")
+        random_file(src, 9 << 20, seed=5)
+        shutil.copy(src, m.path("sampler", "c", "r.bin"))
+        m.stop()
+        self.assertEqual(self.run_ckptfs("fsck", self.store).returncode, 0)
+        chunks = []
+        for d, _s, fs in os.walk(os.path.join(self.store, "chunks")):
+            chunks += [os.path.join(d, f) for f in fs]
+        self.assertEqual(len(chunks), 3)
+        victim = sorted(chunks)[0]
+        with open(victim, "r+b") as f:
+            f.seek(100)
+            b = f.read(1)
+            f.seek(100)
+            f.write(bytes([b[0] ^ 0x20]))
+        m = self.mount("mnt2")
+        good = 0
+        with open(m.path("sampler", "c", "r.bin"), "rb") as f, open(src, "rb") as s:
+            for i in range(3):
+                try:
+                    got = os.pread(f.fileno(), 4 << 20, i << 22)
+                    self.assertEqual(got, os.pread(s.fileno(), 4 << 20, i << 22))
+                    good += 1
+                except OSError as e:
+                    self.assertEqual(e.errno, errno.EIO)
+        self.assertEqual(good, 2)
+        m.stop()
+        self.assertIn("checksum mismatch", m.log())
+        r = self.run_ckptfs("fsck", self.store)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(os.path.basename(victim), r.stdout)
+
+
+@requires_fuse
+class Crash(MountTest):
+    def test_kill9_during_cp(self):
+        m = self.mount()
+        os.mkdir(m.path("sampler", "k"))
+        shutil.copy(os.path.join(DATA, "config.json"), m.path("sampler", "k", "config.json"))
+        shutil.copy(os.path.join(DATA, "blob.bin"), m.path("sampler", "k", "blob.bin"))
+        # Feed a large file slowly so the kill lands mid-copy.
+        fd = os.open(m.path("sampler", "k", "big.bin"), os.O_CREAT | os.O_WRONLY, 0o644)
+        for _ in range(12):
+            os.write(fd, os.urandom(1 << 20))
+        m.kill9()
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        m = self.mount("mnt2")
+        ck = m.path("sampler", "k")
+        self.assertEqual(sorted(os.listdir(ck)), ["blob.bin", "config.json"])
+        self.assertEqual(sha256_file(os.path.join(ck, "blob.bin")),
+                         sha256_file(os.path.join(DATA, "blob.bin")))
+        m.stop()
+        r = self.run_ckptfs("fsck", self.store)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+
+@requires_fuse
+class Metadata(MountTest):
+    def test_xattrs_and_jsonl(self):
+        m = self.mount()
+        ck = m.path("sampler", "step-0001")
+        os.mkdir(ck)
+        shutil.copy(os.path.join(DATA, "blob.bin"), os.path.join(ck, "blob.bin"))
+        x = lambda n: os.getxattr(ck, "user.ckptfs." + n).decode()
+        self.assertEqual(x("kind"), "base")
+        self.assertRegex(x("snapshot"), r"^step-0001-[0-9a-f]{8}$")
+        self.assertEqual(int(x("logical_bytes")), os.path.getsize(os.path.join(DATA, "blob.bin")))
+        self.assertGreater(int(x("stored_bytes")), 0)
+        self.assertEqual(x("promotable"), "true")
+        os.setxattr(ck, "user.ckptfs.ttl", b"3600")
+        self.assertEqual(x("ttl"), "3600")
+        self.assertIn("user.ckptfs.expires_at", os.listxattr(ck))
+        os.removexattr(ck, "user.ckptfs.ttl")
+        self.assertNotIn("user.ckptfs.ttl", os.listxattr(ck))
+        os.mkdir(m.path("state", "st-1"))
+        self.assertEqual(os.getxattr(m.path("state", "st-1"), "user.ckptfs.kind"), b"state")
+        with open(m.path("checkpoints.jsonl")) as f:
+            lines = [json.loads(l) for l in f.read().splitlines()]
+        self.assertEqual(sorted(l["name"] for l in lines), ["st-1", "step-0001"])
+        one = [l for l in lines if l["name"] == "step-0001"][0]
+        self.assertEqual(one["kind"], "base")
+        self.assertEqual(one["snapshot"], x("snapshot"))
+        self.assertEqual(one["path"], "sampler/step-0001")
+        m.stop()
+
+
+class Cli(MountTest):
+    def test_version_help_and_errors(self):
+        r = self.run_ckptfs("--version")
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"^ckptfs \d+\.\d+")
+        self.assertIn("fsck", self.run_ckptfs("--help").stdout)
+        r = self.run_ckptfs("fsck", "/nonexistent/store")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("/nonexistent/store", r.stderr)
+        r = self.run_ckptfs("mount", "-f", self.store, "/nonexistent/mnt")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("/nonexistent/mnt", r.stderr)
+
+    @requires_fuse
+    def test_busy_mountpoint_and_stat(self):
+        m = self.mount()
+        r = self.run_ckptfs("mount", "-f", self.store, m.mnt)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("busy", r.stderr)
+        os.mkdir(m.path("sampler", "a"))
+        with open(m.path("sampler", "a", "f"), "wb") as f:
+            f.write(b"z" * 100000)
+        m.stop()
+        r = self.run_ckptfs("stat", self.store)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("job default", r.stdout)
+        self.assertIn("logical 100000", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
