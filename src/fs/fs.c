@@ -94,6 +94,11 @@ static int parse_path(struct ckfs *fs, const char *path, struct fpath *p)
 		return 0;
 	}
 #define IS(k, s) (l[k] == strlen(s) && !memcmp(c[k], s, l[k]))
+	if (n == 1 && !IS(0, "sampler") && !IS(0, "state") && !IS(0, "models") &&
+	    !IS(0, "deployments") && !IS(0, "jobs") && !IS(0, "checkpoints.jsonl")) {
+		p->type = P_NONE;	/* the root holds nothing else */
+		return 0;
+	}
 	if (IS(0, "checkpoints.jsonl") && n == 1) {
 		p->type = P_JSONL;
 		return 0;
@@ -361,6 +366,8 @@ int fs_getattr(struct ckfs *fs, const char *path, struct stat *st)
 	if (rc < 0)
 		return rc;
 	switch (p.type) {
+	case P_NONE:
+		return -ENOENT;
 	case P_ROOT:
 	case P_JOBS:
 	case P_MODELS:
@@ -694,8 +701,8 @@ int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode)
 
 	if (rc < 0)
 		return rc;
-	if (p.type != P_CKPT && p.type != P_INNER && p.type != P_HOTLOAD)
-		return p.type == P_NONE ? -ENOENT : -EPERM;
+	if (p.type != P_CKPT && p.type != P_INNER)
+		return p.type == P_HOTLOAD ? -EEXIST : -EPERM;
 	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
@@ -1111,7 +1118,7 @@ int fs_create(struct ckfs *fs, const char *path, mode_t mode, int flags, uint64_
 	if (rc < 0)
 		return rc;
 	if (p.type != P_INNER)
-		return p.type == P_HOTLOAD ? -EPERM : (p.type == P_NONE ? -ENOENT : -EPERM);
+		return -EPERM;
 	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
@@ -1415,7 +1422,9 @@ int fs_flush(struct ckfs *fs, uint64_t fh)
 {
 	struct handle *h = to_handle(fh);
 
-	if (h->type != H_WRITER)
+	/* Closing a read-only descriptor commits nothing: another descriptor
+	 * may still be writing. */
+	if (h->type != H_WRITER || !h->write_access)
 		return 0;
 	return commit_slot(fs, h->ws);
 }
@@ -1434,7 +1443,7 @@ void fs_release(struct ckfs *fs, uint64_t fh)
 		int last;
 
 		/* Writes through a shared mmap can arrive after the last flush. */
-		if (writer_is_dirty(ws->w) && commit_slot(fs, ws) < 0)
+		if (h->write_access && writer_is_dirty(ws->w) && commit_slot(fs, ws) < 0)
 			log_error("release %s/%s: data written after close was not stored",
 				  ws->ckpt, ws->relpath);
 		pthread_mutex_lock(&fs->lock);

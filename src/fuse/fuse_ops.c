@@ -36,6 +36,18 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	return fuse_get_context()->private_data;
 }
 
+/*
+ * With nullpath_ok, readdir may get no path: the directory handle keeps it.
+ * Its first word differs from fs file handles' (FS_HANDLE_MAGIC), so a
+ * path-less getattr can tell the two apart.
+ */
+#define DIR_HANDLE_MAGIC 0x52494448u	/* "HDIR" */
+
+struct dir_handle {
+	uint32_t magic;
+	char path[];
+};
+
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	if (path)
@@ -56,18 +68,6 @@ static int fill_one(void *arg, const char *name, const struct stat *st)
 
 	return fc->filler(fc->buf, name, st, 0, 0);
 }
-
-/*
- * With nullpath_ok, readdir may get no path: the directory handle keeps it.
- * Its first word differs from fs file handles' (FS_HANDLE_MAGIC), so a
- * path-less getattr can tell the two apart.
- */
-#define DIR_HANDLE_MAGIC 0x52494448u	/* "HDIR" */
-
-struct dir_handle {
-	uint32_t magic;
-	char path[];
-};
 
 static int op_opendir(const char *path, struct fuse_file_info *fi)
 {

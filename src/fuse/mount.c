@@ -49,9 +49,10 @@ struct mount_opts {
 enum { KEY_HELP, KEY_FOREGROUND, KEY_DEBUG, KEY_RO };
 
 #define OPT(t, f, v) { t, offsetof(struct mount_opts, f), v }
-/* Each option three ways: --name=value, --name value, -o name=value. */
-#define OPT3(name, f) OPT("--" name "=%s", f, 0), OPT("--" name " %s", f, 0), \
-		      OPT(name "=%s", f, 0)
+/* Each option two ways: --name=value, or -o name=value (fstab). A
+ * "--name %s" form is not offered: fuse_opt applies every matching
+ * template, and it would also match "--name=value". */
+#define OPT3(name, f) OPT("--" name "=%s", f, 0), OPT(name "=%s", f, 0)
 
 static const struct fuse_opt opt_spec[] = {
 	OPT3("job", job),

@@ -130,7 +130,11 @@ class FileOps(MountTest):
         self.assertTrue(os.path.isdir(os.path.join(ck, "empty")))
         self.assertErrno(errno.ENOTEMPTY, os.rmdir, ck)
         os.unlink(os.path.join(ck, "opt2", "rank0", "renamed.pt"))
-        self.assertFalse(os.path.exists(os.path.join(ck, "opt2")))
+        # Folders made with mkdir stay (empty) after their last file goes.
+        self.assertEqual(os.listdir(os.path.join(ck, "opt2", "rank0")), [])
+        self.assertErrno(errno.ENOTEMPTY, os.rmdir, os.path.join(ck, "opt2"))
+        os.rmdir(os.path.join(ck, "opt2", "rank0"))
+        os.rmdir(os.path.join(ck, "opt2"))
         with open(os.path.join(ck, "a"), "wb") as f:
             f.write(b"a")
         shutil.rmtree(ck)

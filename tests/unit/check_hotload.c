@@ -1284,7 +1284,7 @@ int main(void)
 	int failed;
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	srunner_run_all(sr, CK_NORMAL);
+	srunner_run_all(sr, CK_ENV);	/* CK_VERBOSITY, default normal */
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	curl_global_cleanup();
