@@ -192,8 +192,13 @@ static struct ckpt *build_ckpt(struct store *st, struct view *v, struct ckpt *ol
 	if (!rec)		/* being created or removed */
 		goto fail;
 	if (old && same_stat(&old->rec_st, &rec->st)) {
-		c->rec = old->rec;
-		memset(&old->rec, 0, sizeof(old->rec));
+		c->rec = old->rec;	/* the old view is searched by name until
+					 * the refresh ends: copy, do not steal */
+		c->rec.job = strdup(old->rec.job);
+		c->rec.name = strdup(old->rec.name);
+		c->rec.base = old->rec.base ? strdup(old->rec.base) : NULL;
+		if (!c->rec.job || !c->rec.name || (old->rec.base && !c->rec.base))
+			goto fail;
 	} else {
 		buf_reset(&b);
 		if (store_get(st, rec->key, &b) < 0 ||

@@ -165,25 +165,51 @@ static void fmt(char *dst, size_t size, const char *f, ...)
 	va_end(ap);
 }
 
-/* Replace every occurrence of the token in @s, in place (truncating). */
+/*
+ * Replace every occurrence of the token in @s, in place (truncating). One
+ * pass over the original, so a token that occurs in the mask cannot loop.
+ */
 static void scrub(const struct run *r, char *s, size_t size)
 {
 	static const char mask[] = "[redacted]";
 	size_t tlen = r->token ? strlen(r->token) : 0;
-	char tmp[1024];
-	char *hit;
+	const char *p, *hit;
+	struct buf out = BUF_INIT;
+	int rc = 0;
 
-	if (!tlen)
+	if (!tlen || !size || !strstr(s, r->token))
 		return;
-	if (size > sizeof(tmp)) {
-		s[0] = '\0';	/* cannot scrub it here: drop it rather than leak */
-		return;
+	for (p = s; !rc && (hit = strstr(p, r->token)); p = hit + tlen) {
+		rc = buf_append(&out, p, hit - p);
+		if (!rc)
+			rc = buf_append_str(&out, mask);
 	}
-	while ((hit = strstr(s, r->token))) {
-		fmt(tmp, sizeof(tmp), "%.*s%s%s", (int)(hit - s), s, mask,
-		    hit + tlen);
-		fmt(s, size, "%s", tmp);
-	}
+	if (!rc)
+		rc = buf_append(&out, p, strlen(p) + 1);
+	/* Zero first: the old tail past the new NUL could hold a piece of it. */
+	memset(s, 0, size);
+	if (!rc)
+		fmt(s, size, "%s", (const char *)out.data);
+	buf_release(&out);
+}
+
+/*
+ * Every log line of this file goes through here, scrubbed: the token can
+ * reach a line through a server message or even a path.
+ */
+static void say(const struct run *r, enum log_level lvl, const char *f, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void say(const struct run *r, enum log_level lvl, const char *f, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, f);
+	vsnprintf(line, sizeof(line), f, ap);
+	va_end(ap);
+	scrub(r, line, sizeof(line));
+	log_msg(lvl, "%s", line);
 }
 
 static void set_error(struct run *r, const char *fmt, ...)
@@ -371,8 +397,8 @@ static int backoff(struct run *r, double retry_after)
 		delay = retry_after;
 	/* Powers of two only, so a long outage does not flood the log. */
 	if (!(r->attempt & (r->attempt - 1)))
-		log_warn("hotload %s: %s; retrying for %.1fs more", r->name,
-			 r->last, fmax(remaining(r), 0));
+		say(r, LOG_LVL_WARN, "hotload %s: %s; retrying for %.1fs more",
+		    r->name, r->last, fmax(remaining(r), 0));
 	left = remaining(r);
 	if (left <= 0)
 		return -ETIMEDOUT;
@@ -607,8 +633,8 @@ static int vllm_transfer(struct run *r)
 				rc = -EIO;
 				goto out;
 			}
-			log_info("hotload %s: server lost its weight-transfer engine; initialising again",
-				 r->name);
+			say(r, LOG_LVL_INFO, "hotload %s: server lost its weight-transfer engine; initialising again",
+			    r->name);
 			continue;
 		}
 		if (rc != -EAGAIN)
@@ -963,9 +989,9 @@ int hotload_run(const struct deployment *d, const struct hotload_request *req,
 	if (rc < 0)
 		goto out;
 
-	log_debug("hotload %s: loading %s (%s) from %s via %s", r.name,
-		  req->checkpoint, req->snapshot, res->model_path,
-		  protocol_name(d->protocol));
+	say(&r, LOG_LVL_DEBUG, "hotload %s: loading %s (%s) from %s via %s",
+	    r.name, req->checkpoint, req->snapshot, res->model_path,
+	    protocol_name(d->protocol));
 	switch (d->protocol) {
 	case HOTLOAD_SGLANG:
 		rc = run_sglang(&r);
@@ -991,16 +1017,19 @@ out:
 	if (r.curl)
 		curl_easy_cleanup(r.curl);
 	res->seconds = now_s() - start;
+	/* The result outlives the run (it is shown as the hotload status). */
+	scrub(&r, res->model_path, sizeof(res->model_path));
+	scrub(&r, res->version, sizeof(res->version));
 	if (rc == 0) {
 		res->error[0] = '\0';
-		log_info("hotload %s: %s confirmed as %s in %.2fs", r.name,
-			 req->checkpoint, res->version, res->seconds);
+		say(&r, LOG_LVL_INFO, "hotload %s: %s confirmed as %s in %.2fs",
+		    r.name, req->checkpoint, res->version, res->seconds);
 	} else {
 		if (rc == -ENOMEM && !res->error[0])
 			set_error(&r, "out of memory");
-		log_error("hotload %s: %s failed (%s) after %.2fs: %s", r.name,
-			  req && req->checkpoint ? req->checkpoint : "?",
-			  strerror(-rc), res->seconds, res->error);
+		say(&r, LOG_LVL_ERROR, "hotload %s: %s failed (%s) after %.2fs: %s",
+		    r.name, req && req->checkpoint ? req->checkpoint : "?",
+		    strerror(-rc), res->seconds, res->error);
 	}
 	return rc;
 }

@@ -334,6 +334,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "token_step": ((int,), False),
             "flush_cache": ((bool,), False),
             "manifest": ((dict, type(None)), False),
+            "rid": ((str, list, type(None)), False),    # from BaseReq
         }
         check_fields(body, spec, self.bad)
 

@@ -1121,6 +1121,37 @@ START_TEST(token_bearer)
 }
 END_TEST
 
+/* A server that echoes the token back: the message is kept, the token not. */
+START_TEST(token_scrubbed)
+{
+	struct standin s = { 0 };
+	struct ckpt c;
+	struct deployment d = DEPLOYMENT_INIT;
+	struct hotload_result res;
+	struct hotload_request q;
+
+	ckpt_make(&c, "step-0001");
+	standin_start(&s, "http", "--token", TOKEN, NULL);
+	/* The stand-in's "no such directory: <path>" quotes the path. */
+	make_dep(&d, "{\"protocol\":\"http\",\"url\":\"%s\",\"token_env\":\"" TOKEN_ENV "\","
+		 "\"model_path\":\"/nonexistent/" TOKEN "/{checkpoint}\"}", s.url);
+	q = make_req(&c, "step-0001", "step-0001-aaaa");
+	setenv(TOKEN_ENV, TOKEN, 1);
+	ck_assert_int_eq(hotload_run(&d, &q, &res), -EIO);
+	unsetenv(TOKEN_ENV);
+	ck_assert_msg(strstr(res.error, "no such directory: /nonexistent/[redacted]/step-0001"),
+		      "%s", res.error);
+	ck_assert_ptr_null(strstr(res.error, TOKEN));
+	ck_assert_ptr_null(strstr(logs, TOKEN));
+	ck_assert_ptr_nonnull(strstr(logs, "[redacted]"));
+	ck_assert_ptr_null(memmem(&res, sizeof(res), TOKEN, strlen(TOKEN)));
+
+	deployment_release(&d);
+	standin_stop(&s);
+	ckpt_free(&c);
+}
+END_TEST
+
 START_TEST(token_unset)
 {
 	struct standin s = { 0 };
@@ -1272,6 +1303,7 @@ static Suite *hotload_suite(void)
 	tcase_add_test(tc, vllm_lora);
 	tcase_add_test(tc, http_success);
 	tcase_add_test(tc, token_bearer);
+	tcase_add_test(tc, token_scrubbed);
 	tcase_add_test(tc, token_unset);
 	tcase_add_test(tc, concurrent_serialized);
 	suite_add_tcase(s, tc);
