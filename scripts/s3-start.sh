@@ -162,7 +162,8 @@ fi
 #    instead of ~9 s;
 #  - 8 PGs per pool and mon max pg per osd 1000: radosgw creates many pools and
 #    the single OSD would otherwise hit its PG limit;
-#  - every address on 127.0.0.1: nothing listens beyond loopback.
+#  - every address on 127.0.0.1: nothing listens beyond loopback;
+#  - rgw gc: see below.
 cat > "$D/ceph.conf" <<EOF
 [global]
 fsid = $FSID
@@ -205,6 +206,12 @@ bluestore block size = $BYTES
 rgw frontends = beast endpoint=127.0.0.1:$PORT
 rgw data = $D/rgw.a
 rgw thread pool size = 32
+# Collect the data of deleted and overwritten objects within seconds, not the
+# default 2 h: with memstore that garbage is RAM, and repeated test runs would
+# otherwise fill the store until writes fail.
+rgw gc obj min wait = 5
+rgw gc processor period = 10
+rgw gc processor max time = 10
 EOF
 export CEPH_CONF=$D/ceph.conf
 K=$D/keyring

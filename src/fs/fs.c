@@ -37,7 +37,7 @@
 
 enum ptype {
 	P_ROOT, P_JSONL, P_JOBS, P_JOB, P_KINDDIR, P_CKPT, P_INNER, P_HOTLOAD,
-	P_MODELS, P_DEPLOYMENTS, P_NONE
+	P_MODELS, P_DEPLOYMENTS, P_DEPLOY, P_NONE
 };
 
 struct fpath {
@@ -82,7 +82,10 @@ static int split(const char *path, const char *comp[], size_t len[], int max)
 	return n;
 }
 
-static int parse_path(struct ckfs *fs, const char *path, struct fpath *p)
+static struct ckpt *find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir dir,
+			      const char *name);
+
+static int parse_path_raw(struct ckfs *fs, const char *path, struct fpath *p)
 {
 	const char *c[8];
 	size_t l[8];
@@ -108,8 +111,14 @@ static int parse_path(struct ckfs *fs, const char *path, struct fpath *p)
 		return n == 1 ? 0 : -ENOENT;
 	}
 	if (IS(0, "deployments")) {
-		p->type = n == 1 ? P_DEPLOYMENTS : P_NONE;
-		return n == 1 ? 0 : -ENOENT;
+		if (n == 1) {
+			p->type = P_DEPLOYMENTS;
+			return 0;
+		}
+		if (n > 2)
+			return -ENOENT;
+		p->type = P_DEPLOY;
+		return copy_comp(p->ckpt, sizeof(p->ckpt), c[1], l[1]);
 	}
 	if (IS(0, "jobs")) {
 		if (n == 1) {
@@ -171,10 +180,33 @@ static int parse_path(struct ckfs *fs, const char *path, struct fpath *p)
 		}
 	}
 	p->type = P_INNER;
-	if (p->dir == CKPT_SAMPLER && !strcmp(p->rel, "hotload"))
+	/* Every checkpoint has a hotload control file (a state checkpoint's
+	 * refuses with EINVAL), so the name is reserved in both kinds. */
+	if (!strcmp(p->rel, "hotload"))
 		p->type = P_HOTLOAD;
 #undef IS
 	return 0;
+}
+
+/*
+ * Parse @path; a snapshot alias ("step-1-a1b2c3d4") in the checkpoint
+ * position is replaced by the checkpoint's real name, so every operation
+ * (and every store key) works on the one true name.
+ */
+static int parse_path(struct ckfs *fs, const char *path, struct fpath *p)
+{
+	int rc = parse_path_raw(fs, path, p);
+
+	if (rc == 0 && (p->type == P_CKPT || p->type == P_INNER || p->type == P_HOTLOAD)) {
+		struct ckpt *c;
+
+		pthread_mutex_lock(&fs->lock);
+		c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+		if (c && strcmp(c->rec.name, p->ckpt))
+			snprintf(p->ckpt, sizeof(p->ckpt), "%s", c->rec.name);
+		pthread_mutex_unlock(&fs->lock);
+	}
+	return rc;
 }
 
 /* ---------------------------------------------------------------- views */
@@ -210,16 +242,41 @@ static struct view *get_view(struct ckfs *fs, const char *job, enum ckpt_dir dir
 	return v;
 }
 
-/* A live (not expired) checkpoint by name. Lock held. */
+/* "<name>-<session>": the snapshot name resolves as an alias (not listed). */
+static struct ckpt *find_snapshot(struct view *v, const char *alias)
+{
+	size_t n = strlen(alias), i;
+
+	if (n < 10 || alias[n - 9] != '-')
+		return NULL;
+	for (i = 0; i < v->n; i++) {
+		struct ckpt *c = v->ckpts[i];
+
+		if (strlen(c->rec.name) == n - 9 && !strncmp(c->rec.name, alias, n - 9) &&
+		    !strcmp(c->rec.session, alias + n - 8))
+			return c;
+	}
+	return NULL;
+}
+
+/* A live (not expired) checkpoint by name or snapshot alias. Lock held. */
 static struct ckpt *find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir dir,
 			      const char *name)
 {
 	struct view *v = get_view(fs, job, dir);
 	struct ckpt *c = v ? view_find_any(v, name) : NULL;
 
+	if (!c && v)
+		c = find_snapshot(v, name);
 	if (c && ckpt_is_expired(c, wall_now()))
 		return NULL;
 	return c;
+}
+
+struct ckpt *fs_find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir dir,
+			  const char *name)
+{
+	return find_ckpt(fs, job, dir, name);
 }
 
 static struct ent_slot *find_slot(struct ckpt *c, const char *rel, size_t *idx)
@@ -257,6 +314,12 @@ static int ckpt_has_writers(struct ckfs *fs, const char *job, enum ckpt_dir dir,
 		    !strcmp(s->job, job))
 			return 1;
 	return 0;
+}
+
+int fs_ckpt_has_writers(struct ckfs *fs, const char *job, enum ckpt_dir dir,
+			const char *name)
+{
+	return ckpt_has_writers(fs, job, dir, name);
 }
 
 static int is_under(const char *path, const char *dir)
@@ -388,6 +451,8 @@ int fs_getattr(struct ckfs *fs, const char *path, struct stat *st)
 	case P_KINDDIR:
 		fill_dir(st, dir_perm(fs, p.own), now);
 		return 0;
+	case P_DEPLOY:
+		return ctl_deploy_getattr(fs, p.ckpt, st);
 	default:
 		break;
 	}
@@ -402,8 +467,11 @@ int fs_getattr(struct ckfs *fs, const char *path, struct stat *st)
 		goto out;
 	}
 	if (p.type == P_HOTLOAD) {
-		/* Issue 5 wires the control file; until then it does not exist. */
-		rc = -ENOENT;
+		struct buf b = BUF_INIT;
+
+		rc = ctl_hotload_status(fs, p.job, p.dir, p.ckpt, &b);
+		fill_file(st, dir_perm(fs, p.own) & 0666, b.len, (int64_t)now * 1000000000);
+		buf_release(&b);
 		goto out;
 	}
 	ws = p.own ? find_wslot(fs, &p) : NULL;
@@ -483,6 +551,11 @@ static int job_cb(const char *job, void *arg)
 	return names_add(arg, job, strlen(job));
 }
 
+static int deploy_cb(void *arg, const char *name)
+{
+	return names_add(arg, name, strlen(name));
+}
+
 int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
 {
 	struct names ns = { 0 };
@@ -504,7 +577,9 @@ int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
 		}
 		break;
 	case P_MODELS:
+		break;
 	case P_DEPLOYMENTS:
+		rc = ctl_deploy_readdir(fs, deploy_cb, &ns);
 		break;
 	case P_JOBS:
 		names_add(&ns, fs->job, strlen(fs->job));
@@ -806,6 +881,8 @@ int fs_unlink(struct ckfs *fs, const char *path)
 
 	if (rc < 0)
 		return rc;
+	if (p.type == P_DEPLOY)
+		return ctl_deploy_unlink(fs, p.ckpt);
 	if (p.type != P_INNER)
 		return p.type == P_NONE ? -ENOENT : (p.type == P_CKPT ? -EISDIR : -EPERM);
 	rc = refuse_write(fs, &p);
@@ -1002,24 +1079,6 @@ out:
 
 /* ---------------------------------------------------------------- handles */
 
-enum htype { H_ENTRY, H_WRITER, H_CONTENT };
-
-#define FS_HANDLE_MAGIC 0x454c4946u	/* "FILE" */
-
-struct handle {
-	uint32_t magic;		/* FS_HANDLE_MAGIC: never a directory handle */
-	enum htype type;
-	struct wslot *ws;
-	struct entry ent;	/* H_ENTRY: a private copy */
-	struct buf content;	/* H_CONTENT */
-	int write_access;
-	long last_chunk;
-};
-
-static struct handle *to_handle(uint64_t fh)
-{
-	return (struct handle *)(uintptr_t)fh;
-}
 
 /* Base file for a delta writer: same relative path in the base. Lock held. */
 static const struct entry *delta_base_entry(struct ckfs *fs, struct ckpt *c,
@@ -1117,6 +1176,11 @@ int fs_create(struct ckfs *fs, const char *path, mode_t mode, int flags, uint64_
 
 	if (rc < 0)
 		return rc;
+	if (p.type == P_DEPLOY || p.type == P_HOTLOAD) {
+		int keep, direct;
+
+		return fs_open(fs, path, flags | O_CREAT, fh, &keep, &direct);
+	}
 	if (p.type != P_INNER)
 		return -EPERM;
 	rc = refuse_write(fs, &p);
@@ -1201,8 +1265,37 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 		*fh = (uint64_t)(uintptr_t)h;
 		return 0;
 	}
+	if (p.type == P_DEPLOY) {
+		*direct = 1;
+		rc = ctl_deploy_open(fs, p.ckpt, flags, (flags & O_CREAT) != 0, h);
+		if (rc < 0)
+			goto fail;
+		*fh = (uint64_t)(uintptr_t)h;
+		return 0;
+	}
+	if (p.type == P_HOTLOAD) {
+		*direct = 1;
+		if (wants_write && (rc = refuse_write(fs, &p)) < 0)
+			goto fail;
+		pthread_mutex_lock(&fs->lock);
+		rc = find_ckpt(fs, p.job, p.dir, p.ckpt) ? 0 : -ENOENT;
+		if (rc == 0)
+			rc = ctl_hotload_status(fs, p.job, p.dir, p.ckpt, &h->content);
+		pthread_mutex_unlock(&fs->lock);
+		h->type = H_HOTLOAD;
+		h->write_access = wants_write;
+		h->ctl_job = strdup(p.job);
+		h->ctl_name = strdup(p.ckpt);
+		h->ctl_dir = p.dir;
+		if (rc == 0 && (!h->ctl_job || !h->ctl_name))
+			rc = -ENOMEM;
+		if (rc < 0)
+			goto fail;
+		*fh = (uint64_t)(uintptr_t)h;
+		return 0;
+	}
 	if (p.type != P_INNER) {
-		rc = p.type == P_NONE || p.type == P_HOTLOAD ? -ENOENT : -EISDIR;
+		rc = p.type == P_NONE ? -ENOENT : -EISDIR;
 		goto fail;
 	}
 	if (wants_write) {
@@ -1257,6 +1350,9 @@ out:
 	return 0;
 fail:
 	entry_release(&h->ent);
+	buf_release(&h->content);
+	free(h->ctl_job);
+	free(h->ctl_name);
 	free(h);
 	return rc;
 }
@@ -1317,7 +1413,7 @@ long fs_read(struct ckfs *fs, uint64_t fh, char *buf, size_t size, uint64_t off)
 
 	if (h->type == H_WRITER)
 		return writer_read(h->ws->w, buf, size, off);
-	if (h->type == H_CONTENT) {
+	if (h->type == H_CONTENT || h->type == H_DEPLOY || h->type == H_HOTLOAD) {
 		if (off >= h->content.len)
 			return 0;
 		if (size > h->content.len - off)
@@ -1353,7 +1449,13 @@ long fs_write(struct ckfs *fs, uint64_t fh, const char *buf, size_t size, uint64
 {
 	struct handle *h = to_handle(fh);
 
-	(void)fs;
+	if (h->type == H_DEPLOY)
+		return ctl_deploy_write(h, buf, size, off);
+	if (h->type == H_HOTLOAD) {
+		if (!h->write_access)
+			return -EBADF;
+		return ctl_hotload_write(fs, h, buf, size);
+	}
 	if (h->type != H_WRITER || !h->write_access)
 		return -EBADF;
 	return writer_write(h->ws->w, buf, size, off);
@@ -1422,6 +1524,8 @@ int fs_flush(struct ckfs *fs, uint64_t fh)
 {
 	struct handle *h = to_handle(fh);
 
+	if (h->type == H_DEPLOY)
+		return ctl_deploy_flush(fs, h);
 	/* Closing a read-only descriptor commits nothing: another descriptor
 	 * may still be writing. */
 	if (h->type != H_WRITER || !h->write_access)
@@ -1452,8 +1556,12 @@ void fs_release(struct ckfs *fs, uint64_t fh)
 			free_wslot(fs, ws);
 		pthread_mutex_unlock(&fs->lock);
 	}
+	if (h->type == H_DEPLOY)
+		ctl_deploy_release(fs, h);
 	entry_release(&h->ent);
 	buf_release(&h->content);
+	free(h->ctl_job);
+	free(h->ctl_name);
 	free(h);
 }
 
@@ -1590,12 +1698,21 @@ int fs_truncate(struct ckfs *fs, const char *path, uint64_t fh, uint64_t size)
 
 		if (h->type == H_WRITER && h->write_access)
 			return writer_truncate(h->ws->w, size);
+		if ((h->type == H_DEPLOY || h->type == H_HOTLOAD) && h->write_access) {
+			if (h->type == H_DEPLOY && size < h->content.len) {
+				h->content.len = (size_t)size;
+				h->dirty = 1;
+			}
+			return 0;
+		}
 		if (!path)
 			return -EBADF;
 	}
 	rc = parse_path(fs, path, &p);
 	if (rc < 0)
 		return rc;
+	if (p.type == P_HOTLOAD)
+		return 0;	/* "echo > hotload" truncates first: nothing to do */
 	if (p.type != P_INNER)
 		return p.type == P_NONE ? -ENOENT : -EISDIR;
 	rc = refuse_write(fs, &p);
@@ -1715,6 +1832,15 @@ int fs_getxattr(struct ckfs *fs, const char *path, const char *name, char *value
 
 	if (rc < 0)
 		return rc;
+	if (p.type == P_DEPLOY) {
+		n = ctl_deploy_getxattr(fs, p.ckpt, name, tmp, sizeof(tmp));
+		if (n < 0 || size == 0)
+			return n;
+		if ((size_t)n > size)
+			return -ERANGE;
+		memcpy(value, tmp, (size_t)n);
+		return n;
+	}
 	if (p.type != P_CKPT || strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)))
 		return -ENODATA;
 	pthread_mutex_lock(&fs->lock);
@@ -2056,6 +2182,7 @@ void fs_free(struct ckfs *fs)
 		return;
 	while (fs->wslots)
 		free_wslot(fs, fs->wslots);
+	ctl_free(fs);
 	pool_free(fs->pool);
 	chunks_free(fs->chunks);
 	for (v = fs->views; v; v = vn) {

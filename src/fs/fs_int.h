@@ -5,6 +5,8 @@
 #define CKPT_FS_INT_H
 
 #include <pthread.h>
+#include <stdint.h>
+#include <sys/stat.h>
 
 #include "catalog/catalog.h"
 #include "fs/chunks.h"
@@ -49,6 +51,43 @@ struct wslot {
 	struct wslot *next;
 };
 
+enum htype {
+	H_ENTRY,	/* a committed file: decoded chunk by chunk */
+	H_WRITER,	/* a file being written (shared by its descriptors) */
+	H_CONTENT,	/* generated read-only text (checkpoints.jsonl, status) */
+	H_DEPLOY,	/* a deployment file being written: validated at close */
+	H_HOTLOAD,	/* a checkpoint's hotload control file */
+};
+
+#define FS_HANDLE_MAGIC 0x454c4946u	/* "FILE" */
+
+struct handle {
+	uint32_t magic;		/* FS_HANDLE_MAGIC: never a directory handle */
+	enum htype type;
+	struct wslot *ws;
+	struct entry ent;	/* H_ENTRY: a private copy */
+	struct buf content;	/* H_CONTENT, H_DEPLOY, H_HOTLOAD */
+	int write_access;
+	int dirty;		/* H_DEPLOY: content changed since open */
+	long last_chunk;
+	char *ctl_job;		/* H_HOTLOAD: the checkpoint; H_DEPLOY: name */
+	char *ctl_name;
+	enum ckpt_dir ctl_dir;
+	struct handle *next;	/* H_DEPLOY: fs->deploy_open list */
+};
+
+static inline struct handle *to_handle(uint64_t fh)
+{
+	return (struct handle *)(uintptr_t)fh;
+}
+
+/* Last hotload attempt per checkpoint, for `cat .../hotload`. */
+struct hl_status {
+	char *key;		/* job/dir/name */
+	char *json;
+	struct hl_status *next;
+};
+
 struct ckfs {
 	struct store *st;
 	struct fs_config cfg;
@@ -63,6 +102,31 @@ struct ckfs {
 	pthread_mutex_t lock;	/* views, wslots; never held across data I/O */
 	struct view *views;
 	struct wslot *wslots;
+	struct hl_status *hl_statuses;
+	struct handle *deploy_open;	/* H_DEPLOY handles, linked by next */
 };
+
+/* fs.c internals used by control.c. Lock held for all of them. */
+struct ckpt *fs_find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir dir,
+			  const char *name);
+int fs_ckpt_has_writers(struct ckfs *fs, const char *job, enum ckpt_dir dir,
+			const char *name);
+uint64_t fs_ckpt_logical(const struct ckpt *c);
+
+/* control.c: deployments/ and the hotload control files. */
+int ctl_deploy_getattr(struct ckfs *fs, const char *name, struct stat *st);
+int ctl_deploy_readdir(struct ckfs *fs, int (*add)(void *arg, const char *name), void *arg);
+int ctl_deploy_open(struct ckfs *fs, const char *name, int flags, int create,
+		    struct handle *h);
+int ctl_deploy_flush(struct ckfs *fs, struct handle *h);
+void ctl_deploy_release(struct ckfs *fs, struct handle *h);
+long ctl_deploy_write(struct handle *h, const char *buf, size_t size, uint64_t off);
+int ctl_deploy_unlink(struct ckfs *fs, const char *name);
+int ctl_deploy_getxattr(struct ckfs *fs, const char *name, const char *attr,
+			char *out, size_t cap);
+long ctl_hotload_write(struct ckfs *fs, struct handle *h, const char *buf, size_t size);
+int ctl_hotload_status(struct ckfs *fs, const char *job, enum ckpt_dir dir,
+		       const char *name, struct buf *out);
+void ctl_free(struct ckfs *fs);
 
 #endif

@@ -14,6 +14,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -150,9 +151,10 @@ def perturb_safetensors(src, dst, fraction, seed):
 class Mount:
     """A running `ckptfs mount -f` on a store directory."""
 
-    def __init__(self, store, mnt, log, job=None, args=()):
+    def __init__(self, store, mnt, log, job=None, args=(), env=None):
         self.store, self.mnt, self.log_path = store, mnt, log
         self.job, self.args = job, list(args)
+        self.env = env
         self.proc = None
 
     def start(self, timeout=15):
@@ -162,7 +164,8 @@ class Mount:
             cmd += ["--job=" + self.job]
         cmd += self.args
         self.logf = open(self.log_path, "a")
-        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT)
+        env = dict(os.environ, **(self.env or {}))
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if os.path.ismount(self.mnt):
@@ -234,9 +237,9 @@ class MountTest(unittest.TestCase):
             m.cleanup()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def mount(self, name="mnt", job=None, args=()):
+    def mount(self, name="mnt", job=None, args=(), env=None):
         m = Mount(self.store, os.path.join(self.tmp, name),
-                  os.path.join(self.tmp, name + ".log"), job=job, args=args)
+                  os.path.join(self.tmp, name + ".log"), job=job, args=args, env=env)
         self.mounts.append(m)
         return m.start()
 
@@ -258,3 +261,36 @@ def random_file(path, size, seed):
             k = min(left, 1 << 20)
             f.write(rng.randbytes(k))
             left -= k
+
+
+SERVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "servers")
+
+
+class StandIn:
+    """A loopback stand-in inference server (tests/servers/standin.py)."""
+
+    def __init__(self, tmp, protocol, *args):
+        import json as _json
+        self.portfile = os.path.join(tmp, "port-%s-%d" % (protocol, random.randrange(1 << 30)))
+        self.proc = subprocess.Popen([sys.executable, os.path.join(SERVERS, "standin.py"),
+                                      "--protocol", protocol, "--port", "0",
+                                      "--portfile", self.portfile] + list(args),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while not os.path.exists(self.portfile):
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise AssertionError("stand-in did not start")
+            time.sleep(0.02)
+        with open(self.portfile) as f:
+            self.port = int(f.read().strip())
+        self.url = "http://127.0.0.1:%d" % self.port
+        self._json = _json
+
+    def state(self):
+        import urllib.request
+        with urllib.request.urlopen(self.url + "/_test/state", timeout=10) as r:
+            return self._json.loads(r.read())
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

@@ -152,7 +152,7 @@ static int (*const backend_open[B_N])(struct store **) = {
 	open_local, open_cache, open_s3,
 };
 
-static int backend;		/* which one this test runs against */
+static __thread int backend;	/* which one this test (thread) runs against */
 
 static struct store *open_backend(int b)
 {
@@ -394,7 +394,7 @@ struct replace_race {
 	const char *key;
 	const uint8_t *a, *b;
 	size_t na, nb;
-	volatile int done;
+	int done;
 	int bad, reads;
 };
 
@@ -403,7 +403,7 @@ static void *replace_reader(void *arg)
 	struct replace_race *r = arg;
 	struct buf got = BUF_INIT;
 
-	while (!r->done) {
+	while (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) {
 		int rc;
 
 		buf_reset(&got);
@@ -434,7 +434,7 @@ START_TEST(put_replace_is_atomic)
 	for (i = 0; i < 20; i++)
 		ck_assert_int_eq(store_put(r.st, r.key, i % 2 ? r.a : r.b,
 					   i % 2 ? r.na : r.nb), 0);
-	r.done = 1;
+	__atomic_store_n(&r.done, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < 3; i++)
 		pthread_join(th[i], NULL);
 	ck_assert_msg(r.bad == 0, "%d of %d reads saw a torn or missing object", r.bad,
@@ -659,7 +659,7 @@ static void *fill_keys(void *arg)
 	struct filler *f = arg;
 	char name[32];
 
-	backend = f->backend;	/* K() is per thread */
+	backend = f->backend;	/* K() looks at this thread's copy */
 	for (int i = f->from; i < f->to && f->rc == 0; i++) {
 		snprintf(name, sizeof(name), "many/k%05d", i);
 		f->rc = store_put(f->st, K(name), name, strlen(name));
@@ -899,7 +899,7 @@ struct fake {
 	int nscript, next;
 	char *reqs[128];
 	int nreqs;
-	volatile int stop;
+	int stop;
 };
 
 struct fake_conn {
@@ -911,7 +911,7 @@ static bool fake_readable(struct fake *f, int fd)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 
-	while (!f->stop) {
+	while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
 		int n = poll(&p, 1, 50);
 
 		if (n > 0)
@@ -1073,7 +1073,7 @@ static void fake_stop(struct fake *f)
 {
 	int i;
 
-	f->stop = 1;
+	__atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
 	pthread_join(f->accept_th, NULL);
 	for (i = 0; i < f->nconn; i++)
 		pthread_join(f->conn_th[i], NULL);
