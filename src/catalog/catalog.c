@@ -14,7 +14,7 @@
 #include "util/log.h"
 #include "util/name.h"
 
-static const char *const dir_names[] = { "sampler", "state" };
+static const char *const dir_names[] = { "sampler", "state", "models" };
 static const char *const kind_names[] = { "base", "delta", "lora", "state" };
 
 const char *ckpt_dir_name(enum ckpt_dir d) { return dir_names[d]; }
@@ -107,7 +107,26 @@ void ckpt_record_release(struct ckpt_record *r)
 	free(r->job);
 	free(r->name);
 	free(r->base);
+	free(r->promoted_from);
+	free(r->source_snapshot);
 	memset(r, 0, sizeof(*r));
+}
+
+int ckpt_record_copy(const struct ckpt_record *src, struct ckpt_record *dst)
+{
+	*dst = *src;
+	dst->job = strdup(src->job);
+	dst->name = strdup(src->name);
+	dst->base = src->base ? strdup(src->base) : NULL;
+	dst->promoted_from = src->promoted_from ? strdup(src->promoted_from) : NULL;
+	dst->source_snapshot = src->source_snapshot ? strdup(src->source_snapshot) : NULL;
+	if (!dst->job || !dst->name || (src->base && !dst->base) ||
+	    (src->promoted_from && !dst->promoted_from) ||
+	    (src->source_snapshot && !dst->source_snapshot)) {
+		ckpt_record_release(dst);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 int ckpt_record_format(const struct ckpt_record *r, struct buf *out)
@@ -128,6 +147,10 @@ int ckpt_record_format(const struct ckpt_record *r, struct buf *out)
 		cJSON_AddNullToObject(o, "base");
 	cJSON_AddNumberToObject(o, "created", r->created);
 	cJSON_AddStringToObject(o, "session", r->session);
+	if (r->promoted_from)
+		cJSON_AddStringToObject(o, "promoted_from", r->promoted_from);
+	if (r->source_snapshot)
+		cJSON_AddStringToObject(o, "source_snapshot", r->source_snapshot);
 	rc = json_to_buf(o, out);
 	cJSON_Delete(o);
 	return rc;
@@ -154,6 +177,8 @@ int ckpt_record_parse(const char *json, size_t len, struct ckpt_record *out)
 		out->dir = CKPT_SAMPLER;
 	else if (!strcmp(dir, "state"))
 		out->dir = CKPT_STATE;
+	else if (!strcmp(dir, "models"))
+		out->dir = CKPT_MODEL;
 	else
 		goto out;
 	if (ckpt_kind_parse(kind, &out->kind) < 0)
@@ -164,6 +189,10 @@ int ckpt_record_parse(const char *json, size_t len, struct ckpt_record *out)
 	out->job = strdup(job);
 	out->name = strdup(name);
 	out->base = base ? strdup(base) : NULL;
+	if (json_str(o, "promoted_from"))
+		out->promoted_from = strdup(json_str(o, "promoted_from"));
+	if (json_str(o, "source_snapshot"))
+		out->source_snapshot = strdup(json_str(o, "source_snapshot"));
 	if (!out->job || !out->name || (base && !out->base)) {
 		rc = -ENOMEM;
 		goto out;
@@ -377,13 +406,26 @@ out:
 
 /* ---- keys ---- */
 
-char *catalog_ckpt_prefix(const char *job, enum ckpt_dir dir, const char *name)
+char *catalog_dir_prefix(const char *job, enum ckpt_dir dir)
 {
-	char *ej = name_key_encode(job), *en = name_key_encode(name), *out = NULL;
+	char *ej, *out = NULL;
 
-	if (ej && en && asprintf(&out, "jobs/%s/%s/%s/", ej, ckpt_dir_name(dir), en) < 0)
+	if (dir == CKPT_MODEL)
+		return strdup("models/");
+	ej = name_key_encode(job);
+	if (ej && asprintf(&out, "jobs/%s/%s/", ej, ckpt_dir_name(dir)) < 0)
 		out = NULL;
 	free(ej);
+	return out;
+}
+
+char *catalog_ckpt_prefix(const char *job, enum ckpt_dir dir, const char *name)
+{
+	char *dp = catalog_dir_prefix(job, dir), *en = name_key_encode(name), *out = NULL;
+
+	if (dp && en && asprintf(&out, "%s%s/", dp, en) < 0)
+		out = NULL;
+	free(dp);
 	free(en);
 	return out;
 }
@@ -599,17 +641,14 @@ int catalog_list_jobs(struct store *st, int (*cb)(const char *job, void *arg), v
 int catalog_list_ckpts(struct store *st, const char *job, enum ckpt_dir dir,
 		       int (*cb)(const char *name, void *arg), void *arg)
 {
-	char *ej = name_key_encode(job), *prefix = NULL;
+	char *prefix = catalog_dir_prefix(job, dir);
 	struct seg_walk w = { .suffix = "checkpoint.json", .cb = cb, .arg = arg };
 	int rc;
 
-	if (!ej || asprintf(&prefix, "jobs/%s/%s/", ej, ckpt_dir_name(dir)) < 0) {
-		free(ej);
+	if (!prefix)
 		return -ENOMEM;
-	}
 	w.skip = strlen(prefix);
 	rc = store_list(st, prefix, seg_cb, &w);
-	free(ej);
 	free(prefix);
 	return rc;
 }

@@ -11,6 +11,8 @@
  *   jobs/<job>/<dir>/<ckpt>/checkpoint.json        checkpoint record
  *   jobs/<job>/<dir>/<ckpt>/attrs.json             mutable attributes (ttl)
  *   jobs/<job>/<dir>/<ckpt>/entries/<id>.json      one per file or folder
+ *   models/<model-id>/checkpoint.json, entries/    a promoted model (same shape)
+ *   deployments/<name>.json, deploy-state/<name>.json   hotload targets
  * where <dir> is "sampler" or "state" and <id> is the first 32 hex digits
  * of sha256(relative path): fixed length whatever the path's depth.
  *
@@ -28,7 +30,9 @@
 #define CATALOG_FORMAT_VERSION 1
 #define CHUNK_KEY_LEN 64	/* sha256 hex */
 
-enum ckpt_dir { CKPT_SAMPLER, CKPT_STATE };
+/* Where a checkpoint lives: a job's sampler/ or state/, or the store-wide
+ * models/ (promoted models, keyed "models/<id>/..." with no job). */
+enum ckpt_dir { CKPT_SAMPLER, CKPT_STATE, CKPT_MODEL };
 enum ckpt_kind { KIND_BASE, KIND_DELTA, KIND_LORA, KIND_STATE };
 
 const char *ckpt_dir_name(enum ckpt_dir d);		/* "sampler" / "state" */
@@ -45,6 +49,8 @@ struct ckpt_record {
 	char *base;		/* delta: name of the base checkpoint (same job) */
 	double created;		/* unix seconds */
 	char session[9];	/* 8 hex digits of the creating mount */
+	char *promoted_from;	/* models: "<job>/sampler/<name>" of the source */
+	char *source_snapshot;	/* models: the source's snapshot name */
 };
 
 /* Mutable attributes, replaced as a whole. */
@@ -73,6 +79,8 @@ struct entry {
 };
 
 void ckpt_record_release(struct ckpt_record *r);
+/* Deep copy; 0 or -ENOMEM (then @dst is released). */
+int ckpt_record_copy(const struct ckpt_record *src, struct ckpt_record *dst);
 int ckpt_record_format(const struct ckpt_record *r, struct buf *out);
 int ckpt_record_parse(const char *json, size_t len, struct ckpt_record *out);
 
@@ -88,6 +96,7 @@ int entry_parse(const char *json, size_t len, struct entry *out);
 uint64_t entry_stored_bytes(const struct entry *e);
 
 /* Key builders; each returns a malloc'd string or NULL. */
+char *catalog_dir_prefix(const char *job, enum ckpt_dir dir);	/* ends in '/' */
 char *catalog_ckpt_prefix(const char *job, enum ckpt_dir dir, const char *name);	/* ends in '/' */
 char *catalog_record_key(const char *job, enum ckpt_dir dir, const char *name);
 char *catalog_attrs_key(const char *job, enum ckpt_dir dir, const char *name);

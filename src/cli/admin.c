@@ -14,55 +14,10 @@
 #include <time.h>
 
 #include "catalog/catalog.h"
+#include "catalog/gc.h"
 #include "fs/chunks.h"
 #include "store/store.h"
 #include "util/log.h"
-
-/* ---- a small string set (sorted vector) for reachable chunk keys ---- */
-
-struct keyset {
-	char **v;
-	size_t n, cap;
-};
-
-static int keyset_add(struct keyset *s, const char *k)
-{
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? 2 * s->cap : 1024;
-		char **v = realloc(s->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		s->v = v;
-		s->cap = cap;
-	}
-	s->v[s->n] = strdup(k);
-	return s->v[s->n++] ? 0 : -ENOMEM;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void keyset_sort(struct keyset *s)
-{
-	qsort(s->v, s->n, sizeof(*s->v), cmp_str);
-}
-
-static int keyset_has(const struct keyset *s, const char *k)
-{
-	return bsearch(&k, s->v, s->n, sizeof(*s->v), cmp_str) != NULL;
-}
-
-static void keyset_release(struct keyset *s)
-{
-	size_t i;
-
-	for (i = 0; i < s->n; i++)
-		free(s->v[i]);
-	free(s->v);
-}
 
 /* ---- walking the catalog ---- */
 
@@ -136,7 +91,14 @@ static int walk_job_cb(const char *job, void *arg)
 
 static int walk_all(struct walk *w)
 {
-	return catalog_list_jobs(w->st, walk_job_cb, w);
+	int rc = catalog_list_jobs(w->st, walk_job_cb, w);
+
+	if (rc == 0) {
+		w->job = "(models)";
+		w->dir = CKPT_MODEL;
+		rc = catalog_list_ckpts(w->st, "", CKPT_MODEL, walk_ckpt_cb, w);
+	}
+	return rc;
 }
 
 static int open_store(const char *url, struct store **st)
@@ -315,61 +277,6 @@ int admin_stat_main(int argc, char **argv)
 
 /* ---- gc ---- */
 
-struct gc_state {
-	struct keyset live;
-};
-
-static int gc_entry(struct walk *w, const struct ckpt_record *r, const struct entry *e)
-{
-	struct gc_state *g = w->arg;
-	size_t i;
-	int rc = 0;
-
-	(void)r;
-	for (i = 0; i < e->n_chunks && rc == 0; i++) {
-		if (e->chunks[i].key[0])
-			rc = keyset_add(&g->live, e->chunks[i].key);
-		if (rc == 0 && e->chunks[i].base_key[0])
-			rc = keyset_add(&g->live, e->chunks[i].base_key);
-	}
-	return rc;
-}
-
-struct sweep {
-	struct store *st;
-	const struct keyset *live;
-	int64_t cutoff;
-	int dry_run;
-	uint64_t n, bytes, kept_young;
-	int rc;
-};
-
-static int sweep_cb(const char *key, const struct store_stat *st, void *arg)
-{
-	struct sweep *s = arg;
-	const char *hex = strrchr(key, '/');
-
-	if (!hex || keyset_has(s->live, hex + 1))
-		return 0;
-	/* Young unreferenced chunks may belong to a write in flight on some
-	 * mount whose entry is not stored yet: keep them. */
-	if (st->mtime > s->cutoff) {
-		s->kept_young++;
-		return 0;
-	}
-	if (!s->dry_run) {
-		int rc = store_remove(s->st, key);
-
-		if (rc < 0) {
-			s->rc = rc;
-			return 0;
-		}
-	}
-	s->n++;
-	s->bytes += st->size;
-	return 0;
-}
-
 int admin_gc_main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -377,25 +284,25 @@ int admin_gc_main(int argc, char **argv)
 		{ "grace", required_argument, NULL, 'g' },
 		{ 0 }
 	};
-	struct gc_state g = { 0 };
-	struct walk w = { 0 };
-	struct sweep s = { 0 };
+	struct gc_report r;
 	struct store *st;
 	long grace = 3600;
-	int c, rc;
+	int c, rc, dry_run = 0;
+	char *end;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "ng:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
-			s.dry_run = 1;
+			dry_run = 1;
 			break;
 		case 'g':
-			grace = strtol(optarg, NULL, 10);
+			grace = strtol(optarg, &end, 10);
+			if (*end || end == optarg)
+				grace = -1;
 			break;
 		default:
-			fprintf(stderr, "usage: ckptfs gc [--dry-run] [--grace SECONDS] STORE\n");
-			return 2;
+			grace = -1;
 		}
 	}
 	if (optind != argc - 1 || grace < 0) {
@@ -404,30 +311,13 @@ int admin_gc_main(int argc, char **argv)
 	}
 	if (open_store(argv[optind], &st) < 0)
 		return 2;
-	/* Mark: everything any entry of any job names. */
-	w.st = st;
-	w.on_entry = gc_entry;
-	w.arg = &g;
-	rc = walk_all(&w);
-	if (rc < 0 || w.problems) {
-		fprintf(stderr, "ckptfs gc: could not read every manifest; nothing deleted\n");
-		keyset_release(&g.live);
-		store_free(st);
-		return 1;
-	}
-	keyset_sort(&g.live);
-	/* Sweep. */
-	s.st = st;
-	s.live = &g.live;
-	s.cutoff = (int64_t)time(NULL) - grace;
-	s.dry_run = s.dry_run;
-	rc = store_list(st, "chunks/", sweep_cb, &s);
-	if (rc == 0)
-		rc = s.rc;
-	printf("gc: %s %" PRIu64 " unreferenced chunks (%" PRIu64 " bytes); kept %" PRIu64
+	rc = gc_run(st, grace, dry_run, (double)time(NULL), &r);
+	printf("gc: %" PRIu64 " expired checkpoint%s %s; %s %" PRIu64 " unreferenced chunks (%"
+	       PRIu64 " bytes); %" PRIu64 " live; kept %" PRIu64
 	       " younger than the %lds grace period\n",
-	       s.dry_run ? "would delete" : "deleted", s.n, s.bytes, s.kept_young, grace);
-	keyset_release(&g.live);
+	       r.expired, r.expired == 1 ? "" : "s", dry_run ? "would be removed" : "removed",
+	       dry_run ? "would delete" : "deleted", r.deleted, r.deleted_bytes, r.live,
+	       r.kept_young, grace);
 	store_free(st);
 	if (rc < 0) {
 		fprintf(stderr, "ckptfs gc: %s\n", strerror(-rc));

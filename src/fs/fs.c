@@ -26,18 +26,20 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "catalog/gc.h"
 #include "fs/fs_int.h"
 #include "fs/view.h"
 #include "util/log.h"
 #include "util/name.h"
 
 #define XATTR_PREFIX "user.ckptfs."
+#define MODELS_PINNED ".pinned"
 
 /* ---------------------------------------------------------------- paths */
 
 enum ptype {
 	P_ROOT, P_JSONL, P_JOBS, P_JOB, P_KINDDIR, P_CKPT, P_INNER, P_HOTLOAD,
-	P_MODELS, P_DEPLOYMENTS, P_DEPLOY, P_NONE
+	P_DEPLOYMENTS, P_DEPLOY, P_PINNED, P_NONE
 };
 
 struct fpath {
@@ -107,8 +109,44 @@ static int parse_path_raw(struct ckfs *fs, const char *path, struct fpath *p)
 		return 0;
 	}
 	if (IS(0, "models")) {
-		p->type = n == 1 ? P_MODELS : P_NONE;
-		return n == 1 ? 0 : -ENOENT;
+		/* Promoted models: the same shape as a job's sampler/, with no
+		 * job, read-only (removal is how a model is unpromoted). */
+		p->dir = CKPT_MODEL;
+		p->job[0] = '\0';
+		if (n == 1) {
+			p->type = P_KINDDIR;
+			return 0;
+		}
+		/*
+		 * models/ID is the model's read-only directory; models/.pinned/ID
+		 * names it too (".pinned" is not a valid model id): it is what
+		 * readlink(models/ID) answers while the kernel still holds the
+		 * symlink that `ln -s` created (see src/fuse/fuse_ops.c).
+		 */
+		if (IS(1, MODELS_PINNED)) {
+			if (n == 2) {
+				p->type = P_PINNED;
+				return 0;
+			}
+			rc = copy_comp(p->ckpt, sizeof(p->ckpt), c[2], l[2]);
+			if (rc < 0)
+				return rc;
+			if (n == 3) {
+				p->type = P_CKPT;
+				return 0;
+			}
+			i = 1;
+			goto inner;
+		}
+		rc = copy_comp(p->ckpt, sizeof(p->ckpt), c[1], l[1]);
+		if (rc < 0)
+			return rc;
+		if (n == 2) {
+			p->type = P_CKPT;
+			return 0;
+		}
+		i = 0;
+		goto inner;
 	}
 	if (IS(0, "deployments")) {
 		if (n == 1) {
@@ -156,6 +194,7 @@ static int parse_path_raw(struct ckfs *fs, const char *path, struct fpath *p)
 		p->type = P_CKPT;
 		return 0;
 	}
+inner:
 	/* The rest of the path, taken verbatim, is the relative path. */
 	{
 		const char *rest = c[i + 2];
@@ -182,7 +221,7 @@ static int parse_path_raw(struct ckfs *fs, const char *path, struct fpath *p)
 	p->type = P_INNER;
 	/* Every checkpoint has a hotload control file (a state checkpoint's
 	 * refuses with EINVAL), so the name is reserved in both kinds. */
-	if (!strcmp(p->rel, "hotload"))
+	if (!strcmp(p->rel, "hotload") && p->dir != CKPT_MODEL)
 		p->type = P_HOTLOAD;
 #undef IS
 	return 0;
@@ -433,7 +472,6 @@ int fs_getattr(struct ckfs *fs, const char *path, struct stat *st)
 		return -ENOENT;
 	case P_ROOT:
 	case P_JOBS:
-	case P_MODELS:
 	case P_DEPLOYMENTS:
 		fill_dir(st, p.type == P_JOBS ? 0555 : dir_perm(fs, 1), now);
 		return 0;
@@ -453,6 +491,9 @@ int fs_getattr(struct ckfs *fs, const char *path, struct stat *st)
 		return 0;
 	case P_DEPLOY:
 		return ctl_deploy_getattr(fs, p.ckpt, st);
+	case P_PINNED:
+		fill_dir(st, 0555, now);
+		return 0;
 	default:
 		break;
 	}
@@ -576,8 +617,6 @@ int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
 			names_add(&ns, top[i], strlen(top[i]));
 		}
 		break;
-	case P_MODELS:
-		break;
 	case P_DEPLOYMENTS:
 		rc = ctl_deploy_readdir(fs, deploy_cb, &ns);
 		break;
@@ -589,6 +628,7 @@ int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
 		names_add(&ns, "sampler", 7);
 		names_add(&ns, "state", 5);
 		break;
+	case P_PINNED:
 	case P_KINDDIR: {
 		struct view *v = get_view(fs, p.job, p.dir);
 		double now = wall_now();
@@ -732,6 +772,14 @@ static int refuse_write(struct ckfs *fs, const struct fpath *p)
 	return 0;
 }
 
+/* Removal inside models/ is allowed: `rm -r models/ID` unpromotes. */
+static int refuse_remove(struct ckfs *fs, const struct fpath *p)
+{
+	if (fs->cfg.read_only)
+		return -EROFS;
+	return p->dir == CKPT_MODEL ? 0 : refuse_write(fs, p);
+}
+
 static int create_ckpt(struct ckfs *fs, const struct fpath *p)
 {
 	struct ckpt_record r = { 0 };
@@ -823,7 +871,7 @@ int fs_rmdir(struct ckfs *fs, const char *path)
 		return rc;
 	if (p.type != P_CKPT && p.type != P_INNER)
 		return p.type == P_NONE ? -ENOENT : -EPERM;
-	rc = refuse_write(fs, &p);
+	rc = refuse_remove(fs, &p);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&fs->lock);
@@ -842,6 +890,8 @@ int fs_rmdir(struct ckfs *fs, const char *path)
 		rc = catalog_ckpt_remove(fs->st, p.job, p.dir, p.ckpt);
 		if (rc == 0 && v)
 			view_remove(v, c);
+		if (rc == 0 && p.dir == CKPT_MODEL)
+			log_info("unpromoted models/%s", p.ckpt);
 		goto out;
 	}
 	if (!find_slot(c, p.rel, &idx) || !c->ents[idx].e->is_dir) {
@@ -885,7 +935,7 @@ int fs_unlink(struct ckfs *fs, const char *path)
 		return ctl_deploy_unlink(fs, p.ckpt);
 	if (p.type != P_INNER)
 		return p.type == P_NONE ? -ENOENT : (p.type == P_CKPT ? -EISDIR : -EPERM);
-	rc = refuse_write(fs, &p);
+	rc = refuse_remove(fs, &p);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&fs->lock);
@@ -910,6 +960,168 @@ int fs_unlink(struct ckfs *fs, const char *path)
 		ws->unlinked = 1;	/* open handles keep working, nothing commits */
 out:
 	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- promote */
+
+/* Re-encode one chunk whole (base XOR delta -> full frame). */
+static int materialize_chunk(struct ckfs *fs, const struct entry *e, size_t i,
+			     const struct st_layout *layout, struct chunk_ref *out)
+{
+	uint64_t off = (uint64_t)i * e->chunk_size;
+	size_t len = e->size - off < e->chunk_size ? (size_t)(e->size - off) : e->chunk_size;
+	struct codec_span spans[256];
+	const struct chunk_data *d;
+	size_t nspans = 0;
+	int rc;
+
+	rc = chunks_get(fs->chunks, &e->chunks[i], len, &d);
+	if (rc < 0)
+		return rc;
+	if (layout)
+		nspans = st_layout_chunk_spans(layout, off, len, spans, 256);
+	rc = chunks_store(fs->chunks, d->data, len, NULL, NULL, spans, nspans, out);
+	chunks_put(fs->chunks, d);
+	return rc;
+}
+
+/* Make @e independent of any base: every chunk a full frame. */
+static int materialize(struct ckfs *fs, struct entry *e)
+{
+	struct st_layout layout = ST_LAYOUT_INIT;
+	int have_layout = 0, rc = 0;
+	size_t i;
+
+	for (i = 0; i < e->n_chunks && rc == 0; i++) {
+		struct chunk_ref ref;
+
+		if (!e->chunks[i].base_key[0])
+			continue;	/* already a full frame: shared, not copied */
+		if (!have_layout && e->n_chunks) {
+			const struct chunk_data *d;
+			size_t len = e->size < e->chunk_size ? (size_t)e->size : e->chunk_size;
+
+			have_layout = -1;
+			if (chunks_get(fs->chunks, &e->chunks[0], len, &d) == 0) {
+				if (st_layout_parse(d->data, len, &layout) == 0)
+					have_layout = 1;
+				chunks_put(fs->chunks, d);
+			}
+		}
+		rc = materialize_chunk(fs, e, i, have_layout == 1 ? &layout : NULL, &ref);
+		if (rc == 0)
+			e->chunks[i] = ref;
+	}
+	st_layout_release(&layout);
+	return rc;
+}
+
+static int clear_prefix_cb(const char *key, const struct store_stat *st, void *arg)
+{
+	(void)st;
+	return store_remove(arg, key);
+}
+
+/*
+ * Promote checkpoint @src to model @id (DESIGN.md section 5). Base and LoRA
+ * checkpoints share their chunks (no copy); a delta is materialized into
+ * full frames first, so the model needs no base. The model's record is
+ * written last and exclusively: a crash leaves no model, a race leaves one.
+ */
+static int promote(struct ckfs *fs, const struct fpath *src, const char *id)
+{
+	struct ckpt_record rec = { 0 };
+	struct entry *ents = NULL;
+	struct view *mv;
+	struct ckpt *c;
+	char *prefix = NULL;
+	size_t n = 0, i;
+	int rc = name_check_model_id(id);
+
+	if (rc < 0) {
+		log_error("promote %s -> models/%s: a model id is 1-63 characters of "
+			  "a-z, 0-9 and '-' (EINVAL)", src->ckpt, id);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&fs->lock);
+	c = find_ckpt(fs, src->job, src->dir, src->ckpt);
+	mv = get_view(fs, "", CKPT_MODEL);
+	if (!c) {
+		rc = -ENOENT;
+	} else if (c->rec.dir == CKPT_STATE) {
+		log_error("promote %s -> models/%s: train-state checkpoints are not "
+			  "promotable (EINVAL)", src->ckpt, id);
+		rc = -EINVAL;
+	} else if (ckpt_has_writers(fs, src->job, src->dir, src->ckpt)) {
+		log_error("promote %s -> models/%s: files are still open for writing (EBUSY)",
+			  src->ckpt, id);
+		rc = -EBUSY;
+	} else if (!mv) {
+		rc = -EIO;
+	} else if (view_find_any(mv, id)) {
+		log_error("promote %s -> models/%s: the model exists (EEXIST)", src->ckpt, id);
+		rc = -EEXIST;
+	} else {
+		rec.job = strdup(c->rec.job);
+		rec.name = strdup(id);
+		rec.dir = CKPT_MODEL;
+		rec.kind = c->rec.kind == KIND_LORA ? KIND_LORA : KIND_BASE;
+		rec.created = wall_now();
+		memcpy(rec.session, fs->session, sizeof(rec.session));
+		if (asprintf(&rec.promoted_from, "%s/%s/%s", c->rec.job,
+			     ckpt_dir_name(c->rec.dir), c->rec.name) < 0)
+			rec.promoted_from = NULL;
+		if (asprintf(&rec.source_snapshot, "%s-%s", c->rec.name, c->rec.session) < 0)
+			rec.source_snapshot = NULL;
+		ents = calloc(c->n_ents ? c->n_ents : 1, sizeof(*ents));
+		if (!rec.job || !rec.name || !rec.promoted_from || !rec.source_snapshot || !ents)
+			rc = -ENOMEM;
+		for (i = 0; rc == 0 && i < c->n_ents; i++) {
+			rc = entry_copy(c->ents[i].e, &ents[n]);
+			if (rc == 0)
+				n++;
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (rc < 0)
+		goto out;
+
+	for (i = 0; rc == 0 && i < n; i++)
+		if (!ents[i].is_dir)
+			rc = materialize(fs, &ents[i]);
+	if (rc < 0)
+		goto out;
+	/* Leftovers of an earlier promotion to this id that crashed before
+	 * its record: clear them, or they would join the new model. */
+	prefix = catalog_ckpt_prefix("", CKPT_MODEL, id);
+	if (!prefix) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = store_list(fs->st, prefix, clear_prefix_cb, fs->st);
+	for (i = 0; rc == 0 && i < n; i++)
+		rc = catalog_entry_put(fs->st, "", CKPT_MODEL, id, &ents[i]);
+	if (rc == 0)
+		rc = catalog_record_create(fs->st, &rec);
+	if (rc == -EEXIST)
+		log_error("promote %s -> models/%s: the model exists (EEXIST)", src->ckpt, id);
+	if (rc == 0)
+		log_info("promoted %s/%s -> models/%s%s", src->job, src->ckpt, id,
+			 "");
+out:
+	pthread_mutex_lock(&fs->lock);
+	mv = get_view(fs, "", CKPT_MODEL);
+	if (mv)
+		mv->refreshed = 0;
+	pthread_mutex_unlock(&fs->lock);
+	for (i = 0; i < n; i++)
+		entry_release(&ents[i]);
+	free(ents);
+	free(prefix);
+	ckpt_record_release(&rec);
+	if (rc < 0 && rc != -EINVAL && rc != -EBUSY && rc != -EEXIST && rc != -ENOENT)
+		log_error("promote %s -> models/%s: %s", src->ckpt, id, strerror(-rc));
 	return rc;
 }
 
@@ -975,6 +1187,25 @@ int fs_rename(struct ckfs *fs, const char *from, const char *to, unsigned flags)
 		return rc;
 	if (flags & ~1u)	/* only RENAME_NOREPLACE */
 		return -EINVAL;
+	if (a.type == P_CKPT && b.type == P_CKPT && b.dir == CKPT_MODEL && a.dir != CKPT_MODEL) {
+		/* mv sampler/X models/ID: promote, then remove X. */
+		rc = refuse_write(fs, &a);
+		if (rc == 0)
+			rc = promote(fs, &a, b.ckpt);
+		if (rc == 0) {
+			pthread_mutex_lock(&fs->lock);
+			rc = catalog_ckpt_remove(fs->st, a.job, a.dir, a.ckpt);
+			if (rc == 0) {
+				struct view *v = get_view(fs, a.job, a.dir);
+				struct ckpt *c0 = v ? view_find_any(v, a.ckpt) : NULL;
+
+				if (c0)
+					view_remove(v, c0);
+			}
+			pthread_mutex_unlock(&fs->lock);
+		}
+		return rc;
+	}
 	if (a.type == P_CKPT || b.type == P_CKPT || a.type != P_INNER || b.type != P_INNER)
 		return (a.type == P_CKPT || b.type == P_CKPT) ? -EXDEV : -EPERM;
 	rc = refuse_write(fs, &a);
@@ -1762,29 +1993,68 @@ int fs_statfs(struct ckfs *fs, struct statvfs *sv)
 	return 0;
 }
 
+/*
+ * `ln -s ../sampler/X models/ID` promotes. The target is read from its
+ * end: ".../sampler/X" (this job) or ".../jobs/J/sampler/X" (job J);
+ * anything else cannot be promoted.
+ */
 int fs_symlink(struct ckfs *fs, const char *target, const char *path)
 {
-	(void)fs;
-	(void)target;
-	(void)path;
-	/* Promotion by symlink into models/ is issue 4; nothing else links. */
-	return -EPERM;
+	const char *c[64];
+	size_t l[64];
+	struct fpath p, src;
+	int n, rc = parse_path(fs, path, &p);
+
+	if (rc < 0)
+		return rc;
+	if (p.type != P_CKPT || p.dir != CKPT_MODEL)
+		return -EPERM;	/* symlinks exist only as promotions */
+	if (fs->cfg.read_only)
+		return -EROFS;
+	n = split(target, c, l, 63);
+	if (n < 2 || n > 63) {
+		log_error("promote models/%s: cannot promote '%s' (EINVAL)", p.ckpt, target);
+		return -EINVAL;
+	}
+	memset(&src, 0, sizeof(src));
+	src.type = P_CKPT;
+	if (l[n - 2] == 7 && !memcmp(c[n - 2], "sampler", 7)) {
+		src.dir = CKPT_SAMPLER;
+	} else if (l[n - 2] == 5 && !memcmp(c[n - 2], "state", 5)) {
+		src.dir = CKPT_STATE;
+	} else {
+		log_error("promote models/%s: '%s' is not a checkpoint (EINVAL)", p.ckpt, target);
+		return -EINVAL;
+	}
+	if (n >= 4 && l[n - 4] == 4 && !memcmp(c[n - 4], "jobs", 4))
+		rc = copy_comp(src.job, sizeof(src.job), c[n - 3], l[n - 3]);
+	else
+		snprintf(src.job, sizeof(src.job), "%s", fs->job);
+	if (rc == 0)
+		rc = copy_comp(src.ckpt, sizeof(src.ckpt), c[n - 1], l[n - 1]);
+	if (rc < 0)
+		return -EINVAL;
+	return promote(fs, &src, p.ckpt);
 }
 
 int fs_readlink(struct ckfs *fs, const char *path, char *buf, size_t size)
 {
-	(void)fs;
-	(void)path;
-	(void)buf;
-	(void)size;
-	return -EINVAL;
+	struct fpath p;
+	int rc = parse_path(fs, path, &p);
+
+	if (rc < 0)
+		return rc;
+	if (p.type != P_CKPT || p.dir != CKPT_MODEL || size == 0)
+		return -EINVAL;
+	snprintf(buf, size, "%s/%s", MODELS_PINNED, p.ckpt);
+	return 0;
 }
 
 /* ---------------------------------------------------------------- xattrs */
 
 static int promotable(const struct ckpt *c)
 {
-	return c->rec.dir == CKPT_SAMPLER;
+	return c->rec.dir == CKPT_SAMPLER;	/* any kind: deltas materialize */
 }
 
 static int xattr_value(struct ckfs *fs, const struct ckpt *c, const char *key,
@@ -1809,6 +2079,11 @@ static int xattr_value(struct ckfs *fs, const struct ckpt *c, const char *key,
 		n = snprintf(out, cap, "%" PRIu64, ckpt_logical(c));
 	else if (!strcmp(key, "stored_bytes"))
 		n = snprintf(out, cap, "%" PRIu64, ckpt_stored(c));
+	else if (!strcmp(key, "promoted_from"))
+		n = c->rec.promoted_from ? snprintf(out, cap, "%s", c->rec.promoted_from) : -ENODATA;
+	else if (!strcmp(key, "source_snapshot"))
+		n = c->rec.source_snapshot ? snprintf(out, cap, "%s", c->rec.source_snapshot)
+					   : -ENODATA;
 	else if (!strcmp(key, "promotable"))
 		n = snprintf(out, cap, "%s", promotable(c) ? "true" : "false");
 	else
@@ -1819,7 +2094,7 @@ static int xattr_value(struct ckfs *fs, const struct ckpt *c, const char *key,
 
 static const char *const xattr_names[] = {
 	"kind", "base", "snapshot", "ttl", "expires_at", "created",
-	"logical_bytes", "stored_bytes", "promotable",
+	"logical_bytes", "stored_bytes", "promotable", "promoted_from", "source_snapshot",
 };
 
 int fs_getxattr(struct ckfs *fs, const char *path, const char *name, char *value,
@@ -2104,6 +2379,53 @@ static int jsonl_build(struct ckfs *fs, struct buf *out)
 
 /* ---------------------------------------------------------------- setup */
 
+/*
+ * The daemon's periodic gc: the same pass as `ckptfs gc`, safe alongside
+ * writers on any mount (see catalog/gc.h). Runs without fs->lock.
+ */
+static void *gc_main(void *arg)
+{
+	struct ckfs *fs = arg;
+
+	pthread_mutex_lock(&fs->lock);
+	while (!fs->gc_stop) {
+		struct timespec until;
+		struct gc_report r;
+		int rc;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += (time_t)fs->cfg.gc_interval;
+		until.tv_nsec += (long)((fs->cfg.gc_interval - (double)(time_t)fs->cfg.gc_interval) * 1e9);
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		while (!fs->gc_stop &&
+		       pthread_cond_timedwait(&fs->gc_cond, &fs->lock, &until) != ETIMEDOUT)
+			;
+		if (fs->gc_stop)
+			break;
+		pthread_mutex_unlock(&fs->lock);
+		rc = gc_run(fs->st, fs->cfg.gc_grace, 0, wall_now(), &r);
+		if (rc < 0)
+			log_error("gc: %s", strerror(-rc));
+		else if (r.expired || r.deleted)
+			log_info("gc: %" PRIu64 " expired checkpoints removed, %" PRIu64
+				 " chunks (%" PRIu64 " bytes) reclaimed", r.expired, r.deleted,
+				 r.deleted_bytes);
+		pthread_mutex_lock(&fs->lock);
+		/* Expired checkpoints are gone from the store now. */
+		{
+			struct view *v;
+
+			for (v = fs->views; v; v = v->next)
+				v->refreshed = 0;
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
 void fs_config_defaults(struct fs_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
@@ -2113,6 +2435,8 @@ void fs_config_defaults(struct fs_config *cfg)
 	cfg->list_ttl = 1.0;
 	cfg->delta_policy = DELTA_AUTO;
 	cfg->delta_max_ratio = 0.5;
+	cfg->gc_interval = 600;
+	cfg->gc_grace = 3600;
 }
 
 const char *fs_session(const struct ckfs *fs)
@@ -2170,6 +2494,13 @@ int fs_new(struct store *st, const struct fs_config *cfg, struct ckfs **out)
 		fs_free(fs);
 		return rc;
 	}
+	pthread_cond_init(&fs->gc_cond, NULL);
+	if (cfg->gc_interval > 0 && !cfg->read_only) {
+		if (pthread_create(&fs->gc_thread, NULL, gc_main, fs) == 0)
+			fs->gc_running = 1;
+		else
+			log_warn("gc thread did not start; run `ckptfs gc` instead");
+	}
 	*out = fs;
 	return 0;
 }
@@ -2180,6 +2511,13 @@ void fs_free(struct ckfs *fs)
 
 	if (!fs)
 		return;
+	if (fs->gc_running) {
+		pthread_mutex_lock(&fs->lock);
+		fs->gc_stop = 1;
+		pthread_cond_broadcast(&fs->gc_cond);
+		pthread_mutex_unlock(&fs->lock);
+		pthread_join(fs->gc_thread, NULL);
+	}
 	while (fs->wslots)
 		free_wslot(fs, fs->wslots);
 	ctl_free(fs);

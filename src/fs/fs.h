@@ -38,6 +38,8 @@ struct fs_config {
 					 * this fraction of its logical bytes */
 	int64_t default_ttl;		/* seconds; 0: none */
 	int threads;			/* encoder/read-ahead workers; 0: nproc */
+	double gc_interval;		/* seconds between gc passes; 0: none */
+	int64_t gc_grace;		/* keep unreferenced chunks this young */
 };
 
 void fs_config_defaults(struct fs_config *cfg);

@@ -104,6 +104,10 @@ struct ckfs {
 	struct wslot *wslots;
 	struct hl_status *hl_statuses;
 	struct handle *deploy_open;	/* H_DEPLOY handles, linked by next */
+
+	pthread_t gc_thread;		/* periodic gc, when gc_interval > 0 */
+	int gc_running, gc_stop;
+	pthread_cond_t gc_cond;		/* with lock: wakes the gc thread to stop */
 };
 
 /* fs.c internals used by control.c. Lock held for all of them. */

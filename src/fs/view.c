@@ -192,12 +192,9 @@ static struct ckpt *build_ckpt(struct store *st, struct view *v, struct ckpt *ol
 	if (!rec)		/* being created or removed */
 		goto fail;
 	if (old && same_stat(&old->rec_st, &rec->st)) {
-		c->rec = old->rec;	/* the old view is searched by name until
-					 * the refresh ends: copy, do not steal */
-		c->rec.job = strdup(old->rec.job);
-		c->rec.name = strdup(old->rec.name);
-		c->rec.base = old->rec.base ? strdup(old->rec.base) : NULL;
-		if (!c->rec.job || !c->rec.name || (old->rec.base && !c->rec.base))
+		/* The old view is searched by name until the refresh ends:
+		 * copy the record, do not steal it. */
+		if (ckpt_record_copy(&old->rec, &c->rec) < 0)
 			goto fail;
 	} else {
 		buf_reset(&b);
@@ -260,15 +257,14 @@ int view_refresh(struct store *st, struct view *v, double ttl)
 {
 	struct listing l = { 0 };
 	struct ckpt **fresh = NULL;
-	char *ej = NULL, *prefix = NULL;
+	char *prefix = NULL;
 	size_t plen, i, j, n_fresh = 0;
 	int rc;
 
 	if (v->refreshed && view_now() - v->refreshed < ttl)
 		return 0;
-	ej = name_key_encode(v->job);
-	if (!ej || asprintf(&prefix, "jobs/%s/%s/", ej, ckpt_dir_name(v->dir)) < 0) {
-		prefix = NULL;
+	prefix = catalog_dir_prefix(v->job, v->dir);
+	if (!prefix) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -329,7 +325,6 @@ out:
 	for (i = 0; i < l.n; i++)
 		free(l.items[i].key);
 	free(l.items);
-	free(ej);
 	free(prefix);
 	return rc;
 }

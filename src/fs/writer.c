@@ -39,6 +39,7 @@ struct writer {
 	int inflight;
 	int err;			/* sticky background error */
 	int dirty;
+	int committing;		/* writes wait: commit snapshots a stable file */
 };
 
 struct encode_task {
@@ -357,6 +358,8 @@ static int stream_append(struct writer *w, const char *buf, size_t size)
 	while (size > 0) {
 		size_t n;
 
+		while (w->committing)	/* the commit snapshots a stable file */
+			pthread_cond_wait(&w->cond, &w->lock);
 		if (!w->cur) {
 			w->cur = malloc(cs);
 			if (!w->cur)
@@ -371,8 +374,14 @@ static int stream_append(struct writer *w, const char *buf, size_t size)
 		buf += n;
 		size -= n;
 		if (w->cur_len == cs) {
-			uint8_t *full = w->cur;
+			uint8_t *full;
 
+			/* Wait for room before detaching the buffer: while we
+			 * wait (lock released) the file must look consistent
+			 * to a commit — a full buffer is still a valid tail. */
+			while (w->inflight >= w->env.max_inflight)
+				pthread_cond_wait(&w->cond, &w->lock);
+			full = w->cur;
 			w->cur = NULL;
 			w->cur_len = 0;
 			rc = submit(w, w->n_full, full, cs);
@@ -389,6 +398,8 @@ long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
 	int rc;
 
 	pthread_mutex_lock(&w->lock);
+	while (w->committing)
+		pthread_cond_wait(&w->cond, &w->lock);
 	rc = w->err;
 	if (rc < 0)
 		goto out;
@@ -459,6 +470,8 @@ int writer_truncate(struct writer *w, uint64_t size)
 	int rc = 0;
 
 	pthread_mutex_lock(&w->lock);
+	while (w->committing)
+		pthread_cond_wait(&w->cond, &w->lock);
 	if (w->err) {
 		rc = w->err;
 		goto out;
@@ -566,13 +579,34 @@ static int commit_spool(struct writer *w, size_t n_chunks)
 	return rc;
 }
 
+/*
+ * Waiting for the pool releases the writer lock, so a concurrent write
+ * could change the file between the chunks we wait for and the size we
+ * record: writers are held off (committing) until the entry is built.
+ */
+static int prepare_commit(struct writer *w, struct entry *e);
+
 int writer_prepare_commit(struct writer *w, struct entry *e)
+{
+	int rc;
+
+	while (w->committing)	/* one commit at a time */
+		pthread_cond_wait(&w->cond, &w->lock);
+	w->committing = 1;
+	rc = prepare_commit(w, e);
+	w->committing = 0;
+	pthread_cond_broadcast(&w->cond);
+	return rc;
+}
+
+static int prepare_commit(struct writer *w, struct entry *e)
 {
 	size_t cs = w->env.chunk_size;
 	size_t n_chunks = (size_t)((w->size + cs - 1) / cs);
 	int rc;
 
 	memset(e, 0, sizeof(*e));
+	wait_idle(w);		/* an append may still be submitting a chunk */
 	if (w->err)
 		return w->err;
 	if (w->spool_fd >= 0) {

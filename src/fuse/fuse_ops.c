@@ -7,6 +7,7 @@
 #include "fuse/ckfuse.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fuse.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -48,8 +49,21 @@ struct dir_handle {
 	char path[];
 };
 
+/* Set by op_symlink for the getattr libfuse makes right after it. */
+static __thread const char *symlink_just_made;
+
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
+	if (path && symlink_just_made && !strcmp(path, symlink_just_made)) {
+		int rc = fs_getattr(fs_of(), path, st);
+
+		symlink_just_made = NULL;
+		if (rc == 0) {
+			st->st_mode = S_IFLNK | 0777;
+			st->st_size = (off_t)strlen(path);
+		}
+		return rc;
+	}
 	if (path)
 		return fs_getattr(fs_of(), path, st);
 	if (!fi || *(const uint32_t *)(uintptr_t)fi->fh == DIR_HANDLE_MAGIC)
@@ -120,9 +134,57 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
 	return fs_rename(fs_of(), from, to, flags);
 }
 
+/*
+ * Promotion by `ln -s ../sampler/X models/ID` makes a directory, but the
+ * kernel insists that what a symlink call created is a symlink. So the one
+ * getattr libfuse makes right after our symlink, on this thread, reports a
+ * symlink (whose readlink leads to the model's directory), and the entry is
+ * then invalidated so the next lookup sees the directory.
+ */
+struct inval {
+	struct fuse *fuse;
+	char path[];
+};
+
+static void *inval_later(void *arg)
+{
+	struct inval *iv = arg;
+
+	/* Blocks in the kernel until the rename that moved the dentry has
+	 * finished, which needs no help from this thread. */
+	fuse_invalidate_path(iv->fuse, iv->path);
+	free(iv);
+	return NULL;
+}
+
+
+/* Drop the kernel's entry for @path from another thread: the kernel
+ * processes it once the current request has been answered. */
+static void invalidate_later(const char *path)
+{
+	struct inval *iv = malloc(sizeof(*iv) + strlen(path) + 1);
+	pthread_t t;
+
+	if (!iv)
+		return;
+	iv->fuse = fuse_get_context()->fuse;
+	strcpy(iv->path, path);
+	if (pthread_create(&t, NULL, inval_later, iv) == 0)
+		pthread_detach(t);
+	else
+		free(iv);
+}
+
+
 static int op_symlink(const char *target, const char *path)
 {
-	return fs_symlink(fs_of(), target, path);
+	int rc = fs_symlink(fs_of(), target, path);
+
+	if (rc == 0) {
+		symlink_just_made = path;
+		invalidate_later(path);
+	}
+	return rc;
 }
 
 static int op_readlink(const char *path, char *buf, size_t size)

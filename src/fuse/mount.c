@@ -36,6 +36,9 @@ struct mount_opts {
 	unsigned base_every;
 	unsigned threads;
 	double list_ttl;
+	double gc_interval;
+	long gc_grace;
+	int gc_set, gc_grace_set;
 	double delta_max_ratio;
 	long default_ttl;
 	int lora;
@@ -69,6 +72,10 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("delta_max_ratio=%lf", delta_max_ratio, 0),
 	OPT("--default-ttl=%ld", default_ttl, 0), OPT("default_ttl=%ld", default_ttl, 0),
 	OPT("--lora", lora, 1), OPT("lora", lora, 1),
+	OPT("--gc-interval=%lf", gc_interval, 0), OPT("gc_interval=%lf", gc_interval, 0),
+	OPT("--gc-interval=", gc_set, 1), OPT("gc_interval=", gc_set, 1),
+	OPT("--gc-grace=%ld", gc_grace, 0), OPT("gc_grace=%ld", gc_grace, 0),
+	OPT("--gc-grace=", gc_grace_set, 1), OPT("gc_grace=", gc_grace_set, 1),
 	OPT("--insecure-tls", insecure_tls, 1),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -100,6 +107,8 @@ static void usage(const char *prog)
 	       "  --list-ttl=SECONDS     how stale listings may be (default 1)\n"
 	       "  --spool-dir=DIR        temp files for out-of-order writes ($TMPDIR)\n"
 	       "  --threads=N            encoder threads (default: CPUs)\n"
+	       "  --gc-interval=SECONDS  periodic gc (default 600; 0 turns it off)\n"
+	       "  --gc-grace=SECONDS     gc keeps unreferenced chunks this young (3600)\n"
 	       "  --cache-dir=DIR        S3: local cache of immutable chunks\n"
 	       "  --cache-size=MIB       S3: cache size (default 10240)\n"
 	       "  --insecure-tls         S3: do not verify TLS certificates\n",
@@ -195,6 +204,14 @@ static int build_config(const struct mount_opts *o, struct fs_config *cfg)
 	cfg->base_every = (int)o->base_every;
 	cfg->default_ttl = o->default_ttl;
 	cfg->threads = (int)o->threads;
+	if (o->gc_set)
+		cfg->gc_interval = o->gc_interval;
+	if (o->gc_grace_set)
+		cfg->gc_grace = o->gc_grace;
+	if (cfg->gc_interval < 0 || cfg->gc_grace < 0) {
+		fprintf(stderr, "ckptfs: --gc-interval and --gc-grace must be >= 0\n");
+		return -1;
+	}
 	if (o->delta_policy) {
 		if (!strcmp(o->delta_policy, "auto")) {
 			cfg->delta_policy = DELTA_AUTO;

@@ -451,30 +451,40 @@ static int build_url(struct s3_store *s, const struct s3_req *r, struct buf *url
 	return rc;
 }
 
+static int add_header(struct curl_slist **l, const char *h)
+{
+	struct curl_slist *t = curl_slist_append(*l, h);
+
+	if (!t)
+		return -ENOMEM;
+	*l = t;
+	return 0;
+}
+
+/* Set up r->h for one try. *hdrs is the caller's to free, also on error. */
 static int setup_try(struct s3_store *s, struct s3_req *r, const char *url,
 		     struct curl_slist **hdrs, long budget_ms, char *errbuf)
 {
 	CURL *h = r->h;
-	struct curl_slist *l = NULL, *t;
 	char range[96];
+	int rc;
 
 	/*
 	 * UNSIGNED-PAYLOAD: curl 7.88 needs the header to sign at all, and
 	 * hashing every body would cost more CPU than the transfer. Bodies are
 	 * checked end to end by the layers above (chunk xxh3).
 	 */
-	l = curl_slist_append(l, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-	if (l && s->token_hdr)
-		l = (t = curl_slist_append(l, s->token_hdr)) ? t : NULL;
-	if (l && r->if_none_match)
-		l = (t = curl_slist_append(l, "If-None-Match: *")) ? t : NULL;
-	if (l && r->range) {
+	rc = add_header(hdrs, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
+	if (rc == 0 && s->token_hdr)
+		rc = add_header(hdrs, s->token_hdr);
+	if (rc == 0 && r->if_none_match)
+		rc = add_header(hdrs, "If-None-Match: *");
+	if (rc == 0 && r->range) {
 		snprintf(range, sizeof(range), "Range: %s", r->range);
-		l = (t = curl_slist_append(l, range)) ? t : NULL;
+		rc = add_header(hdrs, range);
 	}
-	if (!l)
-		return -ENOMEM;	/* curl_slist_append frees nothing on failure */
-	*hdrs = l;
+	if (rc < 0)
+		return rc;
 
 	curl_easy_reset(h);
 	curl_easy_setopt(h, CURLOPT_URL, url);
@@ -483,7 +493,7 @@ static int setup_try(struct s3_store *s, struct s3_req *r, const char *url,
 	curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->sigv4);
 	curl_easy_setopt(h, CURLOPT_USERNAME, s->access_key);
 	curl_easy_setopt(h, CURLOPT_PASSWORD, s->secret_key);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, *hdrs);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
@@ -569,7 +579,8 @@ static int status_errno(struct s3_store *s, const struct s3_req *r)
 	if (!strcmp(r->code, "QuotaExceeded") || !strcmp(r->code, "InsufficientStorage") ||
 	    st == 507) {
 		log_error("s3 %s %s/%s: HTTP %ld %s: no space (quota or storage full)",
-			  r->method, s->bucket, req_name(r), st, r->code);
+			  r->method, s->bucket, req_name(r), st,
+			  r->code[0] ? r->code : "Insufficient Storage");
 		return -ENOSPC;
 	}
 	switch (st) {
@@ -650,8 +661,10 @@ static int s3_request(struct s3_store *s, struct s3_req *r)
 			r->out->len = r->out_start;	/* drop a broken try's bytes */
 		errbuf[0] = '\0';
 		rc = setup_try(s, r, (const char *)url.data, &hdrs, (long)left, errbuf);
-		if (rc < 0)
+		if (rc < 0) {
+			curl_slist_free_all(hdrs);
 			break;
+		}
 		tries++;
 		cc = curl_easy_perform(r->h);
 		curl_slist_free_all(hdrs);
@@ -705,6 +718,8 @@ static int s3_request(struct s3_store *s, struct s3_req *r)
 			backoff = left > 0 ? left : 0;
 		sleep_ms(backoff);
 	}
+	if (rc < 0 && r->out)
+		r->out->len = r->out_start;	/* no partial body on failure */
 	pool_put(s, r->h);
 	r->h = NULL;
 	buf_release(&url);

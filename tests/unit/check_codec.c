@@ -21,6 +21,7 @@
 #include <check.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,6 +375,52 @@ START_TEST(test_append)
 	ck_assert_int_eq(codec_decode(ctx, out.data + first, out.len - first, NULL, dec, 500), 0);
 	ck_assert_int_eq(memcmp(dec, d, 500), 0);
 	buf_release(&out);
+}
+END_TEST
+
+/* One context per thread is the contract: run two side by side. */
+static void *thread_body(void *arg)
+{
+	struct codec_ctx *c = codec_ctx_new();
+	size_t len = 300000 + (size_t)(uintptr_t)arg, i;
+	uint8_t *d = malloc(len), *b = malloc(len), *dec = malloc(len);
+	struct codec_span sp = { .off = 0, .len = (uint32_t)len, .width = 2 };
+	struct buf out = BUF_INIT;
+	intptr_t bad = 0;
+	int iter;
+
+	if (!c || !d || !b || !dec)
+		return (void *)1;
+	testutil_fill_random(b, len, 77 + (uint64_t)(uintptr_t)arg);
+	for (iter = 0; iter < 20; iter++) {
+		memcpy(d, b, len);
+		for (i = (size_t)iter; i < len; i += 97)
+			d[i] ^= (uint8_t)(1 + iter);
+		buf_reset(&out);
+		bad |= codec_encode(c, d, len, iter & 1 ? b : NULL, &sp, 1, 0, &out) != 0;
+		bad |= codec_decode(c, out.data, out.len, b, dec, len) != 0;
+		bad |= memcmp(dec, d, len) != 0;
+	}
+	buf_release(&out);
+	codec_ctx_free(c);
+	free(d);
+	free(b);
+	free(dec);
+	return (void *)bad;
+}
+
+START_TEST(test_threads)
+{
+	pthread_t t[2];
+	void *r;
+	int i;
+
+	for (i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, thread_body, (void *)(uintptr_t)i), 0);
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(pthread_join(t[i], &r), 0);
+		ck_assert_ptr_null(r);
+	}
 }
 END_TEST
 
@@ -1372,6 +1419,7 @@ int main(void)
 	tcase_add_test(tc, test_roundtrip_levels);
 	tcase_add_test(tc, test_roundtrip_random_layouts);
 	tcase_add_test(tc, test_append);
+	tcase_add_test(tc, test_threads);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("delta");

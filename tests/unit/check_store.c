@@ -1096,7 +1096,9 @@ static int fake_open(struct fake *f, const char *url, double timeout_s, struct s
 	return store_s3_open(url, &opt, st);
 }
 
-#define LIST_OK { 200, NULL, "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>", NULL }
+/* The answer to the one-key listing store_s3_open() sends first. */
+#define LIST_OK { 200, NULL, \
+	"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>", NULL }
 
 START_TEST(fake_retries_then_succeeds)
 {
@@ -1205,6 +1207,36 @@ START_TEST(fake_status_to_errno)
 }
 END_TEST
 
+/* An answer lost after the server applied the conditional PUT: the retry
+ * sees 412 for our own object, which must not read as "someone else won". */
+START_TEST(fake_put_if_absent_lost_answer)
+{
+#define CLOSE "Connection: close\r\n"
+	static const struct fake_resp script[] = {
+		{ 200, NULL, "<ListBucketResult></ListBucketResult>", CLOSE },
+		{ 0, NULL, NULL, NULL },			/* applied, answer lost */
+		{ 412, "PreconditionFailed", NULL, NULL },	/* the retry */
+		{ 200, NULL, "mine", CLOSE },			/* read back: ours */
+		{ 0, NULL, NULL, NULL },
+		{ 412, "PreconditionFailed", NULL, NULL },
+		{ 200, NULL, "theirs", CLOSE },			/* read back: not ours */
+	};
+#undef CLOSE
+	struct store *st;
+	struct fake f;
+
+	fake_start(&f, script, ARRAY_SIZE(script));
+	ck_assert_int_eq(fake_open(&f, "s3://fake-bucket", 10, &st), 0);
+	ck_assert_int_eq(store_put_if_absent(st, "k", "mine", 4), 0);
+	ck_assert(log_has("answer lost"));
+	ck_assert_int_eq(store_put_if_absent(st, "k", "mine", 4), -EEXIST);
+	ck_assert_int_eq(f.next, (int)ARRAY_SIZE(script));
+	ck_assert(!strncmp(f.reqs[3], "GET /fake-bucket/k ", 19));
+	store_free(st);
+	fake_stop(&f);
+}
+END_TEST
+
 START_TEST(fake_open_errors)
 {
 	static const struct fake_resp denied[] = { { 403, "SignatureDoesNotMatch", NULL, NULL } };
@@ -1245,7 +1277,9 @@ START_TEST(fake_wire_format)
 		  "<ListBucketResult><IsTruncated>false</IsTruncated>"
 		  "<Contents><Key>pfx/d/z</Key><Size>0</Size></Contents></ListBucketResult>", NULL },
 		{ 200, NULL, NULL, "ETag: \"e\"\r\n" },	/* head */
+		{ 200, NULL, "0123456789", NULL },	/* a server that ignores Range */
 	};
+	struct buf got = BUF_INIT;
 	struct store *st;
 	struct listing l = { 0 };
 	struct store_stat sb;
@@ -1258,6 +1292,10 @@ START_TEST(fake_wire_format)
 	ck_assert_int_eq(store_list(st, "d/", collect, &l), 0);
 	ck_assert_int_eq(store_head(st, "d/z", &sb), 0);
 	ck_assert_int_eq(sb.mtime, 1714564800);
+	ck_assert_int_eq(store_get_range(st, "d/z", 2, 3, &got), 0);
+	ck_assert_uint_eq(got.len, 3);
+	ck_assert_mem_eq(got.data, "234", 3);
+	buf_release(&got);
 
 	ck_assert_uint_eq(l.n, 3);	/* "d/a&b" breaks the key rules: skipped */
 	ck_assert_str_eq(l.keys[0], "d/a%41");
@@ -1267,7 +1305,8 @@ START_TEST(fake_wire_format)
 	ck_assert_str_eq(l.keys[2], "d/z");
 	listing_release(&l);
 
-	ck_assert_int_eq(f.nreqs, 5);
+	ck_assert_int_eq(f.nreqs, 6);
+	ck_assert_msg(f.nconn == 1, "%d connections for %d requests: no reuse", f.nconn, f.nreqs);
 	ck_assert_msg(!strncmp(f.reqs[0], "GET /fake-bucket?list-type=2&max-keys=1&prefix=pfx%2F ", 54),
 		      "%s", f.reqs[0]);
 	ck_assert_msg(!strncmp(f.reqs[1], "PUT /fake-bucket/pfx/d/a%2541 HTTP/1.1\r\n", 40),
@@ -1640,7 +1679,7 @@ int main(void)
 	const TTest *const s3_offline[] = {
 		s3_nothing_listening_within_deadline, fake_retries_then_succeeds,
 		fake_deadline_on_endless_503, fake_status_to_errno, fake_open_errors,
-		fake_wire_format,
+		fake_wire_format, fake_put_if_absent_lost_answer,
 	};
 	const TTest *const cache_only[] = {
 		cache_second_read_is_local, cache_eviction_lru_bounded,

@@ -90,14 +90,15 @@ START_TEST(test_buf_reserve_growth)
 	ck_assert_ptr_eq(b.data, p);
 	/* Growth is geometric: a million one-byte appends take few reallocs. */
 	{
-		int moves = 0;
+		int moves = 0, rc = 0;
 
 		for (i = 0; i < 1000000; i++) {
 			size_t before = b.cap;
 
-			ck_assert_int_eq(buf_append(&b, "x", 1), 0);
+			rc |= buf_append(&b, "x", 1);
 			moves += b.cap != before;
 		}
+		ck_assert_int_eq(rc, 0);
 		ck_assert_int_le(moves, 20);
 	}
 	ck_assert_uint_eq(b.len, 1000100);
