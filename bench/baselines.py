@@ -196,8 +196,10 @@ def main():
         base = os.path.join(args.base, rel) if delta else None
         if base and (not os.path.isfile(base) or os.path.getsize(base) != os.path.getsize(cur)):
             base = None
+        t0 = time.monotonic()
         results[rel] = run_file(base, cur, args)
-        print(f"  measured {rel}", file=sys.stderr)
+        if results[rel]["raw"] >= MiB:
+            print(f"  {rel}: {time.monotonic() - t0:.1f} s", file=sys.stderr)
 
     cols = [("xor_zstd1", "xor+zstd-1" if delta else "zstd-1"),
             ("planes_zstd1", "planes+zstd-1")]

@@ -231,6 +231,10 @@ cleanup() {
 	if ((KEEP)) || [[ -n ${BENCH_DIR_GIVEN:-} ]]; then
 		log "scratch kept in $BENCH_DIR"
 	elif [[ -n ${BENCH_DIR:-} && -d $BENCH_DIR ]]; then
+		if [[ -f $BENCH_DIR/results/results.md ]]; then
+			m=/tmp/ckptfs-bench-$(date +%Y%m%d-%H%M%S).md
+			cp -- "$BENCH_DIR/results/results.md" "$m" && log "results saved in $m"
+		fi
 		rm -rf -- "$BENCH_DIR"
 	fi
 }
@@ -447,7 +451,8 @@ report_checkpoint() {
 	if ((k == 0)); then kind=base; elif ((k == 1)); then kind="delta, 1 step from the base"
 	else kind="delta, $k steps from the base"; fi
 	echo
-	echo "### $name ($kind): $raw bytes ($(calc "\"%.1f\", $raw / 1048576") MiB) in ${R[$k:nfiles]} files, ${R[$k:changed]:-base} of bf16 values changed"
+	echo "### $name ($kind): $raw bytes ($(calc "\"%.1f\", $raw / 1048576") MiB) in ${R[$k:nfiles]} files$(
+		((k > 0)) && echo ", ${R[$k:changed]:-?} of bf16 values changed")"
 	echo
 	line="| | plain disk"
 	for c in "${COLS[@]}"; do line+=" | ${LABEL[$c]} | ${LABEL[$c]}/disk"; done
@@ -478,9 +483,18 @@ report_checkpoint() {
 	echo "$line |"
 	text_row "daemon peak RSS, MiB: write / read" - "${rss[@]}"
 	text_row "read back = written" - "${ver[@]}"
+	for c in "${COLS[@]}"; do
+		if [[ -n ${R[$k:${c}_error]:-} ]]; then
+			echo
+			echo "**${LABEL[$c]} failed on $name: ${R[$k:${c}_error]}** (daemon log: $LOGS/$([[ $c == pt ]] && echo pt-mnt || echo mnt).log); its later checkpoints were not run."
+		fi
+	done
 	if ((DO_CKPTFS)); then
-		echo "| user.ckptfs.kind / .stored_bytes | - | ${R[$k:ckptfs_kind]:--} / ${R[$k:ckptfs_xstored]:--} |$(
-			((DO_PT)) && echo ' | | |') |"
+		local xa=()
+		for c in "${COLS[@]}"; do
+			if [[ $c == ckptfs ]]; then xa+=("${R[$k:ckptfs_kind]:--} / ${R[$k:ckptfs_xstored]:--}"); else xa+=(-); fi
+		done
+		text_row "xattrs user.ckptfs.kind / .stored_bytes" - "${xa[@]}"
 	fi
 
 	if ((DO_BASELINES)) && [[ -f $RESULTS/baselines-$name.md ]]; then
@@ -589,8 +603,8 @@ main() {
 			PT_SRC=$BENCH_DIR/pt-src PT_MNT=$BENCH_DIR/pt-mnt
 			mkdir -p "$PT_SRC" "$PT_MNT"
 			COLS+=(pt)
-			notes+=("passthrough_ll: libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo 3) example," \
-				"default options (multithreaded loop, 128 KiB writes) + -o cache=always; stores raw bytes")
+			notes+=("passthrough_ll: the libfuse $(pkg-config --modversion fuse3 2>/dev/null || echo 3) example\
+ built from its source, default options (multithreaded loop) + -o cache=always; stores raw bytes")
 		else
 			notes+=("passthrough_ll column $PT_NOTE")
 			DO_PT=0
@@ -671,7 +685,7 @@ main() {
 		for k in "${STEP_LIST[@]}"; do report_checkpoint "$k"; done
 		report_summary
 	} | tee "$RESULTS/results.md"
-	log "results saved in $RESULTS/results.md"
+	if ((KEEP)) || [[ -n $BENCH_DIR_GIVEN ]]; then log "results saved in $RESULTS/results.md"; fi
 }
 
 main

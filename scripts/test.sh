@@ -21,6 +21,7 @@ if [ -z "${SKIP_S3:-}" ]; then
 	S3_STARTED=1
 	# shellcheck disable=SC1090
 	. "$s3dir.env"
+	export CKPTFS_TEST_REQUIRE_S3=1
 fi
 
 run_suite() {

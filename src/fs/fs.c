@@ -312,10 +312,24 @@ static struct ckpt *find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir di
 	return c;
 }
 
+/* Like find_ckpt(), but from a listing made now: promotion and hotload act
+ * on the store's current state, whatever --list-ttl allows elsewhere. */
+static struct ckpt *find_ckpt_fresh(struct ckfs *fs, const char *job,
+				    enum ckpt_dir dir, const char *name)
+{
+	struct view *v = get_view(fs, job, dir);
+
+	if (v && v->refreshed && view_now() - v->refreshed > 0.05) {
+		v->refreshed = 0;
+		view_refresh(fs->st, v, 0);
+	}
+	return find_ckpt(fs, job, dir, name);
+}
+
 struct ckpt *fs_find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir dir,
 			  const char *name)
 {
-	return find_ckpt(fs, job, dir, name);
+	return find_ckpt_fresh(fs, job, dir, name);
 }
 
 static struct ent_slot *find_slot(struct ckpt *c, const char *rel, size_t *idx)
@@ -1045,7 +1059,10 @@ static int promote(struct ckfs *fs, const struct fpath *src, const char *id)
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&fs->lock);
-	c = find_ckpt(fs, src->job, src->dir, src->ckpt);
+	c = find_ckpt_fresh(fs, src->job, src->dir, src->ckpt);
+	mv = get_view(fs, "", CKPT_MODEL);
+	if (mv)
+		mv->refreshed = 0;
 	mv = get_view(fs, "", CKPT_MODEL);
 	if (!c) {
 		rc = -ENOENT;
@@ -2107,6 +2124,25 @@ int fs_getxattr(struct ckfs *fs, const char *path, const char *name, char *value
 
 	if (rc < 0)
 		return rc;
+	if (p.type == P_ROOT && !strcmp(name, XATTR_PREFIX "stats")) {
+		struct store_cache_stats cs;
+
+		/* What this mount fetched from a remote store (benchmarks and
+		 * tests read it; a local store has no cache). */
+		if (store_cache_stats(fs->st, &cs) == 0)
+			n = snprintf(tmp, sizeof(tmp),
+				     "{\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64
+				     ",\"fetched_bytes\":%" PRIu64 ",\"cached_bytes\":%" PRIu64 "}",
+				     cs.hits, cs.misses, cs.inner_bytes, cs.cached_bytes);
+		else
+			n = snprintf(tmp, sizeof(tmp), "{}");
+		if (size == 0)
+			return n;
+		if ((size_t)n > size)
+			return -ERANGE;
+		memcpy(value, tmp, (size_t)n);
+		return n;
+	}
 	if (p.type == P_DEPLOY) {
 		n = ctl_deploy_getxattr(fs, p.ckpt, name, tmp, sizeof(tmp));
 		if (n < 0 || size == 0)

@@ -6,6 +6,7 @@ always unmounted, even when a test fails; the daemon's stderr is scanned for
 sanitizer reports and unexpected errors.
 """
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -221,16 +222,121 @@ class Mount:
             self.proc = None
 
 
+class S3:
+    """The test S3 server (Ceph RGW on 127.0.0.1, started by scripts/test.sh),
+    spoken to with curl's own SigV4 so the tests do not depend on the code
+    under test to set up or inspect buckets."""
+
+    def __init__(self):
+        self.endpoint = os.environ["CKPTFS_TEST_S3_ENDPOINT"]
+        self.key = os.environ["CKPTFS_TEST_S3_ACCESS_KEY"]
+        self.secret = os.environ["CKPTFS_TEST_S3_SECRET_KEY"]
+        self.region = os.environ.get("CKPTFS_TEST_S3_REGION", "us-east-1")
+
+    @staticmethod
+    def available():
+        return bool(os.environ.get("CKPTFS_TEST_S3_ENDPOINT"))
+
+    def env(self, secret=None):
+        return {"AWS_ACCESS_KEY_ID": self.key,
+                "AWS_SECRET_ACCESS_KEY": secret or self.secret,
+                "AWS_REGION": self.region, "AWS_ENDPOINT_URL": self.endpoint}
+
+    def curl(self, method, path, data=None, query=""):
+        cmd = ["curl", "-sS", "--fail-with-body", "-X", method,
+               "--aws-sigv4", "aws:amz:%s:s3" % self.region,
+               "--user", "%s:%s" % (self.key, self.secret),
+               "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+               self.endpoint + path + query]
+        if data is not None:
+            cmd[1:1] = ["--data-binary", "@-"]
+        r = subprocess.run(cmd, input=data, capture_output=True)
+        if r.returncode:
+            raise AssertionError("curl %s %s: %s %s" % (method, path, r.stdout, r.stderr))
+        return r.stdout
+
+    def make_bucket(self, name):
+        self.curl("PUT", "/" + name, data=b"")
+
+    def objects(self, bucket, prefix=""):
+        """{key: size} under prefix (ListObjectsV2, all pages)."""
+        import urllib.parse
+        import xml.etree.ElementTree as ET
+        out, token = {}, None
+        while True:
+            q = "?list-type=2&prefix=" + urllib.parse.quote(prefix, safe="")
+            if token:
+                q = "?continuation-token=" + urllib.parse.quote(token, safe="") + \
+                    "&list-type=2&prefix=" + urllib.parse.quote(prefix, safe="")
+            root = ET.fromstring(self.curl("GET", "/" + bucket, query=q))
+            ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            for c in root.findall(ns + "Contents"):
+                out[c.find(ns + "Key").text] = int(c.find(ns + "Size").text)
+            if root.findtext(ns + "IsTruncated") != "true":
+                return out
+            token = root.findtext(ns + "NextContinuationToken")
+
+    def get(self, bucket, key):
+        return self.curl("GET", "/%s/%s" % (bucket, key))
+
+    def put(self, bucket, key, data):
+        self.curl("PUT", "/%s/%s" % (bucket, key), data=data)
+
+
+BACKEND = os.environ.get("CKPTFS_TEST_BACKEND", "local")
+
+
 class MountTest(unittest.TestCase):
-    """Base class: self.tmp, self.store, self.mount(...)."""
+    """Base class: self.tmp, self.store, self.mount(...). The same test
+    bodies run on a local directory store or, with CKPTFS_TEST_BACKEND=s3,
+    on a fresh bucket of the test S3 server (each mount with its own chunk
+    cache directory, like separate hosts)."""
 
     def setUp(self):
         base = os.environ.get("CKPTFS_TEST_TMP") or None
         self.tmp = tempfile.mkdtemp(prefix="ckptfs-it-", dir=base)
-        self.store = os.path.join(self.tmp, "store")
         self.src = os.path.join(self.tmp, "src")
         os.makedirs(self.src)
         self.mounts = []
+        self.s3 = None
+        self.store_env = {}
+        if BACKEND == "s3":
+            if not S3.available():
+                if os.environ.get("CKPTFS_TEST_REQUIRE_S3"):
+                    self.fail("CKPTFS_TEST_BACKEND=s3 but no S3 server configured")
+                self.skipTest("no S3 server (set CKPTFS_TEST_S3_*)")
+            self.s3 = S3()
+            self.bucket = "ckptfs-it-%d-%d" % (os.getpid(), random.randrange(1 << 30))
+            self.s3.make_bucket(self.bucket)
+            self.store = "s3://%s/run" % self.bucket
+            self.store_env = self.s3.env()
+        else:
+            self.store = os.path.join(self.tmp, "store")
+
+    def store_bytes(self, prefix=""):
+        """Bytes of the store's objects under @prefix ("chunks/", ...)."""
+        if self.s3:
+            return sum(self.s3.objects(self.bucket, "run/" + prefix).values())
+        return du_bytes(os.path.join(self.store, prefix) if prefix else self.store)
+
+    def chunk_keys(self):
+        if self.s3:
+            return sorted(k[len("run/"):] for k in self.s3.objects(self.bucket, "run/chunks/"))
+        return sorted(os.path.relpath(p, self.store)
+                      for p in glob.glob(os.path.join(self.store, "chunks", "*", "*")))
+
+    def corrupt_object(self, key, offset):
+        """Flip one bit of a stored object, in place."""
+        if self.s3:
+            data = bytearray(self.s3.get(self.bucket, "run/" + key))
+            data[offset] ^= 0x20
+            self.s3.put(self.bucket, "run/" + key, bytes(data))
+        else:
+            with open(os.path.join(self.store, key), "r+b") as f:
+                f.seek(offset)
+                b = f.read(1)
+                f.seek(offset)
+                f.write(bytes([b[0] ^ 0x20]))
 
     def tearDown(self):
         for m in self.mounts:
@@ -238,8 +344,12 @@ class MountTest(unittest.TestCase):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def mount(self, name="mnt", job=None, args=(), env=None):
+        args = list(args)
+        if self.s3:
+            args.append("--cache-dir=" + os.path.join(self.tmp, name + ".cache"))
         m = Mount(self.store, os.path.join(self.tmp, name),
-                  os.path.join(self.tmp, name + ".log"), job=job, args=args, env=env)
+                  os.path.join(self.tmp, name + ".log"), job=job, args=args,
+                  env=dict(self.store_env, **(env or {})))
         self.mounts.append(m)
         return m.start()
 
@@ -250,7 +360,8 @@ class MountTest(unittest.TestCase):
                          "expected %s, got %s" % (errno.errorcode[err], cm.exception))
 
     def run_ckptfs(self, *args):
-        return subprocess.run([CKPTFS] + list(args), capture_output=True, text=True)
+        return subprocess.run([CKPTFS] + list(args), capture_output=True, text=True,
+                              env=dict(os.environ, **self.store_env))
 
 
 def random_file(path, size, seed):

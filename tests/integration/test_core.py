@@ -16,7 +16,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ckptfs_testlib import (MountTest, du_bytes, model_tensors, random_file,
+from ckptfs_testlib import (MountTest, model_tensors, random_file,
                             requires_fuse, sha256_file, sha256_tree,
                             write_safetensors)
 
@@ -51,7 +51,7 @@ class RoundTrip(MountTest):
         self.assertEqual(sha256_tree(ck), want)
         self.assertEqual(sorted(os.listdir(ck)), sorted(want))
         raw = sum(os.path.getsize(os.path.join(DATA, n)) for n in want)
-        stored = du_bytes(self.store)
+        stored = self.store_bytes()
         self.assertLess(stored, raw, "the store should be smaller than the raw files")
         m.stop()
 
@@ -238,16 +238,10 @@ class Errors(MountTest):
         shutil.copy(src, m.path("sampler", "c", "r.bin"))
         m.stop()
         self.assertEqual(self.run_ckptfs("fsck", self.store).returncode, 0)
-        chunks = []
-        for d, _s, fs in os.walk(os.path.join(self.store, "chunks")):
-            chunks += [os.path.join(d, f) for f in fs]
+        chunks = self.chunk_keys()
         self.assertEqual(len(chunks), 3)
-        victim = sorted(chunks)[0]
-        with open(victim, "r+b") as f:
-            f.seek(100)
-            b = f.read(1)
-            f.seek(100)
-            f.write(bytes([b[0] ^ 0x20]))
+        victim = chunks[0]
+        self.corrupt_object(victim, 100)
         m = self.mount("mnt2")
         good = 0
         with open(m.path("sampler", "c", "r.bin"), "rb") as f, open(src, "rb") as s:

@@ -2,7 +2,6 @@
 refusals with their errnos, TTL expiry and gc (CLI and periodic), gc beside
 a writer, train-state checkpoints, cross-job reads, snapshot aliases."""
 import errno
-import glob
 import json
 import os
 import shutil
@@ -13,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ckptfs_testlib import (MountTest, du_bytes, perturb_safetensors, random_file,
+from ckptfs_testlib import (MountTest, perturb_safetensors, random_file,
                             requires_fuse, sha256_file, sha256_tree, write_safetensors)
 
 
@@ -24,10 +23,6 @@ def xattr(path, name):
         if e.errno == errno.ENODATA:
             return None
         raise
-
-
-def chunk_files(store):
-    return glob.glob(os.path.join(store, "chunks", "*", "*"))
 
 
 @requires_fuse
@@ -60,9 +55,9 @@ class Promotion(MountTest):
         self.assertEqual(xattr(m.path("models", "tuned-1"), "source_snapshot"),
                          xattr(m.path("sampler", "s1"), "snapshot"))
         # The base model shares its chunks: promoting it stored nothing new.
-        before = len(chunk_files(self.store))
+        before = len(self.chunk_keys())
         os.symlink("../sampler/s0", m.path("models", "base-0b"))
-        self.assertEqual(len(chunk_files(self.store)), before)
+        self.assertEqual(len(self.chunk_keys()), before)
         # Read-only.
         self.assertErrno(errno.EROFS, open, m.path("models", "tuned-1", "x"), "wb")
         self.assertErrno(errno.EROFS, open, m.path("models", "tuned-1", "config.json"), "r+b")
@@ -86,9 +81,9 @@ class Promotion(MountTest):
         shutil.rmtree(m.path("models", "moved"))
         self.assertEqual(sorted(os.listdir(m.path("models"))), ["base-0", "base-0b"])
         m.stop()
-        before = du_bytes(os.path.join(self.store, "chunks"))
+        before = self.store_bytes("chunks/")
         self.assertEqual(self.run_ckptfs("gc", "--grace", "0", self.store).returncode, 0)
-        self.assertLess(du_bytes(os.path.join(self.store, "chunks")), before)
+        self.assertLess(self.store_bytes("chunks/"), before)
         self.assertEqual(self.run_ckptfs("fsck", self.store).returncode, 0)
 
     def test_refusals(self):
@@ -132,11 +127,11 @@ class TtlAndGc(MountTest):
         with open(m.path("checkpoints.jsonl")) as f:
             self.assertEqual([json.loads(l)["name"] for l in f], ["keep"])
         m.stop()
-        before = du_bytes(os.path.join(self.store, "chunks"))
+        before = self.store_bytes("chunks/")
         r = self.run_ckptfs("gc", "--grace", "0", self.store)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("1 expired", r.stdout)
-        after = du_bytes(os.path.join(self.store, "chunks"))
+        after = self.store_bytes("chunks/")
         self.assertLess(after, before - (8 << 20))
         m = self.mount("mnt2")
         self.assertEqual(sha256_file(m.path("sampler", "keep", "k")),
@@ -150,9 +145,9 @@ class TtlAndGc(MountTest):
         with open(m.path("sampler", "a", "f"), "wb") as f:
             f.write(os.urandom(1 << 20))
         deadline = time.time() + 10
-        while time.time() < deadline and chunk_files(self.store):
+        while time.time() < deadline and self.chunk_keys():
             time.sleep(0.2)
-        self.assertEqual(chunk_files(self.store), [], "the daemon's gc reclaims expired data")
+        self.assertEqual(self.chunk_keys(), [], "the daemon's gc reclaims expired data")
         m.stop()
 
     def test_base_deleted_delta_and_model_still_read(self):
@@ -181,6 +176,8 @@ class TtlAndGc(MountTest):
         self.assertEqual(self.run_ckptfs("fsck", self.store).returncode, 0)
 
     def test_gc_beside_a_writer_loses_nothing(self):
+        if self.s3:
+            self.skipTest("needs chunk mtimes set back in time (local store only)")
         m = self.mount()
         os.mkdir(m.path("sampler", "garbage"))
         random_file(os.path.join(self.src, "g"), 8 << 20, seed=4)
@@ -189,9 +186,9 @@ class TtlAndGc(MountTest):
         # Make every existing chunk look two hours old: the garbage is now
         # collectable, while whatever the writer stores next is young.
         old = time.time() - 7200
-        for p in chunk_files(self.store):
-            os.utime(p, (old, old))
-        garbage = set(chunk_files(self.store))
+        for k in self.chunk_keys():
+            os.utime(os.path.join(self.store, k), (old, old))
+        garbage = set(self.chunk_keys())
         srcs = []
         for i in range(4):
             p = os.path.join(self.src, "f%d" % i)
@@ -215,7 +212,7 @@ class TtlAndGc(MountTest):
             t.join()
         self.assertTrue(runs and all(r[0] == 0 for r in runs), runs)
         self.assertEqual(self.run_ckptfs("gc", "--grace", "60", self.store).returncode, 0)
-        self.assertFalse(garbage & set(chunk_files(self.store)), "garbage collected")
+        self.assertFalse(garbage & set(self.chunk_keys()), "garbage collected")
         for p in srcs:
             self.assertEqual(sha256_file(m.path("sampler", "live", os.path.basename(p))),
                              sha256_file(p))

@@ -55,8 +55,23 @@ static int log_has(const char *needle)
 static char *workdir;
 static struct store *st;
 
+/* A failing check exits the test process before teardown: remove the
+ * temporary directory at exit too (teardown makes this a no-op). */
+static void remove_workdir(void)
+{
+	if (workdir) {
+		testutil_rmtree(workdir);
+		free(workdir);
+		workdir = NULL;
+	}
+}
+
 static void setup(void)
 {
+	static int registered;
+
+	if (!registered)
+		registered = atexit(remove_workdir) == 0;
 	buf_release(&log_text);
 	log_errors = 0;
 	log_set_hook(log_capture, NULL);
@@ -69,9 +84,7 @@ static void teardown(void)
 {
 	store_free(st);
 	st = NULL;
-	testutil_rmtree(workdir);
-	free(workdir);
-	workdir = NULL;
+	remove_workdir();
 	log_set_hook(NULL, NULL);
 	buf_release(&log_text);
 }

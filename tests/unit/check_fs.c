@@ -104,10 +104,24 @@ static struct ckfs *mount2(double ttl)
 	return mount_with(&cfg);
 }
 
+/* A failing check exits the test process before teardown: remove the
+ * temporary directory at exit too (teardown makes this a no-op). */
+static void remove_workdir(void)
+{
+	if (workdir) {
+		testutil_rmtree(workdir);
+		free(workdir);
+		workdir = NULL;
+	}
+}
+
 static void setup(void)
 {
+	static int registered;
 	struct fs_config cfg;
 
+	if (!registered)
+		registered = atexit(remove_workdir) == 0;
 	buf_release(&log_text);
 	log_errors = 0;
 	log_set_hook(log_capture, NULL);
@@ -127,9 +141,7 @@ static void teardown(void)
 	fs = NULL;
 	store_free(st);
 	st = NULL;
-	testutil_rmtree(workdir);
-	free(workdir);
-	workdir = NULL;
+	remove_workdir();
 	log_set_hook(NULL, NULL);
 	buf_release(&log_text);
 }
@@ -1546,6 +1558,39 @@ START_TEST(test_missing_chunk_eio)
 END_TEST
 
 /*
+ * Checkpoint names are valid when name_check_component() accepts them
+ * (1-255 bytes, DESIGN.md section 2), but the percent-encoded name must
+ * fit one store key segment (at most 200 bytes, store.h): a 201-255 byte
+ * ASCII name, or 67+ two-byte UTF-8 characters (3 key bytes per byte),
+ * makes fs_mkdir() fail with EINVAL and a store error in the log.
+ */
+START_TEST(test_long_names)
+{
+	char name[256], path[300];
+	struct dirlist d = { 0 };
+	int rc, i;
+
+	memset(name, 'a', 255);
+	name[255] = '\0';
+	snprintf(path, sizeof(path), "/sampler/%s", name);
+	rc = fs_mkdir(fs, path, 0755);
+	ck_assert_msg(rc == 0, "mkdir of a 255-byte name: %d", rc);
+	ck_assert(is_dir(fs, path));
+	name[0] = '\0';
+	for (i = 0; i < 70; i++)
+		strcat(name, "\xc3\xa9");
+	snprintf(path, sizeof(path), "/sampler/%s", name);
+	rc = fs_mkdir(fs, path, 0755);
+	ck_assert_msg(rc == 0, "mkdir of a 140-byte UTF-8 name: %d", rc);
+	ck_assert_int_eq(fs_readdir(fs, "/sampler", fill_cb, &d), 0);
+	ck_assert_int_eq(d.n, 2);
+	for (i = 0; i < d.n; i++)
+		free(d.v[i]);
+	assert_no_errors();
+}
+END_TEST
+
+/*
  * parse_path() splits the part of a path inside a checkpoint into at most
  * 1024 components in arrays of 1024, but split() returns max + 1 when
  * there are more, and the check loop then reads cc[1024] and ll[1024]
@@ -1584,6 +1629,7 @@ int main(void)
 	tcase_add_test(tc, test_errors);
 	tcase_add_test(tc, test_other_job_read_only);
 	tcase_add_test(tc, test_readdir_exact);
+	tcase_add_test(tc, test_long_names);
 	tcase_add_test(tc, test_deep_path);
 	suite_add_tcase(s, tc);
 
