@@ -35,7 +35,7 @@ after 1 step; lr 1e-6 gives the ~1% of large-model RL runs.
 
 The per-step signs are drawn as bits, 8 steps per random byte, so step k costs about
 k/8 byte draws per element and the result for a step does not depend on which other
-steps were requested. Generation is chunked (whole rows, ~256K elements at a time),
+steps were requested. Generation is chunked (whole rows, ~128K elements at a time),
 vectorized, and memory-bounded; output is deterministic for a given seed.
 """
 
@@ -148,19 +148,22 @@ def build_tensors(cfg):
 
 
 def shard(tensors, files):
-    """Split the tensor list, in order, into `files` runs of about equal bytes."""
+    """Split the tensor list, in order, into `files` non-empty runs of about equal bytes:
+    the i-th cut is the tensor boundary nearest to i/files of the total."""
     files = max(1, min(files, len(tensors)))
-    total = sum(t.nbytes for t in tensors)
-    shards, cur, done = [[] for _ in range(files)], 0, 0
-    for i, t in enumerate(tensors):
-        left_tensors = len(tensors) - i
-        left_shards = files - cur - 1
-        if shards[cur] and cur < files - 1 and (done >= total * (cur + 1) / files
-                                                or left_tensors <= left_shards):
-            cur += 1
-        shards[cur].append(t)
-        done += t.nbytes
-    return shards
+    ends, total = [], 0
+    for t in tensors:
+        total += t.nbytes
+        ends.append(total)          # ends[j]: bytes up to and including tensor j
+    cuts, prev = [], 0              # a cut c: the next shard starts at tensor c
+    for i in range(1, files):
+        lo, hi = prev + 1, len(tensors) - (files - i)   # keep every shard non-empty
+        want = total * i / files
+        c = min(range(lo, hi + 1), key=lambda c: abs(ends[c - 1] - want))
+        cuts.append(c)
+        prev = c
+    bounds = [0] + cuts + [len(tensors)]
+    return [tensors[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def safetensors_header(tensors):
@@ -416,7 +419,7 @@ def write_tensor(args, t, steps, outs, stats):
 
 def print_summary(args, steps, step_dirs, total, stats, elapsed):
     print(f"# gen_ckpt: seed {args.seed}, lr {args.lr:g}, {total} bytes "
-          f"({total / MiB:.1f} MiB) per checkpoint, {len(steps)} checkpoints "
+          f"({total / MiB:.1f} MiB) per checkpoint, {len(steps)} checkpoint(s) "
           f"in {elapsed:.1f} s ({total * len(steps) / MiB / elapsed:.0f} MiB/s)")
     print(f"# out: {args.out}")
     print("| step | bf16 changed vs base | of which 1 ulp | 2 ulp | >2 ulp "

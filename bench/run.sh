@@ -12,7 +12,7 @@
 #   - the daemon's peak RSS (VmHWM),
 # with libfuse's passthrough_ll example as a FUSE reference when it can be built.
 # It prints one table per checkpoint (markdown, ratios mount/disk) and a summary, and
-# saves them in $BENCH_DIR/results.md. See bench/README.md for what each column means.
+# saves them in $BENCH_DIR/results/results.md. See bench/README.md for the columns.
 #
 # Needs root for drop_caches (otherwise "cold" reads are warm and say so).
 set -euo pipefail

@@ -81,6 +81,8 @@ static int json_u64(const cJSON *o, const char *k, uint64_t *out)
 	if (cJSON_IsString(v)) {
 		char *end;
 
+		if (v->valuestring[0] < '0' || v->valuestring[0] > '9')
+			return -EBADMSG;	/* strtoull would take "-1" */
 		errno = 0;
 		*out = strtoull(v->valuestring, &end, 10);
 		if (errno || *end || end == v->valuestring)
@@ -90,13 +92,16 @@ static int json_u64(const cJSON *o, const char *k, uint64_t *out)
 	return -EBADMSG;
 }
 
+/* Exact integer text: cJSON prints doubles with 15 significant digits,
+ * which rounds large sizes; above 2^53 a double cannot even hold them, so
+ * those are strings. */
 static cJSON *json_u64_new(uint64_t v)
 {
 	char tmp[32];
 
-	if (v <= 9007199254740992ull)
-		return cJSON_CreateNumber((double)v);
 	snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
+	if (v <= 9007199254740992ull)
+		return cJSON_CreateRaw(tmp);
 	return cJSON_CreateString(tmp);
 }
 
@@ -360,6 +365,10 @@ int entry_parse(const char *json, size_t len, struct entry *out)
 	if (json_u64(o, "size", &out->size) < 0 || json_num(o, "chunk_size", &csize) < 0)
 		goto out;
 	if (csize < 4096 || csize > (64 << 20))
+		goto out;
+	/* Bound the size so the chunk count below cannot wrap (2^60 bytes
+	 * is an exabyte; no checkpoint file comes near it). */
+	if (out->size > (1ull << 60))
 		goto out;
 	out->chunk_size = (uint32_t)csize;
 	arr = cJSON_GetObjectItemCaseSensitive(o, "chunks");

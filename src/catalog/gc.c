@@ -32,6 +32,8 @@ void keyset_sort(struct keyset *s)
 {
 	size_t i, o = 0;
 
+	if (s->n == 0)
+		return;
 	qsort(s->v, s->n, sizeof(*s->v), cmp_str);
 	for (i = 0; i < s->n; i++) {	/* drop duplicates */
 		if (o && !strcmp(s->v[o - 1], s->v[i]))

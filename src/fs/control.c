@@ -482,7 +482,7 @@ long ctl_hotload_write(struct ckfs *fs, struct handle *h, const char *buf, size_
 	char (*hexes)[65] = NULL;
 	struct hl_target t;
 	struct buf dj = BUF_INIT;
-	char name[256] = "", err[256] = "", *key = NULL;
+	char name[256] = "", err[200] = "", *key = NULL;
 	struct timespec ts;
 	double started;
 	size_t n = size, i;
@@ -516,7 +516,7 @@ long ctl_hotload_write(struct ckfs *fs, struct handle *h, const char *buf, size_
 		goto done;
 	rc = deployment_parse((const char *)dj.data, dj.len, &d, err, sizeof(err));
 	if (rc < 0) {
-		snprintf(res.error, sizeof(res.error), "deployment %s: %s", name, err);
+		snprintf(res.error, sizeof(res.error), "deployment %.200s: %s", name, err);
 		rc = -EINVAL;
 		goto done;
 	}

@@ -210,6 +210,8 @@ inner:
 		memcpy(p->rel, rest, rl);
 		p->rel[rl] = '\0';
 		m = split(p->rel, cc, ll, 1024);
+		if (m > 1024)
+			return -ENAMETOOLONG;
 		for (k = 0; k < m; k++) {
 			char tmp[256];
 
@@ -806,6 +808,18 @@ static int create_ckpt(struct ckfs *fs, const struct fpath *p)
 	c = view_find_any(v, p->ckpt);
 	if (c && !ckpt_is_expired(c, wall_now()))
 		return -EEXIST;
+	{
+		char *enc = name_key_encode(p->ckpt);
+		size_t elen = enc ? strlen(enc) : 0;
+
+		free(enc);
+		if (elen > NAME_KEY_MAX) {
+			log_error("mkdir %s: the name is too long once encoded for the store "
+				  "(%zu > %d bytes; non-ASCII bytes take 3) (ENAMETOOLONG)",
+				  p->ckpt, elen, NAME_KEY_MAX);
+			return -ENAMETOOLONG;
+		}
+	}
 	if (c)	/* an expired name may be reused: drop the old record first */
 		catalog_ckpt_remove(fs->st, p->job, p->dir, p->ckpt);
 	r.job = (char *)p->job;
@@ -1466,6 +1480,8 @@ int fs_create(struct ckfs *fs, const char *path, mode_t mode, int flags, uint64_
 	rc = new_wslot(fs, &p, c, mode & 07777, NULL, &ws);
 	if (rc < 0)
 		goto out;
+	/* A new file exists once closed, even with nothing written. */
+	writer_set_mode(ws->w, mode & 07777);
 	ws->opens = 1;
 	h->type = H_WRITER;
 	h->ws = ws;
@@ -1685,7 +1701,7 @@ long fs_read(struct ckfs *fs, uint64_t fh, char *buf, size_t size, uint64_t off)
 		read_ahead(fs, h, i);
 		rc = chunks_get(fs->chunks, &e->chunks[i], clen, &d);
 		if (rc < 0)
-			return done ? (long)done : rc;
+			return rc;	/* never short: the kernel takes that as EOF */
 		memcpy(buf + done, d->data + in, n);
 		chunks_put(fs->chunks, d);
 		done += n;
@@ -2489,8 +2505,15 @@ int fs_new(struct store *st, const struct fs_config *cfg, struct ckfs **out)
 	int rc;
 
 	rc = name_check_component(cfg->job);
+	if (rc == 0) {
+		char *enc = name_key_encode(cfg->job);
+
+		if (!enc || strlen(enc) > NAME_KEY_MAX)
+			rc = -ENAMETOOLONG;
+		free(enc);
+	}
 	if (rc < 0) {
-		log_error("job name '%s' is not valid", cfg->job);
+		log_error("job name '%s' is not valid (%s)", cfg->job, strerror(-rc));
 		return rc;
 	}
 	if (cfg->chunk_size < 4096 || cfg->chunk_size > CODEC_CHUNK_MAX) {

@@ -154,7 +154,11 @@ static int listing_cb(const char *key, const struct store_stat *st, void *arg)
 
 static int same_stat(const struct store_stat *a, const struct store_stat *b)
 {
-	return a->mtime != 0 && a->size == b->size && a->mtime == b->mtime;
+	if (a->mtime == 0)
+		return 0;	/* unknown: our own write, read it back once */
+	if (a->version[0] || b->version[0])
+		return !strcmp(a->version, b->version);
+	return a->size == b->size && a->mtime == b->mtime;
 }
 
 static struct ent_slot *old_slot(struct ckpt *old, const char *key)

@@ -449,7 +449,7 @@ long writer_read(struct writer *w, char *buf, size_t size, uint64_t off)
 
 			rc = chunks_get(w->env.chunks, &w->chunks[index], cs, &d);
 			if (rc < 0)
-				goto out;
+				goto out;	/* an error, never a short read */
 			n = cs - in < size - done ? cs - in : size - done;
 			memcpy(buf + done, d->data + in, n);
 			chunks_put(w->env.chunks, d);

@@ -42,6 +42,10 @@ struct store;
 struct store_stat {
 	uint64_t size;
 	int64_t mtime;		/* seconds since the epoch */
+	/* Changes whenever the object is replaced with other bytes (S3: the
+	 * ETag; local: inode and nanosecond mtime); "" if unknown. Lets a
+	 * cache notice a same-size rewrite within one second. */
+	char version[48];
 };
 
 typedef int (*store_list_cb)(const char *key, const struct store_stat *st,

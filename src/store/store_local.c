@@ -226,6 +226,14 @@ out:
 	return rc;
 }
 
+/* Every put renames a new inode into place, so inode + mtime identify a
+ * version of an object. */
+static void stat_version(const struct stat *sb, char version[48])
+{
+	snprintf(version, 48, "%llx.%llx.%lx", (unsigned long long)sb->st_ino,
+		 (unsigned long long)sb->st_mtim.tv_sec, (long)sb->st_mtim.tv_nsec);
+}
+
 static int local_head(struct store *st, const char *key, struct store_stat *out)
 {
 	struct local_store *ls = to_local(st);
@@ -239,6 +247,7 @@ static int local_head(struct store *st, const char *key, struct store_stat *out)
 		return -ENOENT;
 	out->size = (uint64_t)sb.st_size;
 	out->mtime = sb.st_mtime;
+	stat_version(&sb, out->version);
 	return 0;
 }
 
@@ -269,6 +278,7 @@ static int key_list_add(struct key_list *kl, const char *key, const struct stat 
 		return -ENOMEM;
 	kl->stats[kl->n].size = (uint64_t)sb->st_size;
 	kl->stats[kl->n].mtime = sb->st_mtime;
+	stat_version(sb, kl->stats[kl->n].version);
 	kl->n++;
 	return 0;
 }
@@ -307,7 +317,11 @@ static int walk(struct local_store *ls, const char *dir, const char *prefix,
 		if (S_ISDIR(sb.st_mode)) {
 			char sub[PATH_MAX];
 
-			snprintf(sub, sizeof(sub), "%s/", key);
+			if (klen + 2 > sizeof(sub))
+				continue;	/* deeper than any key can be */
+			memcpy(sub, key, klen);
+			sub[klen] = '/';
+			sub[klen + 1] = '\0';
 			rc = walk(ls, sub, prefix, kl);
 		} else if (S_ISREG(sb.st_mode) && klen >= plen) {
 			rc = key_list_add(kl, key, &sb);

@@ -986,6 +986,7 @@ static int s3_head(struct store *st, const char *key, struct store_stat *out)
 	if (rc == 0) {
 		out->size = r.length > 0 ? (uint64_t)r.length : 0;
 		out->mtime = r.mtime >= 0 ? (int64_t)r.mtime : 0;
+		snprintf(out->version, sizeof(out->version), "%.47s", r.etag);
 	}
 	req_release(&r);
 	return rc;
@@ -1002,7 +1003,7 @@ static int list_page(struct s3_store *s, const struct buf *xml, store_list_cb cb
 	int rc = 0;
 
 	while (rc == 0 && (c = xml_elem(p, end, "Contents", &cn, &p)) != NULL) {
-		struct store_stat sb = { 0, 0 };
+		struct store_stat sb = { 0 };
 		const char *v;
 
 		v = xml_elem(c, c + cn, "Key", &n, NULL);
@@ -1019,6 +1020,9 @@ static int list_page(struct s3_store *s, const struct buf *xml, store_list_cb cb
 		v = xml_elem(c, c + cn, "LastModified", &n, NULL);
 		if (v)
 			sb.mtime = parse_iso8601(v, n);
+		v = xml_elem(c, c + cn, "ETag", &n, NULL);
+		if (v && n < sizeof(sb.version))
+			memcpy(sb.version, v, n);	/* may hold &quot;: fine as a tag */
 		/* S3 matched the full prefix, so ours is there to strip. Keys
 		 * other tools wrote that break our rules are not ours. */
 		if (key.len < plen || memcmp(key.data, s->prefix, plen) ||

@@ -66,7 +66,9 @@ char *name_key_encode(const char *name)
 	for (i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)name[i];
 
-		if (is_key_safe(c)) {
+		/* A leading '.' is encoded too: store key segments never
+		 * start with one (no ".", "..", or hidden files). */
+		if (is_key_safe(c) && !(i == 0 && c == '.')) {
 			out[o++] = (char)c;
 		} else {
 			out[o++] = '%';
@@ -104,8 +106,8 @@ char *name_key_decode(const char *seg)
 				goto bad;
 			hi = hexval(seg[i + 1]);
 			lo = hi < 0 ? -1 : hexval(seg[i + 2]);
-			if (hi < 0 || lo < 0)
-				goto bad;
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+				goto bad;	/* %00 would cut the name short */
 			out[o++] = (char)(hi << 4 | lo);
 			i += 2;
 		} else {

@@ -24,6 +24,8 @@ int name_check_model_id(const char *id);
  * [A-Za-z0-9._-] become %XX. Returns a malloc'd string (caller frees) or NULL.
  */
 char *name_key_encode(const char *name);
-/* Inverse of name_key_encode(); malloc'd, NULL on bad input. */
+/* Inverse of name_key_encode(); malloc'd, NULL on bad input (including %00). */
+/* Longest encoded name a store key segment holds (see store.h). */
+#define NAME_KEY_MAX 200
 char *name_key_decode(const char *seg);
 #endif

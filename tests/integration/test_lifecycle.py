@@ -147,8 +147,8 @@ class TtlAndGc(MountTest):
         deadline = time.time() + 10
         while time.time() < deadline and self.chunk_keys():
             time.sleep(0.2)
-        self.assertEqual(self.chunk_keys(), [], "the daemon's gc reclaims expired data")
         m.stop()
+        self.assertEqual(self.chunk_keys(), [], "the daemon's gc reclaims expired data\n" + m.log())
 
     def test_base_deleted_delta_and_model_still_read(self):
         m = self.mount()

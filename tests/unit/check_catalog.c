@@ -55,28 +55,48 @@ static int log_has(const char *needle)
 static char *workdir;
 static struct store *st;
 
-/* A failing check exits the test process before teardown: remove the
- * temporary directory at exit too (teardown makes this a no-op). */
+/*
+ * Each test's directory lives under one per-TCase directory that the
+ * parent process removes (unchecked fixture): a failing check ends the
+ * forked test with _exit(), before its own teardown.
+ */
+static char *basedir;
+
+static void base_setup(void)
+{
+	basedir = testutil_mkdtemp();
+	ck_assert_ptr_nonnull(basedir);
+}
+
+static void base_teardown(void)
+{
+	testutil_rmtree(basedir);
+	free(basedir);
+	basedir = NULL;
+}
+
 static void remove_workdir(void)
 {
-	if (workdir) {
-		testutil_rmtree(workdir);
-		free(workdir);
-		workdir = NULL;
-	}
+	testutil_rmtree(workdir);
+	free(workdir);
+	workdir = NULL;
+}
+
+static char *make_workdir(void)
+{
+	char *d = NULL;
+
+	ck_assert_int_gt(asprintf(&d, "%s/t-XXXXXX", basedir), 0);
+	ck_assert_ptr_nonnull(mkdtemp(d));
+	return d;
 }
 
 static void setup(void)
 {
-	static int registered;
-
-	if (!registered)
-		registered = atexit(remove_workdir) == 0;
 	buf_release(&log_text);
 	log_errors = 0;
 	log_set_hook(log_capture, NULL);
-	workdir = testutil_mkdtemp();
-	ck_assert_ptr_nonnull(workdir);
+	workdir = make_workdir();
 	ck_assert_int_eq(store_local_open(workdir, 1, &st), 0);
 }
 
@@ -1204,6 +1224,7 @@ int main(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("store");
+	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_init_store);
