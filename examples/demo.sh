@@ -1,7 +1,9 @@
 #!/bin/bash
 # demo.sh: the main job, end to end, on a local store: mount, write a base
-# checkpoint, write a delta checkpoint, list, verify every byte, show what
-# was stored, unmount. Uses the binary in ./build (see README).
+# checkpoint, write a delta checkpoint, list, verify every byte, promote the
+# delta to a model, hotload it into a running (stand-in) SGLang server that
+# reads the weights through the mount, show what was stored, unmount.
+# Uses the binary in ./build (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CKPTFS=${CKPTFS:-$PWD/build/src/cli/ckptfs}
@@ -9,6 +11,7 @@ work=$(mktemp -d /tmp/ckptfs-demo.XXXXXX)
 mnt=$work/mnt store=$work/store
 mkdir -p "$mnt"
 cleanup() {
+	[ -n "${server:-}" ] && kill "$server" 2>/dev/null
 	mountpoint -q "$mnt" && fusermount3 -u "$mnt"
 	[ -n "${daemon:-}" ] && wait "$daemon" 2>/dev/null
 	rm -rf "$work"
@@ -47,11 +50,30 @@ for s in 0000 0001; do
 	echo "step-$s: all files identical"
 done
 
+say "promote: ln -s ../sampler/step-0001 models/demo-model (the delta is materialized)"
+ln -s ../sampler/step-0001 "$mnt/models/demo-model"
+ls -l "$mnt/models/"
+(cd "$work/out/step-0001" && sha256sum -- *) > "$work/want"
+(cd "$mnt/models/demo-model" && sha256sum -c --quiet "$work/want") && echo "model: all files identical"
+
+say "hotload: a loopback SGLang stand-in reads the checkpoint through the mount"
+/usr/bin/python3 tests/servers/standin.py --protocol sglang --port 0 --portfile "$work/port" &
+server=$!
+for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.05; done
+cat > "$mnt/deployments/demo" <<JSON
+{"protocol": "sglang", "url": "http://127.0.0.1:$(cat "$work/port")",
+ "model_path": "$mnt/sampler/{checkpoint}", "timeout_s": 60}
+JSON
+echo demo > "$mnt/sampler/step-0001/hotload"
+cat "$mnt/sampler/step-0001/hotload"
+echo "deployment now serves: $(getfattr --only-values -n user.ckptfs.current "$mnt/deployments/demo")"
+curl -s "http://127.0.0.1:$(cat "$work/port")/get_weight_version"; echo
+
 fusermount3 -u "$mnt"
 wait "$daemon"; daemon=
 say "ckptfs stat / fsck"
 "$CKPTFS" stat "$store"
 "$CKPTFS" fsck "$store"
 raw=$(du -sb "$work/out" | cut -f1); stored=$(du -sb "$store" | cut -f1)
-echo "raw $raw bytes, stored $stored bytes ($(( raw / (stored > 0 ? stored : 1) ))x smaller)"
+awk -v r="$raw" -v s="$stored" 'BEGIN { printf "raw %d bytes (two checkpoints), store %d bytes incl. the promoted model: %.2f of raw\n", r, s, s / r }'
 say "demo finished"

@@ -209,9 +209,11 @@ static int stat_ckpt(struct walk *w, const struct ckpt_record *r)
 {
 	struct stat_state *s = w->arg;
 
-	if (strcmp(s->job, r->job)) {
+	/* Group by where the checkpoint lives: a model's record names its
+	 * source job, but it belongs to the store-wide models/. */
+	if (strcmp(s->job, w->job)) {
 		stat_flush(s);
-		snprintf(s->job, sizeof(s->job), "%s", r->job);
+		snprintf(s->job, sizeof(s->job), "%s", w->job);
 	}
 	s->n_ckpts[r->kind]++;
 	return 0;
