@@ -40,4 +40,20 @@ if [ -z "${SKIP_ASAN:-}" ]; then
 	export LSAN_OPTIONS=suppressions=$top/tests/lsan.supp
 	run_suite build-asan -Db_sanitize=address,undefined -Dbuildtype=debug
 fi
-echo "all test suites passed"
+# One plain closing line over both passes (meson's JSON test log).
+/usr/bin/python3 - build build-asan <<'PY'
+import json, sys
+ok = bad = skip = 0
+for d in sys.argv[1:]:
+    try:
+        f = open(d + "/meson-logs/testlog.json")
+    except OSError:
+        continue
+    for line in f:
+        r = json.loads(line).get("result")
+        ok += r == "OK"
+        skip += r == "SKIP"
+        bad += r not in ("OK", "SKIP")
+print("all test suites passed")
+print("%d passed, %d failed, %d skipped" % (ok, bad, skip))
+PY
