@@ -50,6 +50,10 @@ int main(int argc, char **argv)
 		return admin_stat_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "gc"))
 		return admin_gc_main(argc - 1, argv + 1);
+	/* mount.fuse3 (`mount -t fuse.ckptfs`, fstab) runs "ckptfs STORE
+	 * MOUNTPOINT -o OPTS": no command word, a store first. */
+	if (argc >= 3 && argv[1][0] != '-')
+		return ckfuse_mount_main(argc, argv);
 	fprintf(stderr, "ckptfs: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fuse.h>
 #include <limits.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -293,7 +294,10 @@ int ckfuse_mount_main(int argc, char **argv)
 		goto out_signals;
 	fuse_loop_cfg_set_clone_fd(loop_cfg, 0);
 	fuse_loop_cfg_set_max_threads(loop_cfg, 16);
-	rc = fuse_loop_mt(fuse, loop_cfg) ? 1 : 0;
+	rc = fuse_loop_mt(fuse, loop_cfg);
+	/* libfuse's signal handlers report the signal that ended the loop;
+	 * SIGINT, SIGTERM and SIGHUP are the clean way to stop. */
+	rc = (rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP) ? 0 : 1;
 	fuse_loop_cfg_destroy(loop_cfg);
 	log_info("unmounting %s", real);
 

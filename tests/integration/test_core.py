@@ -345,5 +345,48 @@ class Cli(MountTest):
         self.assertIn("logical 100000", r.stdout)
 
 
+@requires_fuse
+class Daemon(MountTest):
+    def test_sigterm_and_sigint_unmount_cleanly(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            m = self.mount("m%d" % sig)
+            os.mkdir(m.path("sampler", "s%d" % sig))
+            m.proc.send_signal(sig)
+            self.assertEqual(m.proc.wait(timeout=20), 0)
+            m.proc = None
+            self.assertFalse(os.path.ismount(m.mnt))
+
+    def test_fstab_helper_forms(self):
+        if self.s3:
+            self.skipTest("mount helper forms are backend independent")
+        # mount.ckptfs STORE MNT -o opts (what fstab runs), daemonized.
+        helper = os.path.join(self.tmp, "mount.ckptfs")
+        os.symlink(os.path.abspath(os.environ.get("CKPTFS_BIN", "ckptfs")), helper)
+        mnt = os.path.join(self.tmp, "fstab")
+        os.mkdir(mnt)
+        r = subprocess.run([helper, self.store, mnt, "-o", "job=from-fstab,list_ttl=0.5"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            self.assertTrue(os.path.ismount(mnt))
+            self.assertEqual(os.listdir(os.path.join(mnt, "jobs")), ["from-fstab"])
+        finally:
+            subprocess.run(["fusermount3", "-u", mnt], check=True)
+        # mount -t fuse.ckptfs runs `ckptfs STORE MNT -o ...` from the PATH
+        # of mount(8): only when we may put ckptfs there (root, no other one).
+        link = "/usr/local/bin/ckptfs"
+        if os.geteuid() != 0 or os.path.lexists(link) or not shutil.which("mount"):
+            return
+        os.symlink(os.path.abspath(os.environ.get("CKPTFS_BIN", "ckptfs")), link)
+        try:
+            r = subprocess.run(["mount", "-t", "fuse.ckptfs", "-o", "job=via-mount",
+                                self.store, mnt], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("via-mount", os.listdir(os.path.join(mnt, "jobs")))
+            subprocess.run(["fusermount3", "-u", mnt], check=True)
+        finally:
+            os.unlink(link)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -11,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "catalog/catalog.h"
+#include "catalog/gc.h"
 #include "store/store.h"
 #include "testutil.h"
 #include "util/buf.h"
@@ -1187,6 +1189,123 @@ START_TEST(test_ckpt_remove)
 }
 END_TEST
 
+
+/* ---- gc: the pure sweep rule and a mark over a real store ---- */
+
+static const char *hexkey(char c)
+{
+	static char k[4][CHUNK_KEY_LEN + 1];
+	static int n;
+	char *out = k[n++ % 4];
+
+	memset(out, c, CHUNK_KEY_LEN);
+	out[CHUNK_KEY_LEN] = '\0';
+	return out;
+}
+
+START_TEST(test_gc_sweep_decision)
+{
+	struct keyset live = { 0 };
+	char key[128];
+
+	ck_assert_int_eq(keyset_add(&live, hexkey('a')), 0);
+	ck_assert_int_eq(keyset_add(&live, hexkey('a')), 0);	/* duplicates fold */
+	ck_assert_int_eq(keyset_add(&live, hexkey('c')), 0);
+	keyset_sort(&live);
+	ck_assert_uint_eq(live.n, 2);
+	/* Live chunks stay whatever their age. */
+	catalog_chunk_key(hexkey('a'), key, sizeof(key));
+	ck_assert_int_eq(gc_sweep_decision(&live, key, 0, 1000), 0);
+	ck_assert_int_eq(gc_sweep_decision(&live, key, 5000, 1000), 0);
+	/* Unreferenced: young ones are kept (a write may be in flight), the
+	 * cutoff itself counts as old. */
+	catalog_chunk_key(hexkey('b'), key, sizeof(key));
+	ck_assert_int_eq(gc_sweep_decision(&live, key, 1001, 1000), -1);
+	ck_assert_int_eq(gc_sweep_decision(&live, key, 1000, 1000), 1);
+	ck_assert_int_eq(gc_sweep_decision(&live, key, 10, 1000), 1);
+	keyset_release(&live);
+	/* An empty set marks nothing live and sorts without trouble. */
+	keyset_sort(&live);
+	ck_assert_int_eq(gc_sweep_decision(&live, key, 10, 1000), 1);
+}
+END_TEST
+
+START_TEST(test_gc_mark_and_run)
+{
+	struct ckpt_record r = { .job = (char *)"j", .dir = CKPT_SAMPLER, .name = (char *)"c",
+				 .kind = KIND_DELTA, .base = (char *)"b", .created = 1000,
+				 .session = "01234567" };
+	struct chunk_ref refs[2] = { 0 };
+	struct entry e = { .path = (char *)"f", .mode = 0644, .size = 8192, .chunk_size = 4096,
+			   .chunks = refs, .n_chunks = 2 };
+	struct ckpt_attrs a = { .ttl = 10 };
+	struct keyset live = { 0 };
+	struct gc_report rep;
+	char key[128];
+
+	memcpy(refs[0].key, hexkey('1'), CHUNK_KEY_LEN + 1);
+	memcpy(refs[1].base_key, hexkey('2'), CHUNK_KEY_LEN + 1);	/* all-zero delta chunk */
+	ck_assert_int_eq(catalog_record_create(st, &r), 0);
+	ck_assert_int_eq(catalog_entry_put(st, "j", CKPT_SAMPLER, "c", &e), 0);
+	catalog_chunk_key(hexkey('1'), key, sizeof(key));
+	ck_assert_int_eq(store_put(st, key, "x", 1), 0);
+	catalog_chunk_key(hexkey('2'), key, sizeof(key));
+	ck_assert_int_eq(store_put(st, key, "y", 1), 0);
+	catalog_chunk_key(hexkey('3'), key, sizeof(key));
+	ck_assert_int_eq(store_put(st, key, "z", 1), 0);	/* garbage */
+
+	ck_assert_int_eq(gc_mark(st, &live), 0);
+	ck_assert_uint_eq(live.n, 2);
+	ck_assert(keyset_has(&live, hexkey('1')));
+	ck_assert(keyset_has(&live, hexkey('2')));	/* a base chunk a delta reads */
+	keyset_release(&live);
+
+	/* Not expired yet (created 1000, ttl 10, now 1005), grace 0: only
+	 * the garbage goes. */
+	ck_assert_int_eq(catalog_attrs_put(st, "j", CKPT_SAMPLER, "c", &a), 0);
+	ck_assert_int_eq(gc_run(st, 0, 0, 1e10, &rep) == 0 ? 0 : 1, 0);
+	ck_assert_uint_eq(rep.expired, 1);	/* now = 1e10: long expired */
+	ck_assert_uint_eq(rep.deleted, 3);	/* everything, once the record went */
+	catalog_chunk_key(hexkey('1'), key, sizeof(key));
+	{
+		struct store_stat sst;
+
+		ck_assert_int_eq(store_head(st, key, &sst), -ENOENT);
+	}
+}
+END_TEST
+
+START_TEST(test_gc_keeps_live_and_young)
+{
+	struct ckpt_record r = { .job = (char *)"j", .dir = CKPT_SAMPLER, .name = (char *)"c",
+				 .kind = KIND_BASE, .created = 1000, .session = "01234567" };
+	struct chunk_ref ref = { 0 };
+	struct entry e = { .path = (char *)"f", .mode = 0644, .size = 100, .chunk_size = 4096,
+			   .chunks = &ref, .n_chunks = 1 };
+	struct gc_report rep;
+	char key[128];
+
+	memcpy(ref.key, hexkey('4'), CHUNK_KEY_LEN + 1);
+	ck_assert_int_eq(catalog_record_create(st, &r), 0);
+	ck_assert_int_eq(catalog_entry_put(st, "j", CKPT_SAMPLER, "c", &e), 0);
+	catalog_chunk_key(hexkey('4'), key, sizeof(key));
+	ck_assert_int_eq(store_put(st, key, "x", 1), 0);
+	catalog_chunk_key(hexkey('5'), key, sizeof(key));
+	ck_assert_int_eq(store_put(st, key, "y", 1), 0);	/* young garbage */
+	ck_assert_int_eq(gc_run(st, 3600, 0, (double)time(NULL), &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 0);
+	ck_assert_uint_eq(rep.kept_young, 1);
+	ck_assert_uint_eq(rep.live, 1);
+	/* Dry run reports without deleting. */
+	ck_assert_int_eq(gc_run(st, 0, 1, (double)time(NULL) + 10, &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)time(NULL) + 10, &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)time(NULL) + 10, &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("catalog");
@@ -1235,6 +1354,12 @@ int main(void)
 	tcase_add_test(tc, test_list_jobs_and_ckpts);
 	tcase_add_test(tc, test_load_entries);
 	tcase_add_test(tc, test_ckpt_remove);
+	tcase_add_test(tc, test_gc_mark_and_run);
+	tcase_add_test(tc, test_gc_keeps_live_and_young);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("gc");
+	tcase_add_test(tc, test_gc_sweep_decision);
 	suite_add_tcase(s, tc);
 
 	sr = srunner_create(s);
