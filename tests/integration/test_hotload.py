@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -202,6 +203,20 @@ class Hotload(MountTest):
         st = srv.state()
         self.assertEqual(len(st["loads"]), 2)
         self.assertFalse(st["overlap"])
+
+
+    def test_example_rl_loop(self):
+        srv = self.server("sglang")
+        self.deploy("rollouts", "sglang", srv.url, timeout_s=30)
+        example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "rl_loop.py")
+        r = subprocess.run([sys.executable, example, self.m.mnt, "rollouts", "--steps", "3",
+                            "--size", "65536"], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("promoted", r.stdout)
+        self.assertEqual(len(srv.state()["loads"]), 3)
+        self.assertTrue(os.path.isdir(self.m.path("models", "best-policy")))
+        last = srv.state()["loads"][-1]["files"]
+        self.assertEqual(sorted(last), ["config.json", "model.safetensors"])
 
 
 if __name__ == "__main__":
