@@ -59,8 +59,7 @@ EOF
 
 CKPTFS=/work/main/build/src/cli/ckptfs
 SIZE_MB=512 DELTAS=5 LR=3e-6 SEED=1 FILES=2 S3_ENV_FILE='' RCLONE_CACHE=writes KEEP=0
-DO=([ckptfs]=1 [s3fs]=1 [rclone]=1)
-declare -A DO
+declare -A RUN=([ckptfs]=1 [s3fs]=1 [rclone]=1)
 while (($#)); do
 	case $1 in
 	--size-mb) SIZE_MB=$2; shift 2 ;;
@@ -70,9 +69,9 @@ while (($#)); do
 	--files) FILES=$2; shift 2 ;;
 	--s3-env) S3_ENV_FILE=$2; shift 2 ;;
 	--rclone-cache) RCLONE_CACHE=$2; shift 2 ;;
-	--no-ckptfs) DO[ckptfs]=0; shift ;;
-	--no-s3fs) DO[s3fs]=0; shift ;;
-	--no-rclone) DO[rclone]=0; shift ;;
+	--no-ckptfs) RUN[ckptfs]=0; shift ;;
+	--no-s3fs) RUN[s3fs]=0; shift ;;
+	--no-rclone) RUN[rclone]=0; shift ;;
 	--keep) KEEP=1; shift ;;
 	-h | --help) usage; exit 0 ;;
 	-*) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -81,7 +80,7 @@ while (($#)); do
 done
 [[ $SIZE_MB =~ ^[0-9]+$ && $SIZE_MB -gt 0 ]] || { echo "--size-mb: a positive integer" >&2; exit 2; }
 [[ $DELTAS =~ ^[0-9]+$ && $DELTAS -ge 1 ]] || { echo "--deltas: at least 1" >&2; exit 2; }
-STEP_LIST=($(seq 0 "$DELTAS"))
+mapfile -t STEP_LIST < <(seq 0 "$DELTAS")
 STEPS=$(IFS=,; echo "${STEP_LIST[*]}")
 NEWEST=$DELTAS
 if [[ $(id -u) != 0 ]]; then echo "run as root (FUSE mounts, drop_caches)" >&2; exit 1; fi
@@ -143,7 +142,7 @@ def pages(bucket, what):
             q = "?list-type=2" if token is None else \
                 "?continuation-token=%s&list-type=2" % urllib.parse.quote(token, safe="")
         else:
-            q = "?uploads" if token is None else token
+            q = "?uploads=" if token is None else token
         root = ET.fromstring(curl("GET", "/" + bucket, q))
         ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
         yield root, ns
@@ -196,8 +195,9 @@ rgw_counters() {
 }
 # rgw_delta "GET PUT" (from rgw_counters) INDEX(0 get, 1 put): growth since then, or -.
 rgw_delta() {
-	local before=($1) now
-	now=($(rgw_counters))
+	local before now
+	read -r -a before <<<"$1"
+	read -r -a now <<<"$(rgw_counters)"
 	if [[ ${before[$2]} == - || ${now[$2]} == - ]]; then echo -; else echo $((now[$2] - before[$2])); fi
 }
 
@@ -315,13 +315,14 @@ after_write() {
 	local sys=$1 bucket=$2 t0=$3 rgw=$4 u
 	R[$sys:write_s]=$(since "$t0")
 	R[$sys:put_b]=$(rgw_delta "$rgw" 1)
-	u=($(s3py usage "$bucket")) || return 1
+	u=$(s3py usage "$bucket") || return 1
+	read -r -a u <<<"$u"
 	R[$sys:objects]=${u[0]} R[$sys:stored]=${u[1]}
 }
 
-# timed_read SYSTEM TAG DIR SRC: drop caches, read DIR; R[sys:TAG_s], R[sys:TAG_get_b].
+# timed_read SYSTEM TAG DIR: drop caches, read DIR; R[sys:TAG_s], R[sys:TAG_get_b].
 timed_read() {
-	local sys=$1 tag=$2 dir=$3 src=$4 rgw t0
+	local sys=$1 tag=$2 dir=$3 rgw t0
 	drop_caches
 	rgw=$(rgw_counters)
 	t0=$EPOCHREALTIME
@@ -338,12 +339,12 @@ ckptfs_env() {
 		AWS_REGION="$S3_REGION" AWS_ENDPOINT_URL="$S3_ENDPOINT" "$@"
 }
 stats() {   # stats MNT KEY: a counter of user.ckptfs.stats
-	getfattr --only-values -n user.ckptfs.stats -- "$1" |
+	getfattr --absolute-names --only-values -n user.ckptfs.stats -- "$1" |
 		$PY -c "import json, sys; print(json.load(sys.stdin)['$2'])"
 }
 
 run_ckptfs() {
-	local sys=ckptfs bucket store w=$BENCH_DIR/mnt-ckptfs-w r=$BENCH_DIR/mnt-ckptfs-r k t0 rgw u f tag
+	local sys=ckptfs bucket store w=$BENCH_DIR/mnt-ckptfs-w r=$BENCH_DIR/mnt-ckptfs-r k t0 rgw u f v tag
 	bucket=$(new_bucket ckptfs) || { ERR[$sys]="cannot create the bucket"; return 1; }
 	store=s3://$bucket/bench
 	R[$sys:store]=$store
@@ -362,11 +363,12 @@ run_ckptfs() {
 	after_write "$sys" "$bucket" "$t0" "$rgw" || { ERR[$sys]="listing the bucket failed"; return 1; }
 	for k in "${STEP_LIST[@]}"; do
 		f=$w/sampler/$(step_name "$k")
-		R[$sys:xstored:$k]=$(getfattr --only-values -n user.ckptfs.stored_bytes -- "$f" 2>/dev/null || echo -)
-		R[$sys:kind:$k]=$(getfattr --only-values -n user.ckptfs.kind -- "$f" 2>/dev/null || echo -)
+		R[$sys:xstored:$k]=$(getfattr --absolute-names --only-values -n user.ckptfs.stored_bytes -- "$f" 2>/dev/null || echo -)
+		R[$sys:kind:$k]=$(getfattr --absolute-names --only-values -n user.ckptfs.kind -- "$f" 2>/dev/null || echo -)
 	done
 	fs_unmount "$w" || { ERR[$sys]="writer unmount failed"; return 1; }
-	u=($(s3py usage "$bucket"))
+	u=$(s3py usage "$bucket") || u='- -'
+	read -r -a u <<<"$u"
 	if [[ ${u[1]} != "${R[$sys:stored]}" ]]; then
 		R[$sys:note]="bucket grew from ${R[$sys:stored]} to ${u[1]} bytes between the last close() and the end of unmount"
 		R[$sys:objects]=${u[0]} R[$sys:stored]=${u[1]}
@@ -381,7 +383,7 @@ run_ckptfs() {
 	for tag in base newest one; do
 		case $tag in base) k=0 ;; newest) k=$NEWEST ;; one) k=1 ;; esac
 		f=$(stats "$r" fetched_bytes) || { ERR[$sys]="no user.ckptfs.stats on the mount"; return 1; }
-		timed_read "$sys" "$tag" "$r/sampler/$(step_name "$k")" "$DATA/$(step_name "$k")" ||
+		timed_read "$sys" "$tag" "$r/sampler/$(step_name "$k")" ||
 			{ ERR[$sys]="reading $(step_name "$k") failed"; return 1; }
 		R[$sys:${tag}_fetched]=$(($(stats "$r" fetched_bytes) - f))
 	done
@@ -390,7 +392,7 @@ run_ckptfs() {
 		v=$(verify_dir "$DATA/$(step_name "$k")" "$r/sampler/$(step_name "$k")")
 		[[ $v == ok ]] || R[$sys:verify]="$(step_name "$k"): $v"
 	done
-	getfattr --only-values -n user.ckptfs.stats -- "$r" >"$RESULTS/ckptfs-reader-stats.json" || true
+	getfattr --absolute-names --only-values -n user.ckptfs.stats -- "$r" >"$RESULTS/ckptfs-reader-stats.json" || true
 	fs_unmount "$r" || log "ckptfs: reader unmount failed"
 }
 
@@ -411,8 +413,10 @@ rclone_mount() {   # rclone_mount BUCKET MNT LOGNAME [ro]
 	[[ -n ${4:-} ]] && extra+=(--read-only)
 	RCLONE_RC=127.0.0.1:$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	# shellcheck disable=SC2086 # RCLONE_OPTS is word-split on purpose
-	fs_mount "$2" "$3" rclone mount "bench:$1" "$2" --config "$BENCH_DIR/rclone.conf" \
-		--vfs-cache-mode "$RCLONE_CACHE" --cache-dir "$BENCH_DIR/cache-$3" \
+	# AWS_CA_BUNDLE (set on some machines) makes rclone 1.60's S3 backend fail at start
+	# ("LoadCustomCABundleError ... transport unsupported type"); the endpoint is http.
+	fs_mount "$2" "$3" env -u AWS_CA_BUNDLE rclone mount "bench:$1" "$2" --config "$BENCH_DIR/rclone.conf" \
+		--vfs-cache-mode "$RCLONE_CACHE" --vfs-write-back 0s --cache-dir "$BENCH_DIR/cache-$3" \
 		--rc --rc-addr "$RCLONE_RC" --rc-no-auth "${extra[@]}" ${RCLONE_OPTS:-}
 }
 # With --vfs-cache-mode writes/full, cp returns once the file is in rclone's local
@@ -431,7 +435,7 @@ print(d.get("uploadsInProgress", 0) + d.get("uploadsQueued", 0))') || q=x
 }
 
 run_baseline() {
-	local sys=$1 bucket w=$BENCH_DIR/mnt-$1-w r=$BENCH_DIR/mnt-$1-r k t0 rgw tag v raw_ok
+	local sys=$1 bucket w=$BENCH_DIR/mnt-$1-w r=$BENCH_DIR/mnt-$1-r k t0 rgw tag v f raw_ok
 	bucket=$(new_bucket "$sys") || { ERR[$sys]="cannot create the bucket"; return 1; }
 	log "$sys: writing $((DELTAS + 1)) checkpoints into s3://$bucket"
 	"${sys}_mount" "$bucket" "$w" "$sys-writer" || { ERR[$sys]="writer mount failed"; return 1; }
@@ -461,7 +465,7 @@ run_baseline() {
 	"${sys}_mount" "$bucket" "$r" "$sys-reader" ro || { ERR[$sys]="reader mount failed"; return 1; }
 	for tag in newest one; do
 		case $tag in newest) k=$NEWEST ;; one) k=1 ;; esac
-		timed_read "$sys" "$tag" "$r/$(step_name "$k")" "$DATA/$(step_name "$k")" ||
+		timed_read "$sys" "$tag" "$r/$(step_name "$k")" ||
 			{ ERR[$sys]="reading $(step_name "$k") failed"; return 1; }
 	done
 	R[$sys:verify]=ok
@@ -502,8 +506,7 @@ verdict() {
 }
 
 report() {
-	local raw=${R[raw]} rawk=${R[raw:$NEWEST]} raw1=${R[raw:1]} best_w best_s row c
-	local ck=ckptfs s=s3fs rc=rclone
+	local raw=${R[raw]} best_w best_s row c
 	best_w=$(minof "${R[s3fs:write_s]:-}" "${R[rclone:write_s]:-}")
 	best_s=$(minof "${R[s3fs:stored]:-}" "${R[rclone:stored]:-}")
 	local x_new=${R[ckptfs:xstored:$NEWEST]:--} x_one=${R[ckptfs:xstored:1]:--}
@@ -519,10 +522,12 @@ report() {
 	echo "- machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM;" \
 		"load average at start: ${R[load_start]}; \`uptime\` at the end: $(uptime | sed 's/^ *//')"
 	echo "- ckptfs: $CKPTFS, writer \`mount -f --cache-dir=W ${CKPTFS_MOUNT_OPTS:+$CKPTFS_MOUNT_OPTS }s3://B/bench\`," \
-		"reader \`-o ro\` with its own empty --cache-dir; s3fs $(s3fs --version 2>/dev/null | awk 'NR == 1 { print $NF }' | tr -d '()' || true)" \
+		"reader \`-o ro\` with its own empty --cache-dir; s3fs" \
 		"$(dpkg-query -W -f='${Version}' s3fs 2>/dev/null || true) (\`-o use_path_request_style,sigv4${S3FS_OPTS:+,$S3FS_OPTS}\`," \
 		"otherwise defaults: 10 MB parts, 5 parallel); rclone $(rclone version 2>/dev/null | awk 'NR == 1 { print $2 }')" \
-		"(provider Ceph, \`--vfs-cache-mode $RCLONE_CACHE${RCLONE_OPTS:+ $RCLONE_OPTS}\`, otherwise defaults)"
+		"(provider Ceph, \`--vfs-cache-mode $RCLONE_CACHE --vfs-write-back 0s${RCLONE_OPTS:+ $RCLONE_OPTS}\`," \
+		"otherwise defaults: 4 transfers, 5 MiB parts; write-back 0 s instead of the default 5 s starts" \
+		"each upload at close, which only makes rclone faster)"
 	echo "- write = from the first mkdir until the whole sequence is in the bucket: ckptfs and s3fs" \
 		"upload in close(), rclone ($RCLONE_CACHE) uploads after close from its local cache, so its time runs" \
 		"until its upload queue is empty (rc vfs/stats; the time at which cp returned is in parentheses)." \
@@ -538,7 +543,7 @@ report() {
 	if [[ -n ${R[rclone:cp_s]:-} ]]; then
 		row+=" | $(cell rclone "$(secs "${R[rclone:write_s]:-}")") ($(secs "${R[rclone:cp_s]}"))"
 	else row+=" | $(cell rclone "$(secs "${R[rclone:write_s]:-}")")"; fi
-	row+=" | $(ratio "${R[ckptfs:write_s]:-}" "$best_w")x"
+	row+=" | $(xratio "${R[ckptfs:write_s]:-}" "$best_w")"
 	row+=" | ≤ 0.5x: $(verdict "$(ratio "${R[ckptfs:write_s]:-}" "$best_w" %.4f)" '<=' 0.5) |"
 	echo "$row"
 	row="| write throughput, MB/s (raw / time)"
@@ -548,12 +553,12 @@ report() {
 	echo "$row | | |"
 	row="| uploaded (radosgw PUT bytes), MB"
 	for c in ckptfs s3fs rclone; do row+=" | $(cell $c "$(mb "${R[$c:put_b]:-}")")"; done
-	echo "$row | $(ratio "${R[ckptfs:put_b]:-}" "$(minof "${R[s3fs:put_b]:-}" "${R[rclone:put_b]:-}")")x | |"
+	echo "$row | $(xratio "${R[ckptfs:put_b]:-}" "$(minof "${R[s3fs:put_b]:-}" "${R[rclone:put_b]:-}")") | |"
 	row="| stored in the bucket, MB (objects)"
 	for c in ckptfs s3fs rclone; do
 		row+=" | $(cell $c "$(mb "${R[$c:stored]:-}")$([[ -n ${R[$c:objects]:-} ]] && echo " (${R[$c:objects]})")")"
 	done
-	echo "$row | $(ratio "${R[ckptfs:stored]:-}" "$best_s" %.3f)x | |"
+	echo "$row | $(xratio "${R[ckptfs:stored]:-}" "$best_s" %.3f) | |"
 	row="| stored / raw sequence"
 	for c in ckptfs s3fs rclone; do row+=" | $(cell $c "$(ratio "${R[$c:stored]:-}" "$raw" %.3f)")"; done
 	echo "$row | | ≤ 0.2: $(verdict "$(ratio "${R[ckptfs:stored]:-}" "$raw" %.5f)" '<=' 0.2) |"
@@ -567,10 +572,10 @@ report() {
 		((k == NEWEST)) && what="newest $what"
 		row="| read $what, s"
 		for c in ckptfs s3fs rclone; do row+=" | $(cell $c "$(secs "${R[$c:${tag}_s]:-}")")"; done
-		echo "$row | $(ratio "${R[ckptfs:${tag}_s]:-}" "$(minof "${R[s3fs:${tag}_s]:-}" "${R[rclone:${tag}_s]:-}")")x | |"
+		echo "$row | $(xratio "${R[ckptfs:${tag}_s]:-}" "$(minof "${R[s3fs:${tag}_s]:-}" "${R[rclone:${tag}_s]:-}")") | |"
 		row="| … downloaded (radosgw GET bytes), MB"
 		for c in ckptfs s3fs rclone; do row+=" | $(cell $c "$(mb "${R[$c:${tag}_get_b]:-}")")"; done
-		echo "$row | $(ratio "${R[ckptfs:${tag}_get_b]:-}" "$(minof "${R[s3fs:${tag}_get_b]:-}" "${R[rclone:${tag}_get_b]:-}")" %.3f)x | |"
+		echo "$row | $(xratio "${R[ckptfs:${tag}_get_b]:-}" "$(minof "${R[s3fs:${tag}_get_b]:-}" "${R[rclone:${tag}_get_b]:-}")" %.3f) | |"
 		echo "| … ckptfs chunk bytes fetched (user.ckptfs.stats) / stored_bytes of $d, MB" \
 			"| $(cell ckptfs "$(mb "${R[ckptfs:${tag}_fetched]:-}") / $(mb "$xs")") | | | | |"
 		row="| … downloaded / stored bytes of $d (ckptfs: fetched_bytes; baselines: GET bytes / raw)"
@@ -591,7 +596,7 @@ report() {
 	for c in ckptfs s3fs rclone; do
 		[[ -n ${ERR[$c]:-} ]] && echo "- **$c failed: ${ERR[$c]}** (logs: $LOGS)"
 		[[ -n ${R[$c:note]:-} ]] && echo "- $c: ${R[$c:note]}"
-		[[ ${DO[$c]} == 0 ]] && echo "- $c: skipped (--no-$c)"
+		[[ ${RUN[$c]} == 0 ]] && echo "- $c: skipped (--no-$c)"
 	done
 	return 0
 }
@@ -633,17 +638,17 @@ main() {
 
 	# Tools: s3fs and rclone from Debian, getfattr, ceph (for the RGW counters).
 	local need=()
-	((DO[s3fs])) && ! command -v s3fs >/dev/null && need+=(s3fs)
-	((DO[rclone])) && ! command -v rclone >/dev/null && need+=(rclone)
+	((RUN[s3fs])) && ! command -v s3fs >/dev/null && need+=(s3fs)
+	((RUN[rclone])) && ! command -v rclone >/dev/null && need+=(rclone)
 	command -v getfattr >/dev/null || need+=(attr)
 	if ((${#need[@]})); then
 		log "installing ${need[*]} (apt-get)"
 		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q "${need[@]}" >&2 ||
 			{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2; }
 	fi
-	if ((DO[ckptfs])) && [[ ! -x $CKPTFS ]]; then
+	if ((RUN[ckptfs])) && [[ ! -x $CKPTFS ]]; then
 		ERR[ckptfs]="$CKPTFS is not an executable"
-		DO[ckptfs]=0
+		RUN[ckptfs]=0
 	fi
 
 	log "generating $((DELTAS + 1)) checkpoints of $SIZE_MB MiB (lr $LR) into $DATA"
@@ -652,7 +657,7 @@ main() {
 	R[raw]=0
 	for k in "${STEP_LIST[@]}"; do
 		R[raw:$k]=$(bytes_of "$DATA/$(step_name "$k")")
-		R[raw]=$((R[raw] + R[raw:$k]))
+		R[raw]=$((${R[raw]} + ${R[raw:$k]}))
 		R[changed:$k]=$(awk -F'|' -v k="$k" '$2 + 0 == k && $3 ~ /%/ { gsub(/ /, "", $3); print $3 }' "$RESULTS/gen.md")
 	done
 
@@ -663,7 +668,7 @@ main() {
 		S3_WHO="an existing server ($S3_ENV_FILE): its counters include other clients' traffic"
 	else
 		S3_PRIVATE=$BENCH_DIR/s3
-		local cap=$((R[raw] * 3 / 2 + (1 << 30)))
+		local cap=$((${R[raw]} * 3 / 2 + (1 << 30)))
 		((cap < (4 << 30))) && cap=$((4 << 30))
 		log "starting a private S3 server in $S3_PRIVATE (memstore cap $((${S3_STORE_BYTES:-$cap} >> 20)) MiB)"
 		S3_STORE_BYTES=${S3_STORE_BYTES:-$cap} S3_CEPH_STORE=memstore S3_ACCESS_KEY=s3bench \
@@ -705,7 +710,7 @@ EOF
 	for k in "${STEP_LIST[@]}"; do read_dir "$DATA/$(step_name "$k")"; done
 
 	for c in ckptfs s3fs rclone; do
-		((DO[$c])) || continue
+		((RUN[$c])) || continue
 		if [[ $c == ckptfs ]]; then run_ckptfs || true; else run_baseline "$c" || true; fi
 		[[ -n ${ERR[$c]:-} ]] && log "$c: FAILED: ${ERR[$c]}"
 		# Leave nothing of a failed run mounted.
