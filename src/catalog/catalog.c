@@ -768,3 +768,78 @@ out:
 	free(rec);
 	return rc;
 }
+
+/* ---- walking everything ---- */
+
+struct walk_state {
+	struct store *st;
+	const struct catalog_walk_ops *ops;
+	void *arg;
+	const char *job;	/* for keys ("" for models) */
+	const char *where;	/* for callbacks */
+	enum ckpt_dir dir;
+	const struct ckpt_record *rec;
+};
+
+static int walk_entry(struct entry *e, void *arg)
+{
+	struct walk_state *w = arg;
+	int rc = w->ops->on_entry ? w->ops->on_entry(w->where, w->rec, e, w->arg) : 0;
+
+	entry_free(e);
+	return rc;
+}
+
+static int walk_ckpt(const char *name, void *arg)
+{
+	struct walk_state *w = arg;
+	struct ckpt_record r;
+	int rc;
+
+	rc = catalog_record_get(w->st, w->job, w->dir, name, &r);
+	if (rc == -ENOENT)
+		return 0;	/* removed since the listing */
+	if (rc < 0)
+		return w->ops->on_problem ?
+		       w->ops->on_problem(w->where, w->dir, name, rc, w->arg) : rc;
+	rc = w->ops->on_ckpt ? w->ops->on_ckpt(w->where, &r, w->arg) : 0;
+	if (rc == 0) {
+		w->rec = &r;
+		rc = catalog_load_entries(w->st, w->job, w->dir, name, walk_entry, w);
+		w->rec = NULL;
+		if (rc == -EBADMSG && w->ops->on_problem)
+			rc = w->ops->on_problem(w->where, w->dir, name, rc, w->arg);
+	}
+	ckpt_record_release(&r);
+	return rc < 0 ? rc : 0;
+}
+
+static int walk_job(const char *job, void *arg)
+{
+	struct walk_state *w = arg;
+	int rc;
+
+	w->job = w->where = job;
+	w->dir = CKPT_SAMPLER;
+	rc = catalog_list_ckpts(w->st, job, CKPT_SAMPLER, walk_ckpt, w);
+	if (rc == 0) {
+		w->dir = CKPT_STATE;
+		rc = catalog_list_ckpts(w->st, job, CKPT_STATE, walk_ckpt, w);
+	}
+	return rc;
+}
+
+int catalog_walk(struct store *st, int with_models, const struct catalog_walk_ops *ops,
+		 void *arg)
+{
+	struct walk_state w = { .st = st, .ops = ops, .arg = arg };
+	int rc = catalog_list_jobs(st, walk_job, &w);
+
+	if (rc == 0 && with_models) {
+		w.job = "";
+		w.where = "(models)";
+		w.dir = CKPT_MODEL;
+		rc = catalog_list_ckpts(st, "", CKPT_MODEL, walk_ckpt, &w);
+	}
+	return rc;
+}

@@ -134,6 +134,27 @@ int catalog_list_ckpts(struct store *st, const char *job, enum ckpt_dir dir,
 int catalog_load_entries(struct store *st, const char *job, enum ckpt_dir dir,
 			 const char *name,
 			 int (*cb)(struct entry *e, void *arg), void *arg);
+/*
+ * Visit every checkpoint of every job (sampler/ then state/), then, with
+ * @with_models, every promoted model. @where is the job, or "(models)".
+ *  - on_ckpt(): return < 0 to stop the walk, 1 to skip the entries.
+ *  - on_entry(): called for each entry of the checkpoint (borrowed).
+ *  - on_problem(): an unreadable record (ENOENT excepted: removed while
+ *    walking) or malformed entries (-EBADMSG); its return value decides
+ *    whether the walk stops (< 0) or goes on (0).
+ * Any callback may be NULL.
+ */
+struct catalog_walk_ops {
+	int (*on_ckpt)(const char *where, const struct ckpt_record *r, void *arg);
+	int (*on_entry)(const char *where, const struct ckpt_record *r,
+			const struct entry *e, void *arg);
+	int (*on_problem)(const char *where, enum ckpt_dir dir, const char *name,
+			  int err, void *arg);
+};
+
+int catalog_walk(struct store *st, int with_models, const struct catalog_walk_ops *ops,
+		 void *arg);
+
 /* Removes every key of a checkpoint: entries first, the record last. */
 int catalog_ckpt_remove(struct store *st, const char *job, enum ckpt_dir dir,
 			const char *name);

@@ -72,102 +72,73 @@ int gc_sweep_decision(const struct keyset *live, const char *key, int64_t mtime,
 	return 1;
 }
 
-/* ---- walking every checkpoint of every job, and the models ---- */
+/* ---- expiry and mark, over catalog_walk() ---- */
 
-struct walk {
+struct expiry {
 	struct store *st;
-	const char *job;
-	enum ckpt_dir dir;
 	double now;
-	int expire;		/* remove expired checkpoints */
 	int dry_run;
-	struct keyset *live;
 	struct gc_report *r;
-	int rc;
 };
 
-static int mark_entry(struct entry *e, void *arg)
+static int expire_ckpt(const char *where, const struct ckpt_record *rec, void *arg)
 {
-	struct walk *w = arg;
+	struct expiry *x = arg;
+	struct ckpt_attrs a;
+	int rc;
+
+	(void)where;
+	rc = catalog_attrs_get(x->st, rec->job, rec->dir, rec->name, &a);
+	if (rc < 0)
+		return rc;
+	if (a.ttl > 0 && rec->created + (double)a.ttl <= x->now) {
+		log_info("gc: %s/%s/%s expired", rec->job, ckpt_dir_name(rec->dir), rec->name);
+		x->r->expired++;
+		if (!x->dry_run) {
+			rc = catalog_ckpt_remove(x->st, rec->job, rec->dir, rec->name);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 1;	/* entries are not needed for expiry */
+}
+
+static int mark_entry(const char *where, const struct ckpt_record *rec,
+		      const struct entry *e, void *arg)
+{
+	struct keyset *live = arg;
 	size_t i;
 	int rc = 0;
 
+	(void)where;
+	(void)rec;
 	for (i = 0; i < e->n_chunks && rc == 0; i++) {
 		if (e->chunks[i].key[0])
-			rc = keyset_add(w->live, e->chunks[i].key);
+			rc = keyset_add(live, e->chunks[i].key);
 		if (rc == 0 && e->chunks[i].base_key[0])
-			rc = keyset_add(w->live, e->chunks[i].base_key);
-	}
-	entry_free(e);
-	return rc;
-}
-
-static int ckpt_cb(const char *name, void *arg)
-{
-	struct walk *w = arg;
-	int rc;
-
-	if (w->expire) {
-		struct ckpt_record rec;
-		struct ckpt_attrs a;
-
-		rc = catalog_record_get(w->st, w->job, w->dir, name, &rec);
-		if (rc == -ENOENT)
-			return 0;
-		if (rc < 0)
-			return rc;
-		rc = catalog_attrs_get(w->st, w->job, w->dir, name, &a);
-		if (rc == 0 && a.ttl > 0 && rec.created + (double)a.ttl <= w->now) {
-			log_info("gc: %s/%s/%s expired", w->job, ckpt_dir_name(w->dir), name);
-			w->r->expired++;
-			if (!w->dry_run)
-				rc = catalog_ckpt_remove(w->st, w->job, w->dir, name);
-			ckpt_record_release(&rec);
-			return rc;
-		}
-		ckpt_record_release(&rec);
-		if (rc < 0)
-			return rc;
-		return 0;
-	}
-	rc = catalog_load_entries(w->st, w->job, w->dir, name, mark_entry, w);
-	/* A malformed entry could name chunks we cannot see: sweeping would
-	 * be unsafe, so the whole pass fails. */
-	return rc;
-}
-
-static int job_cb(const char *job, void *arg)
-{
-	struct walk *w = arg;
-	int rc;
-
-	w->job = job;
-	w->dir = CKPT_SAMPLER;
-	rc = catalog_list_ckpts(w->st, job, CKPT_SAMPLER, ckpt_cb, w);
-	if (rc == 0) {
-		w->dir = CKPT_STATE;
-		rc = catalog_list_ckpts(w->st, job, CKPT_STATE, ckpt_cb, w);
+			rc = keyset_add(live, e->chunks[i].base_key);
 	}
 	return rc;
 }
 
-static int walk_all(struct walk *w)
+/* A record or entry we cannot read could name chunks we cannot see:
+ * sweeping would be unsafe, so the whole pass fails. */
+static int mark_problem(const char *where, enum ckpt_dir dir, const char *name,
+			int err, void *arg)
 {
-	int rc = catalog_list_jobs(w->st, job_cb, w);
-
-	if (rc == 0 && !w->expire) {	/* models never expire */
-		w->job = "";
-		w->dir = CKPT_MODEL;
-		rc = catalog_list_ckpts(w->st, "", CKPT_MODEL, ckpt_cb, w);
-	}
-	return rc;
+	(void)arg;
+	log_error("gc: %s/%s/%s unreadable: %s", where, ckpt_dir_name(dir), name,
+		  strerror(-err));
+	return err;
 }
 
 int gc_mark(struct store *st, struct keyset *live)
 {
-	struct gc_report r = { 0 };
-	struct walk w = { .st = st, .live = live, .r = &r };
-	int rc = walk_all(&w);
+	static const struct catalog_walk_ops ops = {
+		.on_entry = mark_entry,
+		.on_problem = mark_problem,
+	};
+	int rc = catalog_walk(st, 1, &ops, live);
 
 	if (rc == 0)
 		keyset_sort(live);
@@ -208,13 +179,14 @@ static int sweep_cb(const char *key, const struct store_stat *sst, void *arg)
 int gc_run(struct store *st, int64_t grace_s, int dry_run, double now,
 	   struct gc_report *r)
 {
+	static const struct catalog_walk_ops expire_ops = { .on_ckpt = expire_ckpt };
 	struct keyset live = { 0 };
-	struct walk w = { .st = st, .now = now, .expire = 1, .dry_run = dry_run, .r = r };
+	struct expiry x = { .st = st, .now = now, .dry_run = dry_run, .r = r };
 	struct sweep s = { .st = st, .live = &live, .dry_run = dry_run, .r = r };
 	int rc;
 
 	memset(r, 0, sizeof(*r));
-	rc = walk_all(&w);
+	rc = catalog_walk(st, 0, &expire_ops, &x);	/* models never expire */
 	if (rc < 0)
 		goto out;
 	rc = gc_mark(st, &live);

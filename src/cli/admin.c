@@ -19,86 +19,17 @@
 #include "store/store.h"
 #include "util/log.h"
 
-/* ---- walking the catalog ---- */
+/* ---- problems are printed one per line ---- */
 
-struct walk;
-typedef int (*entry_fn)(struct walk *w, const struct ckpt_record *r, const struct entry *e);
-
-struct walk {
-	struct store *st;
-	entry_fn on_entry;
-	int (*on_ckpt)(struct walk *w, const struct ckpt_record *r);
-	int problems;
-	const char *job;
-	enum ckpt_dir dir;
-	struct ckpt_record *rec;
-	void *arg;
-};
-
-static int walk_entry_cb(struct entry *e, void *arg)
+static int print_problem(const char *where, enum ckpt_dir dir, const char *name,
+			 int err, void *arg)
 {
-	struct walk *w = arg;
-	int rc = w->on_entry ? w->on_entry(w, w->rec, e) : 0;
+	int *problems = arg;
 
-	entry_free(e);
-	return rc;
-}
-
-static int walk_ckpt_cb(const char *name, void *arg)
-{
-	struct walk *w = arg;
-	struct ckpt_record r;
-	int rc;
-
-	rc = catalog_record_get(w->st, w->job, w->dir, name, &r);
-	if (rc < 0) {
-		if (rc == -ENOENT)
-			return 0;
-		printf("PROBLEM %s/%s/%s: checkpoint record unreadable: %s\n",
-		       w->job, ckpt_dir_name(w->dir), name, strerror(-rc));
-		w->problems++;
-		return 0;
-	}
-	w->rec = &r;
-	if (w->on_ckpt)
-		w->on_ckpt(w, &r);
-	rc = catalog_load_entries(w->st, w->job, w->dir, name, walk_entry_cb, w);
-	if (rc == -EBADMSG) {
-		printf("PROBLEM %s/%s/%s: malformed file entry\n", w->job,
-		       ckpt_dir_name(w->dir), name);
-		w->problems++;
-		rc = 0;
-	}
-	ckpt_record_release(&r);
-	w->rec = NULL;
-	return rc;
-}
-
-static int walk_job_cb(const char *job, void *arg)
-{
-	struct walk *w = arg;
-	int rc;
-
-	w->job = job;
-	w->dir = CKPT_SAMPLER;
-	rc = catalog_list_ckpts(w->st, job, CKPT_SAMPLER, walk_ckpt_cb, w);
-	if (rc == 0) {
-		w->dir = CKPT_STATE;
-		rc = catalog_list_ckpts(w->st, job, CKPT_STATE, walk_ckpt_cb, w);
-	}
-	return rc;
-}
-
-static int walk_all(struct walk *w)
-{
-	int rc = catalog_list_jobs(w->st, walk_job_cb, w);
-
-	if (rc == 0) {
-		w->job = "(models)";
-		w->dir = CKPT_MODEL;
-		rc = catalog_list_ckpts(w->st, "", CKPT_MODEL, walk_ckpt_cb, w);
-	}
-	return rc;
+	printf("PROBLEM %s/%s/%s: %s\n", where, ckpt_dir_name(dir), name,
+	       err == -EBADMSG ? "malformed file entry" : strerror(-err));
+	(*problems)++;
+	return 0;	/* keep checking the rest */
 }
 
 static int open_store(const char *url, struct store **st)
@@ -115,13 +46,15 @@ static int open_store(const char *url, struct store **st)
 /* ---- fsck ---- */
 
 struct fsck_state {
+	int problems;		/* first: print_problem() counts into it */
 	struct chunks *chunks;
 	uint64_t files, chunks_checked;
 };
 
-static int fsck_entry(struct walk *w, const struct ckpt_record *r, const struct entry *e)
+static int fsck_entry(const char *where, const struct ckpt_record *r,
+		      const struct entry *e, void *arg)
 {
-	struct fsck_state *fs = w->arg;
+	struct fsck_state *fs = arg;
 	size_t i;
 
 	if (e->is_dir)
@@ -130,32 +63,38 @@ static int fsck_entry(struct walk *w, const struct ckpt_record *r, const struct 
 	for (i = 0; i < e->n_chunks; i++) {
 		uint64_t off = (uint64_t)i * e->chunk_size;
 		size_t len = e->size - off < e->chunk_size ? (size_t)(e->size - off) : e->chunk_size;
+		struct chunk_ref ref = e->chunks[i];
 		int rc;
 
-		if (e->chunks[i].key[0])
-			rc = chunks_verify(fs->chunks, &e->chunks[i], len);
-		else {	/* all-zero delta chunk: its base must be sound */
-			struct chunk_ref b = { 0 };
-
-			memcpy(b.key, e->chunks[i].base_key, sizeof(b.key));
-			rc = chunks_verify(fs->chunks, &b, len);
+		if (!ref.key[0]) {	/* all-zero delta chunk: its base must be sound */
+			memcpy(ref.key, ref.base_key, sizeof(ref.key));
+			ref.base_key[0] = '\0';
 		}
+		rc = chunks_verify(fs->chunks, &ref, len);
 		fs->chunks_checked++;
 		if (rc < 0) {
-			printf("PROBLEM %s/%s/%s/%s: chunk %zu (%s): %s\n", r->job,
-			       ckpt_dir_name(r->dir), r->name, e->path, i,
-			       e->chunks[i].key[0] ? e->chunks[i].key : e->chunks[i].base_key,
+			printf("PROBLEM %s/%s/%s/%s: chunk %zu (%s): %s\n", where,
+			       ckpt_dir_name(r->dir), r->name, e->path, i, ref.key,
 			       rc == -EIO ? "corrupt or missing" : strerror(-rc));
-			w->problems++;
+			fs->problems++;
 		}
 	}
 	return 0;
 }
 
+static int fsck_problem(const char *where, enum ckpt_dir dir, const char *name,
+			int err, void *arg)
+{
+	return print_problem(where, dir, name, err, &((struct fsck_state *)arg)->problems);
+}
+
 int admin_fsck_main(int argc, char **argv)
 {
+	static const struct catalog_walk_ops ops = {
+		.on_entry = fsck_entry,
+		.on_problem = fsck_problem,
+	};
 	struct fsck_state fs = { 0 };
-	struct walk w = { 0 };
 	struct store *st;
 	int rc;
 
@@ -166,19 +105,16 @@ int admin_fsck_main(int argc, char **argv)
 	if (open_store(argv[1], &st) < 0)
 		return 2;
 	fs.chunks = chunks_new(st, 0);
-	w.st = st;
-	w.on_entry = fsck_entry;
-	w.arg = &fs;
-	rc = fs.chunks ? walk_all(&w) : -ENOMEM;
+	rc = fs.chunks ? catalog_walk(st, 1, &ops, &fs) : -ENOMEM;
 	if (rc < 0) {
 		printf("PROBLEM store walk failed: %s\n", strerror(-rc));
-		w.problems++;
+		fs.problems++;
 	}
 	printf("fsck: %" PRIu64 " files, %" PRIu64 " chunks checked, %d problem%s\n",
-	       fs.files, fs.chunks_checked, w.problems, w.problems == 1 ? "" : "s");
+	       fs.files, fs.chunks_checked, fs.problems, fs.problems == 1 ? "" : "s");
 	chunks_free(fs.chunks);
 	store_free(st);
-	return w.problems ? 1 : 0;
+	return fs.problems ? 1 : 0;
 }
 
 /* ---- stat ---- */
@@ -205,24 +141,26 @@ static void stat_flush(struct stat_state *s)
 	s->logical = s->stored = s->files = 0;
 }
 
-static int stat_ckpt(struct walk *w, const struct ckpt_record *r)
+static int stat_ckpt(const char *where, const struct ckpt_record *r, void *arg)
 {
-	struct stat_state *s = w->arg;
+	struct stat_state *s = arg;
 
 	/* Group by where the checkpoint lives: a model's record names its
 	 * source job, but it belongs to the store-wide models/. */
-	if (strcmp(s->job, w->job)) {
+	if (strcmp(s->job, where)) {
 		stat_flush(s);
-		snprintf(s->job, sizeof(s->job), "%s", w->job);
+		snprintf(s->job, sizeof(s->job), "%s", where);
 	}
 	s->n_ckpts[r->kind]++;
 	return 0;
 }
 
-static int stat_entry(struct walk *w, const struct ckpt_record *r, const struct entry *e)
+static int stat_entry(const char *where, const struct ckpt_record *r,
+		      const struct entry *e, void *arg)
 {
-	struct stat_state *s = w->arg;
+	struct stat_state *s = arg;
 
+	(void)where;
 	(void)r;
 	if (!e->is_dir) {
 		s->files++;
@@ -244,8 +182,11 @@ static int sum_cb(const char *key, const struct store_stat *st, void *arg)
 
 int admin_stat_main(int argc, char **argv)
 {
+	static const struct catalog_walk_ops ops = {
+		.on_ckpt = stat_ckpt,
+		.on_entry = stat_entry,
+	};
 	struct stat_state s = { 0 };
-	struct walk w = { 0 };
 	struct store *st;
 	uint64_t objs[2] = { 0 };
 	int rc;
@@ -256,11 +197,7 @@ int admin_stat_main(int argc, char **argv)
 	}
 	if (open_store(argv[1], &st) < 0)
 		return 2;
-	w.st = st;
-	w.on_ckpt = stat_ckpt;
-	w.on_entry = stat_entry;
-	w.arg = &s;
-	rc = walk_all(&w);
+	rc = catalog_walk(st, 1, &ops, &s);
 	stat_flush(&s);
 	if (rc == 0)
 		rc = store_list(st, "chunks/", sum_cb, objs);

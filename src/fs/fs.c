@@ -1649,7 +1649,7 @@ static void read_ahead(struct ckfs *fs, struct handle *h, size_t i)
 {
 	size_t k;
 
-	if ((long)i == h->last_chunk)
+	if ((long)i == h->last_chunk || !fs->pool)
 		return;
 	if ((long)i != h->last_chunk + 1) {
 		h->last_chunk = (long)i;
@@ -2535,32 +2535,42 @@ int fs_new(struct store *st, const struct fs_config *cfg, struct ckfs **out)
 		rnd = (uint32_t)getpid() ^ (uint32_t)time(NULL);
 	snprintf(fs->session, sizeof(fs->session), "%08x", rnd);
 	ncpu = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
+	fs->n_threads = ncpu > 0 ? (int)ncpu : 2;
 	fs->chunks = chunks_new(st, cfg->cache_bytes);
-	fs->pool = pool_new(ncpu > 0 ? (int)ncpu : 2);
-	if (!fs->job || !fs->spool_dir || !fs->chunks || !fs->pool) {
+	if (!fs->job || !fs->spool_dir || !fs->chunks) {
 		fs_free(fs);
 		return -ENOMEM;
 	}
 	fs->wenv = (struct writer_env){
 		.chunks = fs->chunks,
-		.pool = fs->pool,
 		.chunk_size = cfg->chunk_size,
 		.spool_dir = fs->spool_dir,
-		.max_inflight = (int)(ncpu > 0 ? ncpu : 2) + 1,
+		.max_inflight = fs->n_threads + 1,
 	};
+	pthread_cond_init(&fs->gc_cond, NULL);
 	rc = catalog_init_store(st);
 	if (rc < 0) {
 		fs_free(fs);
 		return rc;
 	}
-	pthread_cond_init(&fs->gc_cond, NULL);
-	if (cfg->gc_interval > 0 && !cfg->read_only) {
+	*out = fs;
+	return 0;
+}
+
+int fs_start(struct ckfs *fs)
+{
+	if (fs->pool)
+		return 0;
+	fs->pool = pool_new(fs->n_threads);
+	if (!fs->pool)
+		return -ENOMEM;
+	fs->wenv.pool = fs->pool;
+	if (fs->cfg.gc_interval > 0 && !fs->cfg.read_only) {
 		if (pthread_create(&fs->gc_thread, NULL, gc_main, fs) == 0)
 			fs->gc_running = 1;
 		else
 			log_warn("gc thread did not start; run `ckptfs gc` instead");
 	}
-	*out = fs;
 	return 0;
 }
 

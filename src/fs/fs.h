@@ -44,8 +44,15 @@ struct fs_config {
 
 void fs_config_defaults(struct fs_config *cfg);
 
-/* @st is borrowed and must outlive the fs. */
+/* @st is borrowed and must outlive the fs. Starts no threads. */
 int fs_new(struct store *st, const struct fs_config *cfg, struct ckfs **out);
+/*
+ * Start the worker threads (encoding, read-ahead) and the periodic gc.
+ * Separate from fs_new() because the daemon forks into the background
+ * after mounting, and threads do not survive a fork: call this after.
+ * 0 or -errno.
+ */
+int fs_start(struct ckfs *fs);
 void fs_free(struct ckfs *fs);
 /* The mount's random 8-hex session id. */
 const char *fs_session(const struct ckfs *fs);

@@ -96,7 +96,8 @@ struct ckfs {
 	char *statfs_path;
 	char session[9];
 	struct chunks *chunks;
-	struct pool *pool;
+	struct pool *pool;		/* NULL until fs_start() */
+	int n_threads;
 	struct writer_env wenv;
 
 	pthread_mutex_t lock;	/* views, wslots; never held across data I/O */

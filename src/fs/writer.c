@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "codec/codec.h"
+#include "util/io.h"
 #include "util/log.h"
 
 #define MAX_SPANS 256
@@ -181,45 +182,6 @@ static void wait_idle(struct writer *w)
 		pthread_cond_wait(&w->cond, &w->lock);
 }
 
-static int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
-{
-	const uint8_t *b = p;
-
-	while (n > 0) {
-		ssize_t k = pwrite(fd, b, n, (off_t)off);
-
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		b += k;
-		n -= (size_t)k;
-		off += (uint64_t)k;
-	}
-	return 0;
-}
-
-static long pread_full(int fd, void *p, size_t n, uint64_t off)
-{
-	uint8_t *b = p;
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t k = pread(fd, b + got, n - got, (off_t)(off + got));
-
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (k == 0)
-			break;
-		got += (size_t)k;
-	}
-	return (long)got;
-}
-
 static int open_spool(struct writer *w)
 {
 	int fd = open(w->env.spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -244,7 +206,7 @@ static int spool_chunk(struct writer *w, const struct chunk_ref *ref, size_t len
 
 	if (rc < 0)
 		return rc;
-	rc = pwrite_all(w->spool_fd, d->data, len, off);
+	rc = io_pwrite_all(w->spool_fd, d->data, len, off);
 	chunks_put(w->env.chunks, d);
 	return rc;
 }
@@ -267,7 +229,7 @@ static int to_spool(struct writer *w)
 		rc = spool_chunk(w, &w->chunks[i], w->env.chunk_size,
 				 (uint64_t)i * w->env.chunk_size);
 	if (rc == 0 && w->cur_len)
-		rc = pwrite_all(w->spool_fd, w->cur, w->cur_len,
+		rc = io_pwrite_all(w->spool_fd, w->cur, w->cur_len,
 				(uint64_t)w->n_full * w->env.chunk_size);
 	if (rc < 0) {
 		close(w->spool_fd);
@@ -410,7 +372,7 @@ long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
 	} else {
 		rc = to_spool(w);
 		if (rc == 0)
-			rc = pwrite_all(w->spool_fd, buf, size, off);
+			rc = io_pwrite_all(w->spool_fd, buf, size, off);
 		if (rc == 0 && off + size > w->size)
 			w->size = off + size;
 	}
@@ -432,7 +394,7 @@ long writer_read(struct writer *w, char *buf, size_t size, uint64_t off)
 	if (off + size > w->size)
 		size = (size_t)(w->size - off);
 	if (w->spool_fd >= 0) {
-		rc = pread_full(w->spool_fd, buf, size, off);
+		rc = io_pread_full(w->spool_fd, buf, size, off);
 		goto out;
 	}
 	wait_idle(w);
@@ -567,7 +529,7 @@ static int commit_spool(struct writer *w, size_t n_chunks)
 			rc = -ENOMEM;
 			break;
 		}
-		got = pread_full(w->spool_fd, data, len, off);
+		got = io_pread_full(w->spool_fd, data, len, off);
 		if (got != (long)len) {
 			free(data);
 			rc = got < 0 ? (int)got : -EIO;

@@ -284,6 +284,11 @@ int ckfuse_mount_main(int argc, char **argv)
 	}
 	if (fuse_daemonize(o.foreground) != 0)
 		goto out_unmount;
+	/* Threads only now: they would not survive the daemon's fork. */
+	if (fs_start(fs) < 0) {
+		log_error("cannot start worker threads");
+		goto out_unmount;
+	}
 	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
 		goto out_unmount;
 	log_info("mounted %s on %s (job %s, session %s)", o.store, real, cfg.job,

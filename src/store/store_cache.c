@@ -36,6 +36,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/io.h"
 #include "util/log.h"
 
 #define CACHE_PREFIX		"chunks/"
@@ -238,22 +239,6 @@ static int make_parents(struct cache_store *c, const char *path)
 
 /* ---- temp files (no lock needed: names are unique) ---- */
 
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int write_tmp(struct cache_store *c, const struct buf *data, char tmp[64])
 {
 	uint64_t seq;
@@ -266,7 +251,7 @@ static int write_tmp(struct cache_store *c, const struct buf *data, char tmp[64]
 	fd = openat(c->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	rc = write_all(fd, data->data, data->len);
+	rc = io_write_all(fd, data->data, data->len);
 	/* Durable before the rename, so a crash never leaves a short file
 	 * under a valid name that later reads would trust. */
 	if (rc == 0 && fsync(fd) < 0)

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/io.h"
 #include "util/log.h"
 
 struct local_store {
@@ -33,24 +34,6 @@ struct local_store {
 static struct local_store *to_local(struct store *st)
 {
 	return (struct local_store *)st;
-}
-
-static int write_all(int fd, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
 }
 
 static int fsync_dirat(int root_fd, const char *dir)
@@ -123,7 +106,7 @@ static int write_tmp(struct local_store *ls, const void *data, size_t len,
 	fd = openat(ls->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	rc = write_all(fd, data, len);
+	rc = io_write_all(fd, data, len);
 	if (rc == 0 && fsync(fd) < 0)
 		rc = -errno;
 	if (close(fd) < 0 && rc == 0)

@@ -356,6 +356,16 @@ class Daemon(MountTest):
             m.proc = None
             self.assertFalse(os.path.ismount(m.mnt))
 
+    def wait_daemon_gone(self, mnt):
+        """A daemonized ckptfs must exit once unmounted."""
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            r = subprocess.run(["pgrep", "-f", mnt], capture_output=True, text=True)
+            if not r.stdout.strip():
+                return
+            time.sleep(0.1)
+        self.fail("the daemon for %s did not exit after unmount" % mnt)
+
     def test_fstab_helper_forms(self):
         if self.s3:
             self.skipTest("mount helper forms are backend independent")
@@ -370,8 +380,17 @@ class Daemon(MountTest):
         try:
             self.assertTrue(os.path.ismount(mnt))
             self.assertEqual(os.listdir(os.path.join(mnt, "jobs")), ["from-fstab"])
+            # The daemonized process writes and reads (its worker threads
+            # must exist after the fork).
+            os.mkdir(os.path.join(mnt, "sampler", "s"))
+            data = os.urandom(9 << 20)
+            with open(os.path.join(mnt, "sampler", "s", "f"), "wb") as f:
+                f.write(data)
+            with open(os.path.join(mnt, "sampler", "s", "f"), "rb") as f:
+                self.assertEqual(f.read(), data)
         finally:
             subprocess.run(["fusermount3", "-u", mnt], check=True)
+        self.wait_daemon_gone(mnt)
         # mount -t fuse.ckptfs runs `ckptfs STORE MNT -o ...` from the PATH
         # of mount(8): only when we may put ckptfs there (root, no other one).
         link = "/usr/local/bin/ckptfs"
@@ -384,6 +403,7 @@ class Daemon(MountTest):
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn("via-mount", os.listdir(os.path.join(mnt, "jobs")))
             subprocess.run(["fusermount3", "-u", mnt], check=True)
+            self.wait_daemon_gone(mnt)
         finally:
             os.unlink(link)
 

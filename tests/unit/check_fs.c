@@ -90,6 +90,7 @@ static struct ckfs *mount_with(const struct fs_config *cfg)
 	struct ckfs *f = NULL;
 
 	ck_assert_int_eq(fs_new(st, cfg, &f), 0);
+	ck_assert_int_eq(fs_start(f), 0);
 	ck_assert_ptr_nonnull(f);
 	return f;
 }
