@@ -164,7 +164,22 @@ static int sweep_cb(const char *key, const struct store_stat *sst, void *arg)
 	if (d <= 0)
 		return 0;
 	if (!s->dry_run) {
-		int rc = store_remove(s->st, key);
+		struct store_stat now;
+		int rc;
+
+		/*
+		 * Look again just before deleting: a write in flight may have
+		 * re-stored this very content (same key) since the listing,
+		 * which makes it young again.
+		 */
+		rc = store_head(s->st, key, &now);
+		if (rc == -ENOENT)
+			return 0;
+		if (rc == 0 && now.mtime > s->cutoff) {
+			s->r->kept_young++;
+			return 0;
+		}
+		rc = store_remove(s->st, key);
 
 		if (rc < 0) {
 			s->rc = rc;	/* keep going; report at the end */
