@@ -93,7 +93,7 @@ calc() { awk "BEGIN { printf $1 }"; }                # calc '"%.2f", 1/3'
 since() { calc "\"%.3f\", $EPOCHREALTIME - $1"; }     # seconds since an $EPOCHREALTIME
 load1() { cut -d' ' -f1 /proc/loadavg; }
 files_of() { find "$1" -type f -printf '%P\n' | sort; }
-bytes_of() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
+bytes_of() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # read_dir DIR: every file of DIR in order, as `cat FILE > /dev/null`.
 read_dir() {
@@ -448,7 +448,7 @@ run_baseline() {
 	after_write "$sys" "$bucket" "$t0" "$rgw" || { ERR[$sys]="listing the bucket failed"; return 1; }
 	fs_unmount "$w" || { ERR[$sys]="writer unmount failed"; return 1; }
 	s3py ls "$bucket" >"$RESULTS/$sys-objects.txt" || true
-	u=$(awk '{ s += $1 } END { print s + 0 }' "$RESULTS/$sys-objects.txt")
+	u=$(awk '{ s += $1 } END { printf "%.0f\n", s }' "$RESULTS/$sys-objects.txt")
 	[[ $u == "${R[$sys:stored]}" ]] ||
 		R[$sys:note]="bucket went from ${R[$sys:stored]} to $u bytes during the writer's unmount (see $RESULTS/$sys-objects.txt)"
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util/hash.h"
 #include "util/log.h"
@@ -29,6 +30,7 @@ struct centry {
 };
 
 #define NBUCKETS 1024
+#define MAX_CTX 16
 
 struct chunks {
 	struct store *st;
@@ -36,33 +38,50 @@ struct chunks {
 	pthread_mutex_t lock;
 	struct centry *buckets[NBUCKETS];
 	struct centry *lru_head, *lru_tail;
+
+	pthread_mutex_t ctx_lock;
+	pthread_cond_t ctx_cond;
+	struct codec_ctx *free_ctx[MAX_CTX];
+	int n_free_ctx, n_ctx, max_ctx;
 };
 
-static pthread_key_t ctx_key;
-static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
-
-static void ctx_destroy(void *p)
+/*
+ * Codec contexts hold ~5 chunks of scratch each, so they are pooled per
+ * store rather than per thread: the FUSE loop may run 16 threads, and 16
+ * idle contexts would cost more memory than the whole chunk cache. At most
+ * max_ctx exist; a thread that finds none free waits for one.
+ */
+static struct codec_ctx *ctx_get(struct chunks *c)
 {
-	codec_ctx_free(p);
-}
+	struct codec_ctx *ctx = NULL;
 
-static void ctx_init(void)
-{
-	pthread_key_create(&ctx_key, ctx_destroy);
-}
-
-struct codec_ctx *chunks_codec_ctx(void)
-{
-	struct codec_ctx *ctx;
-
-	pthread_once(&ctx_once, ctx_init);
-	ctx = pthread_getspecific(ctx_key);
-	if (!ctx) {
+	pthread_mutex_lock(&c->ctx_lock);
+	while (c->n_free_ctx == 0 && c->n_ctx >= c->max_ctx)
+		pthread_cond_wait(&c->ctx_cond, &c->ctx_lock);
+	if (c->n_free_ctx > 0) {
+		ctx = c->free_ctx[--c->n_free_ctx];
+	} else {
+		c->n_ctx++;
+		pthread_mutex_unlock(&c->ctx_lock);
 		ctx = codec_ctx_new();
-		if (ctx)
-			pthread_setspecific(ctx_key, ctx);
+		pthread_mutex_lock(&c->ctx_lock);
+		if (!ctx) {
+			c->n_ctx--;
+			pthread_cond_signal(&c->ctx_cond);
+		}
 	}
+	pthread_mutex_unlock(&c->ctx_lock);
 	return ctx;
+}
+
+static void ctx_put(struct chunks *c, struct codec_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	pthread_mutex_lock(&c->ctx_lock);
+	c->free_ctx[c->n_free_ctx++] = ctx;
+	pthread_cond_signal(&c->ctx_cond);
+	pthread_mutex_unlock(&c->ctx_lock);
 }
 
 struct chunks *chunks_new(struct store *st, uint64_t cache_bytes)
@@ -74,6 +93,14 @@ struct chunks *chunks_new(struct store *st, uint64_t cache_bytes)
 	c->st = st;
 	c->max_bytes = cache_bytes;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->ctx_lock, NULL);
+	pthread_cond_init(&c->ctx_cond, NULL);
+	{
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		/* Enough to keep every core busy encoding or decoding. */
+		c->max_ctx = n > 0 ? (int)(n + 2 < MAX_CTX ? n + 2 : MAX_CTX) : 4;
+	}
 	return c;
 }
 
@@ -157,7 +184,11 @@ void chunks_free(struct chunks *c)
 			centry_free(e);
 		}
 	}
+	while (c->n_free_ctx > 0)
+		codec_ctx_free(c->free_ctx[--c->n_free_ctx]);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->ctx_lock);
+	pthread_cond_destroy(&c->ctx_cond);
 	free(c);
 }
 
@@ -215,7 +246,7 @@ int chunks_store(struct chunks *c, const uint8_t *data, size_t len,
 		 const struct codec_span *spans, size_t nspans,
 		 struct chunk_ref *ref)
 {
-	struct codec_ctx *ctx = chunks_codec_ctx();
+	struct codec_ctx *ctx = ctx_get(c);
 	struct codec_frame_info info;
 	struct buf frame = BUF_INIT;
 	char key[128];
@@ -225,6 +256,7 @@ int chunks_store(struct chunks *c, const uint8_t *data, size_t len,
 	if (!ctx)
 		return -ENOMEM;
 	rc = codec_encode(ctx, data, len, base, spans, nspans, 0, &frame);
+	ctx_put(c, ctx);	/* not held across hashing and I/O */
 	if (rc == CODEC_ALL_ZERO) {
 		snprintf(ref->base_key, sizeof(ref->base_key), "%s", base_key);
 		rc = 0;
@@ -300,8 +332,13 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = codec_decode(chunks_codec_ctx(), frame.data, frame.len,
-			  base ? base->data : NULL, e->bytes, raw_len);
+	{
+		struct codec_ctx *ctx = ctx_get(c);
+
+		rc = ctx ? codec_decode(ctx, frame.data, frame.len,
+					base ? base->data : NULL, e->bytes, raw_len) : -ENOMEM;
+		ctx_put(c, ctx);
+	}
 	if (rc < 0) {
 		log_error("chunk %s: %s", ref->key, rc == -EBADMSG ?
 			  "checksum mismatch (corrupt store object)" : strerror(-rc));

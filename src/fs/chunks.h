@@ -32,9 +32,6 @@ struct chunk_data {
 struct chunks *chunks_new(struct store *st, uint64_t cache_bytes);
 void chunks_free(struct chunks *c);
 
-/* The calling thread's codec context (created on first use). */
-struct codec_ctx *chunks_codec_ctx(void);
-
 /*
  * Encode @len bytes (@base: the base's decoded bytes at the same offset, or
  * NULL) and store the frame. Fills @ref: key "" for an all-zero delta (then
