@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fuse.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -242,6 +243,15 @@ int ckfuse_mount_main(int argc, char **argv)
 	struct fuse *fuse = NULL;
 	char real[PATH_MAX];
 	int rc = 1;
+
+	/*
+	 * Chunk buffers are megabytes and come and go on many threads; with
+	 * glibc's adaptive mmap threshold they end up cached in per-thread
+	 * arenas and the daemon's RSS creeps far past the chunk cache size.
+	 * A fixed threshold keeps them mmap'd, so a free returns the memory.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+	mallopt(M_ARENA_MAX, 4);
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)
 		goto out_args;
