@@ -29,6 +29,13 @@ struct centry {
 	struct centry *hnext;		/* hash chain */
 };
 
+struct loading {
+	char key[CHUNK_KEY_LEN + 1];
+	int done;
+	int waiters;
+	struct loading *next;
+};
+
 #define NBUCKETS 1024
 #define MAX_CTX 16
 
@@ -38,6 +45,11 @@ struct chunks {
 	pthread_mutex_t lock;
 	struct centry *buckets[NBUCKETS];
 	struct centry *lru_head, *lru_tail;
+
+	/* Chunks being loaded: a second reader waits instead of decoding the
+	 * same chunk again (read-ahead and the reader often race). */
+	struct loading *loading;
+	pthread_cond_t loaded;
 
 	pthread_mutex_t ctx_lock;
 	pthread_cond_t ctx_cond;
@@ -93,6 +105,7 @@ struct chunks *chunks_new(struct store *st, uint64_t cache_bytes)
 	c->st = st;
 	c->max_bytes = cache_bytes;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->loaded, NULL);
 	pthread_mutex_init(&c->ctx_lock, NULL);
 	pthread_cond_init(&c->ctx_cond, NULL);
 	{
@@ -188,6 +201,7 @@ void chunks_free(struct chunks *c)
 		codec_ctx_free(c->free_ctx[--c->n_free_ctx]);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->ctx_lock);
+	pthread_cond_destroy(&c->loaded);
 	pthread_cond_destroy(&c->ctx_cond);
 	free(c);
 }
@@ -205,6 +219,17 @@ static struct centry *lookup(struct chunks *c, const char *key)
 		}
 	}
 	return NULL;
+}
+
+/* Is @key cached? (no reference taken) Lock held. */
+static int lookup_peek(struct chunks *c, const char *key)
+{
+	struct centry *e;
+
+	for (e = c->buckets[bucket_of(key)]; e; e = e->hnext)
+		if (!strcmp(e->key, key))
+			return 1;
+	return 0;
 }
 
 /* Publish @e (refs already 1 for the caller), or return an existing twin. */
@@ -362,6 +387,7 @@ out:
 int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	       const struct chunk_data **out)
 {
+	struct loading *ld, **pp;
 	struct centry *e;
 	int rc;
 
@@ -375,9 +401,29 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		return chunks_get(c, &bref, raw_len, out);
 	}
 	pthread_mutex_lock(&c->lock);
-	e = lookup(c, ref->key);
-	pthread_mutex_unlock(&c->lock);
+	for (;;) {
+		e = lookup(c, ref->key);
+		if (e)
+			break;
+		for (ld = c->loading; ld; ld = ld->next)
+			if (!strcmp(ld->key, ref->key))
+				break;
+		if (!ld || c->max_bytes == 0)
+			break;
+		/* Someone is decoding it: wait, then look again (on a failed
+		 * load we try ourselves and report our own error). */
+		ld->waiters++;
+		while (!ld->done)
+			pthread_cond_wait(&c->loaded, &c->lock);
+		if (--ld->waiters == 0)
+			free(ld);
+		if (!lookup_peek(c, ref->key)) {
+			e = NULL;
+			break;
+		}
+	}
 	if (e) {
+		pthread_mutex_unlock(&c->lock);
 		if (e->pub.len != raw_len) {
 			chunks_put(c, &e->pub);
 			log_error("chunk %s: size mismatch", ref->key);
@@ -386,12 +432,34 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		*out = &e->pub;
 		return 0;
 	}
+	ld = calloc(1, sizeof(*ld));
+	if (ld) {
+		memcpy(ld->key, ref->key, sizeof(ld->key));
+		ld->next = c->loading;
+		c->loading = ld;
+	}
+	pthread_mutex_unlock(&c->lock);
+
 	rc = load(c, ref, raw_len, 0, &e);
+
+	pthread_mutex_lock(&c->lock);
+	if (rc == 0)
+		e = insert(c, e);
+	if (ld) {
+		for (pp = &c->loading; *pp; pp = &(*pp)->next)
+			if (*pp == ld) {
+				*pp = ld->next;
+				break;
+			}
+		ld->done = 1;
+		if (ld->waiters)
+			pthread_cond_broadcast(&c->loaded);
+		else
+			free(ld);
+	}
+	pthread_mutex_unlock(&c->lock);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&c->lock);
-	e = insert(c, e);
-	pthread_mutex_unlock(&c->lock);
 	*out = &e->pub;
 	return 0;
 }
