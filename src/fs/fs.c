@@ -2534,8 +2534,17 @@ int fs_new(struct store *st, const struct fs_config *cfg, struct ckfs **out)
 	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
 		rnd = (uint32_t)getpid() ^ (uint32_t)time(NULL);
 	snprintf(fs->session, sizeof(fs->session), "%08x", rnd);
-	ncpu = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
-	fs->n_threads = ncpu > 0 ? (int)ncpu : 2;
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	if (ncpu <= 0)
+		ncpu = 2;
+	/* Workers encode (CPU) and put chunks (I/O). A remote store's puts
+	 * wait on the network, so more of them keep the CPUs busy. */
+	if (cfg->threads > 0)
+		fs->n_threads = cfg->threads;
+	else if (strcmp(st->ops->name, "local"))
+		fs->n_threads = (int)(3 * ncpu);
+	else
+		fs->n_threads = (int)ncpu;
 	fs->chunks = chunks_new(st, cfg->cache_bytes);
 	if (!fs->job || !fs->spool_dir || !fs->chunks) {
 		fs_free(fs);
