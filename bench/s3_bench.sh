@@ -267,6 +267,7 @@ fs_unmount() {
 }
 
 BUCKETS=()          # created by us: purged at exit unless --keep
+BUCKET=''
 S3_PRIVATE=''       # BASEDIR of the private server we started
 
 cleanup() {
@@ -291,7 +292,10 @@ cleanup() {
 		"$REPO/scripts/s3-stop.sh" "$S3_PRIVATE" --purge >/dev/null 2>&1 ||
 			log "scripts/s3-stop.sh $S3_PRIVATE failed"
 	else
-		for b in "${BUCKETS[@]}"; do s3py purge "$b" 2>/dev/null; done
+		for b in "${BUCKETS[@]}"; do
+			[[ -n $b ]] || continue
+			s3py purge "$b" || log "could not delete s3://$b"
+		done
 	fi
 	if [[ -n ${BENCH_DIR:-} && -d $BENCH_DIR ]]; then
 		for m in "$BENCH_DIR"/mnt-*; do mountpoint -q "$m" 2>/dev/null && continue; rmdir "$m" 2>/dev/null; done
@@ -302,12 +306,10 @@ cleanup() {
 declare -A R        # R[system:metric(:step)] = value
 declare -A ERR      # ERR[system] = why its column is incomplete
 
-new_bucket() {     # new_bucket SYSTEM: creates and prints the bucket name
-	local b
-	b=ckptfs-s3bench-$$-$1
-	s3py mb "$b" || return 1
-	BUCKETS+=("$b")
-	echo "$b"
+new_bucket() {     # new_bucket SYSTEM: creates a bucket, named in $BUCKET
+	BUCKET=ckptfs-s3bench-$$-$1
+	s3py mb "$BUCKET" || return 1
+	BUCKETS+=("$BUCKET")
 }
 
 # after_write SYSTEM BUCKET T0 RGW: the write phase's numbers once it is durable.
@@ -345,7 +347,8 @@ stats() {   # stats MNT KEY: a counter of user.ckptfs.stats
 
 run_ckptfs() {
 	local sys=ckptfs bucket store w=$BENCH_DIR/mnt-ckptfs-w r=$BENCH_DIR/mnt-ckptfs-r k t0 rgw u f v tag
-	bucket=$(new_bucket ckptfs) || { ERR[$sys]="cannot create the bucket"; return 1; }
+	new_bucket ckptfs || { ERR[$sys]="cannot create the bucket"; return 1; }
+	bucket=$BUCKET
 	store=s3://$bucket/bench
 	R[$sys:store]=$store
 
@@ -434,7 +437,8 @@ wait_in_bucket() {
 
 run_baseline() {
 	local sys=$1 bucket w=$BENCH_DIR/mnt-$1-w r=$BENCH_DIR/mnt-$1-r k t0 rgw tag v u
-	bucket=$(new_bucket "$sys") || { ERR[$sys]="cannot create the bucket"; return 1; }
+	new_bucket "$sys" || { ERR[$sys]="cannot create the bucket"; return 1; }
+	bucket=$BUCKET
 	log "$sys: writing $((DELTAS + 1)) checkpoints into s3://$bucket"
 	"${sys}_mount" "$bucket" "$w" "$sys-writer" || { ERR[$sys]="writer mount failed"; return 1; }
 	R[$sys:write_load]=$(load1)
@@ -470,7 +474,11 @@ run_baseline() {
 
 	if ! ((KEEP)); then
 		log "$sys: emptying s3://$bucket (raw data in the RGW memstore)"
-		s3py purge "$bucket" || log "$sys: purging the bucket failed"
+		if s3py purge "$bucket"; then
+			BUCKETS=("${BUCKETS[@]/#$bucket/}")
+		else
+			log "$sys: purging the bucket failed"
+		fi
 		rgw_gc
 	fi
 }

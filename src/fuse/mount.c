@@ -245,13 +245,10 @@ int ckfuse_mount_main(int argc, char **argv)
 	int rc = 1;
 
 	/*
-	 * Chunk buffers are megabytes and come and go on many threads; with
-	 * glibc's adaptive mmap threshold they end up cached in per-thread
-	 * arenas and the daemon's RSS creeps far past the chunk cache size.
-	 * A fixed threshold keeps them mmap'd, so a free returns the memory.
+	 * Chunk buffers are megabytes and come and go on many threads: few
+	 * arenas let freed ones be reused rather than kept per thread.
 	 */
-	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-	mallopt(M_ARENA_MAX, 4);
+	mallopt(M_ARENA_MAX, 2);
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)
 		goto out_args;
