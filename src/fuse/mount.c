@@ -108,7 +108,7 @@ static void usage(const char *prog)
 	       "  --cache-mib=N          decoded-chunk memory cache (default 256)\n"
 	       "  --list-ttl=SECONDS     how stale listings may be (default 1)\n"
 	       "  --spool-dir=DIR        temp files for out-of-order writes ($TMPDIR)\n"
-	       "  --threads=N            encoder threads (default: CPUs)\n"
+	       "  --threads=N            encoder/upload threads (default: 3 per CPU)\n"
 	       "  --gc-interval=SECONDS  periodic gc (default 600; 0 turns it off)\n"
 	       "  --gc-grace=SECONDS     gc keeps unreferenced chunks this young (3600)\n"
 	       "  --cache-dir=DIR        S3: local cache of immutable chunks\n"
