@@ -346,6 +346,44 @@ class Cli(MountTest):
 
 
 @requires_fuse
+class FullDisk(MountTest):
+    def test_enospc_fails_the_write_and_keeps_what_was_committed(self):
+        if self.s3 or os.geteuid() != 0:
+            self.skipTest("needs a small tmpfs for the store (root, local store)")
+        small = os.path.join(self.tmp, "small")
+        os.mkdir(small)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", small], check=True)
+        try:
+            self.store = os.path.join(small, "store")
+            m = self.mount()
+            os.mkdir(m.path("sampler", "s"))
+            random_file(os.path.join(self.src, "ok"), 4 << 20, seed=1)
+            shutil.copy(os.path.join(self.src, "ok"), m.path("sampler", "s", "ok"))
+            random_file(os.path.join(self.src, "big"), 40 << 20, seed=2)
+            r = subprocess.run(["cp", os.path.join(self.src, "big"), m.path("sampler", "s", "big")],
+                               capture_output=True, text=True)
+            self.assertNotEqual(r.returncode, 0, "cp must fail when the store is full")
+            self.assertIn("No space left", r.stderr)
+            self.assertEqual(sorted(os.listdir(m.path("sampler", "s"))), ["ok"])
+            self.assertEqual(sha256_file(m.path("sampler", "s", "ok")),
+                             sha256_file(os.path.join(self.src, "ok")))
+            m.stop()
+            self.assertIn("No space left", m.log())
+            # Space freed (gc of the orphaned chunks): writing works again.
+            r = self.run_ckptfs("gc", "--grace", "0", self.store)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            m = self.mount("mnt2")
+            shutil.copy(os.path.join(self.src, "ok"), m.path("sampler", "s", "ok2"))
+            self.assertEqual(sha256_file(m.path("sampler", "s", "ok2")),
+                             sha256_file(os.path.join(self.src, "ok")))
+            m.stop()
+        finally:
+            for mm in self.mounts:
+                mm.cleanup()
+            subprocess.run(["umount", "-l", small], check=False)
+
+
+@requires_fuse
 class Daemon(MountTest):
     def test_sigterm_and_sigint_unmount_cleanly(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
