@@ -26,56 +26,11 @@
 
 /* ---- log capture: tests that provoke an error check its line ---- */
 
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct buf log_text;
-static int log_errors;
-
-static void log_capture(enum log_level lvl, const char *line, void *arg)
-{
-	(void)arg;
-	pthread_mutex_lock(&log_lock);
-	buf_printf(&log_text, "%s\n", line);
-	if (lvl == LOG_LVL_ERROR)
-		log_errors++;
-	pthread_mutex_unlock(&log_lock);
-}
-
-static int log_has(const char *needle)
-{
-	int found;
-
-	pthread_mutex_lock(&log_lock);
-	buf_append(&log_text, "", 1);
-	log_text.len--;
-	found = strstr((char *)log_text.data, needle) != NULL;
-	pthread_mutex_unlock(&log_lock);
-	return found;
-}
 
 /* ---- fixture: a local store in a fresh directory ---- */
 
 static char *workdir;
 static struct store *st;
-
-/*
- * Each test's directory lives under one per-TCase directory that the
- * parent process removes (unchecked fixture): a failing check ends the
- * forked test with _exit(), before its own teardown.
- */
-static char *basedir;
-
-static void base_setup(void)
-{
-	basedir = testutil_mkdtemp();
-	ck_assert_ptr_nonnull(basedir);
-}
-
-static void base_teardown(void)
-{
-	testutil_rmtree(basedir);
-	free(basedir);
-	basedir = NULL;
-}
 
 static void remove_workdir(void)
 {
@@ -84,21 +39,10 @@ static void remove_workdir(void)
 	workdir = NULL;
 }
 
-static char *make_workdir(void)
-{
-	char *d = NULL;
-
-	ck_assert_int_gt(asprintf(&d, "%s/t-XXXXXX", basedir), 0);
-	ck_assert_ptr_nonnull(mkdtemp(d));
-	return d;
-}
-
 static void setup(void)
 {
-	buf_release(&log_text);
-	log_errors = 0;
-	log_set_hook(log_capture, NULL);
-	workdir = make_workdir();
+	testutil_log_start();
+	workdir = testutil_workdir();
 	ck_assert_int_eq(store_local_open(workdir, 1, &st), 0);
 }
 
@@ -107,21 +51,17 @@ static void teardown(void)
 	store_free(st);
 	st = NULL;
 	remove_workdir();
-	log_set_hook(NULL, NULL);
-	buf_release(&log_text);
+	testutil_log_stop();
 }
 
 static void unit_setup(void)
 {
-	buf_release(&log_text);
-	log_errors = 0;
-	log_set_hook(log_capture, NULL);
+	testutil_log_start();
 }
 
 static void unit_teardown(void)
 {
-	log_set_hook(NULL, NULL);
-	buf_release(&log_text);
+	testutil_log_stop();
 }
 
 /* ---- helpers ---- */
@@ -867,7 +807,7 @@ START_TEST(test_init_store)
 	buf_release(&b);
 	/* Second time finds the marker and accepts it. */
 	ck_assert_int_eq(catalog_init_store(st), 0);
-	ck_assert_int_eq(log_errors, 0);
+	ck_assert_int_eq(testutil_log_errors(), 0);
 }
 END_TEST
 
@@ -878,12 +818,12 @@ START_TEST(test_init_store_bad_marker)
 
 	ck_assert_int_eq(store_put(st, "format.json", other, strlen(other)), 0);
 	ck_assert_int_eq(catalog_init_store(st), -EBADMSG);
-	ck_assert(log_has("not a ckptfs marker"));
+	ck_assert(testutil_log_has("not a ckptfs marker"));
 	ck_assert_int_eq(store_put(st, "format.json", "garbage", 7), 0);
 	ck_assert_int_eq(catalog_init_store(st), -EBADMSG);
 	ck_assert_int_eq(store_put(st, "format.json", newer, strlen(newer)), 0);
 	ck_assert_int_eq(catalog_init_store(st), -EPROTONOSUPPORT);
-	ck_assert(log_has("version 2"));
+	ck_assert(testutil_log_has("version 2"));
 }
 END_TEST
 
@@ -913,7 +853,7 @@ START_TEST(test_record_store)
 	ck_assert_int_eq(got.kind, KIND_DELTA);
 	ck_assert_str_eq(got.base, "step-0");
 	ckpt_record_release(&got);
-	ck_assert_int_eq(log_errors, 0);
+	ck_assert_int_eq(testutil_log_errors(), 0);
 }
 END_TEST
 
@@ -924,7 +864,7 @@ START_TEST(test_record_get_malformed)
 
 	ck_assert_int_eq(store_put(st, key, "{\"job\":", 7), 0);
 	ck_assert_int_eq(catalog_record_get(st, "j", CKPT_SAMPLER, "bad", &got), -EBADMSG);
-	ck_assert(log_has("malformed checkpoint record"));
+	ck_assert(testutil_log_has("malformed checkpoint record"));
 	free(key);
 }
 END_TEST
@@ -1124,7 +1064,7 @@ START_TEST(test_load_entries)
 	ck_assert_int_eq(store_put(st, bad, "{\"path\":", 8), 0);
 	ck_assert_int_eq(catalog_load_entries(st, "j", CKPT_SAMPLER, "ck", load_cb, &l), -EBADMSG);
 	ck_assert_int_eq(l.n, 3);
-	ck_assert(log_has("malformed entry"));
+	ck_assert(testutil_log_has("malformed entry"));
 	loaded_free(&l);
 	free(bad);
 
@@ -1343,7 +1283,7 @@ int main(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("store");
-	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_unchecked_fixture(tc, testutil_base_setup, testutil_base_teardown);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_init_store);

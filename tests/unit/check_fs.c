@@ -34,40 +34,6 @@
 
 /* ---- log capture ---- */
 
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct buf log_text;
-static int log_errors;
-
-static void log_capture(enum log_level lvl, const char *line, void *arg)
-{
-	(void)arg;
-	pthread_mutex_lock(&log_lock);
-	buf_printf(&log_text, "%s\n", line);
-	if (lvl == LOG_LVL_ERROR)
-		log_errors++;
-	pthread_mutex_unlock(&log_lock);
-}
-
-static int log_has(const char *needle)
-{
-	int found;
-
-	pthread_mutex_lock(&log_lock);
-	buf_append(&log_text, "", 1);
-	log_text.len--;
-	found = strstr((char *)log_text.data, needle) != NULL;
-	pthread_mutex_unlock(&log_lock);
-	return found;
-}
-
-static void assert_no_errors(void)
-{
-	pthread_mutex_lock(&log_lock);
-	buf_append(&log_text, "", 1);
-	log_text.len--;
-	ck_assert_msg(log_errors == 0, "unexpected errors logged:\n%s", (char *)log_text.data);
-	pthread_mutex_unlock(&log_lock);
-}
 
 /* ---- fixture ---- */
 
@@ -105,26 +71,6 @@ static struct ckfs *mount2(double ttl)
 	return mount_with(&cfg);
 }
 
-/*
- * Each test's directory lives under one per-TCase directory that the
- * parent process removes (unchecked fixture): a failing check ends the
- * forked test with _exit(), before its own teardown.
- */
-static char *basedir;
-
-static void base_setup(void)
-{
-	basedir = testutil_mkdtemp();
-	ck_assert_ptr_nonnull(basedir);
-}
-
-static void base_teardown(void)
-{
-	testutil_rmtree(basedir);
-	free(basedir);
-	basedir = NULL;
-}
-
 static void remove_workdir(void)
 {
 	testutil_rmtree(workdir);
@@ -132,23 +78,12 @@ static void remove_workdir(void)
 	workdir = NULL;
 }
 
-static char *make_workdir(void)
-{
-	char *d = NULL;
-
-	ck_assert_int_gt(asprintf(&d, "%s/t-XXXXXX", basedir), 0);
-	ck_assert_ptr_nonnull(mkdtemp(d));
-	return d;
-}
-
 static void setup(void)
 {
 	struct fs_config cfg;
 
-	buf_release(&log_text);
-	log_errors = 0;
-	log_set_hook(log_capture, NULL);
-	workdir = make_workdir();
+	testutil_log_start();
+	workdir = testutil_workdir();
 	snprintf(storedir, sizeof(storedir), "%s/store", workdir);
 	snprintf(spooldir, sizeof(spooldir), "%s/spool", workdir);
 	ck_assert_int_eq(mkdir(spooldir, 0700), 0);
@@ -164,8 +99,7 @@ static void teardown(void)
 	store_free(st);
 	st = NULL;
 	remove_workdir();
-	log_set_hook(NULL, NULL);
-	buf_release(&log_text);
+	testutil_log_stop();
 }
 
 static void sleep_s(double s)
@@ -414,7 +348,7 @@ START_TEST(test_tree_and_mkdir)
 	assert_dir(fs, "/sampler/step-1", "a");
 	assert_dir(fs, "/sampler/step-1/a", "b");
 	ck_assert_int_eq(fs_mkdir(fs, "/sampler/step-1/x/y", 0755), -ENOENT);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -537,7 +471,7 @@ START_TEST(test_other_job_read_only)
 	}
 	fs_free(other);
 	free(data);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -574,7 +508,7 @@ START_TEST(test_write_read_sizes)
 	ck_assert_uint_eq(xattr_u64(fs, "/sampler/c", XA "logical_bytes"),
 			  1 + 4095 + (CS - 1) + CS + (CS + 1) + 3 * CS + 5 * CS + 12345 +
 			  (1u << 20) + 7);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -627,7 +561,7 @@ START_TEST(test_compressible_data)
 	ck_assert_uint_eq(xattr_u64(fs, "/state/s", XA "logical_bytes"), 2 * n);
 	free(z);
 	free(t);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -685,7 +619,7 @@ START_TEST(test_write_out_of_order)
 	fs_free(cold);
 	free(data);
 	free(ref);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -717,7 +651,7 @@ START_TEST(test_modify_committed)
 	assert_file(fs, "/sampler/c/f", (const uint8_t *)"abc", 3);
 	free(data);
 	free(ref);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -767,7 +701,7 @@ START_TEST(test_truncate)
 	ck_assert_int_eq(fs_truncate(fs, "/sampler/c", 0, 0), -EISDIR);
 	free(data);
 	free(ref);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -809,7 +743,7 @@ START_TEST(test_rename_file)
 	fs_free(m2);
 	free(a);
 	free(b);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -834,7 +768,7 @@ START_TEST(test_rename_open_file)
 	assert_file(m2, "/sampler/c/final", a, CS + 9);
 	fs_free(m2);
 	free(a);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -878,7 +812,7 @@ START_TEST(test_rename_folder)
 	fs_free(m2);
 	free(x);
 	free(y);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -940,7 +874,7 @@ START_TEST(test_unlink_rmdir)
 	/* Now empty: the checkpoint itself goes. */
 	ck_assert_int_eq(fs_rmdir(fs, "/sampler/c"), 0);
 	assert_dir(fs, "/sampler", "");
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -970,7 +904,7 @@ START_TEST(test_readdir_exact)
 	ck_assert_int_eq(d.n, 0);
 	ck_assert(is_dir(fs, "/sampler/c/tok/deep"));
 	fs_release(fs, fh);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -1016,7 +950,7 @@ START_TEST(test_read_while_writing)
 	assert_file(fs, "/sampler/c/f", data, n + CS);
 	free(data);
 	free(buf);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -1221,7 +1155,7 @@ START_TEST(test_delta)
 	free(w1);
 	free(w2);
 	free(extra);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -1243,7 +1177,7 @@ START_TEST(test_delta_identical_file)
 	assert_file(cold, "/sampler/b/w", w, n);
 	fs_free(cold);
 	free(w);
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -1275,7 +1209,7 @@ START_TEST(test_setxattr_kind)
 	put_file(fs, "/sampler/s3/w", (const uint8_t *)"weights", 7);
 	ck_assert_int_eq(fs_setxattr(fs, "/sampler/s3", XA "kind", "base", 4, 0), -EBUSY);
 	ck_assert_str_eq(xattr(fs, "/sampler/s3", XA "kind", &rc), "delta");
-	ck_assert(log_has("already holds files"));
+	ck_assert(testutil_log_has("already holds files"));
 	/* Bad values. */
 	ck_assert_int_eq(fs_mkdir(fs, "/sampler/s4", 0755), 0);
 	ck_assert_int_eq(fs_setxattr(fs, "/sampler/s4", XA "kind", "bogus", 5, 0), -EINVAL);
@@ -1360,7 +1294,7 @@ START_TEST(test_ttl_xattr)
 		ck_assert_int_eq(rc, -ENODATA);
 		fs_free(m2);
 	}
-	assert_no_errors();
+	testutil_assert_no_errors();
 }
 END_TEST
 
@@ -1513,7 +1447,7 @@ START_TEST(test_corrupt_chunk_eio)
 	ck_assert_int_eq(fs_read(cold, fh, buf, CS, CS), -EIO);
 	ck_assert_int_eq(fs_read(cold, fh, buf, 10, CS + 1000), -EIO);
 	ck_assert_int_eq(fs_read(cold, fh, buf, CS, CS), -EIO);
-	ck_assert(log_has("checksum mismatch"));
+	ck_assert(testutil_log_has("checksum mismatch"));
 	/* Reads that touch it never return its bytes. */
 	r = fs_read(cold, fh, buf, 2 * CS, CS / 2);
 	ck_assert(r == -EIO || (r >= 0 && (size_t)r <= CS / 2));
@@ -1570,7 +1504,7 @@ START_TEST(test_missing_chunk_eio)
 	cold = mount2(1.0);
 	ck_assert_int_eq(fs_open(cold, "/sampler/c/f", O_RDONLY, &fh, &keep, &direct), 0);
 	ck_assert_int_eq(fs_read(cold, fh, buf, 100, 2 * CS + 5), -EIO);
-	ck_assert(log_has("missing from the store"));
+	ck_assert(testutil_log_has("missing from the store"));
 	fs_release(cold, fh);
 	fs_free(cold);
 	entry_free(e);
@@ -1623,8 +1557,8 @@ START_TEST(test_long_names)
 	for (i = 0; i < d.n; i++)
 		free(d.v[i]);
 	/* Each refusal is one log line naming the errno. */
-	ck_assert(log_has("(ENAMETOOLONG)"));
-	ck_assert_int_eq(log_errors, 2);
+	ck_assert(testutil_log_has("(ENAMETOOLONG)"));
+	ck_assert_int_eq(testutil_log_errors(), 2);
 }
 END_TEST
 
@@ -1660,7 +1594,7 @@ int main(void)
 	int failed;
 
 	tc = tcase_create("tree");
-	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_unchecked_fixture(tc, testutil_base_setup, testutil_base_teardown);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_tree_and_mkdir);
@@ -1673,7 +1607,7 @@ int main(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("data");
-	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_unchecked_fixture(tc, testutil_base_setup, testutil_base_teardown);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_write_read_sizes);
@@ -1686,7 +1620,7 @@ int main(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("names");
-	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_unchecked_fixture(tc, testutil_base_setup, testutil_base_teardown);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_rename_file);
@@ -1697,7 +1631,7 @@ int main(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("mounts");
-	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_unchecked_fixture(tc, testutil_base_setup, testutil_base_teardown);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_second_mount_sees_commits);
@@ -1705,7 +1639,7 @@ int main(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("policy");
-	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_unchecked_fixture(tc, testutil_base_setup, testutil_base_teardown);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_delta);
@@ -1718,7 +1652,7 @@ int main(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("corruption");
-	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+	tcase_add_unchecked_fixture(tc, testutil_base_setup, testutil_base_teardown);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_corrupt_chunk_eio);
