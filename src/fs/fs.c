@@ -1656,7 +1656,7 @@ static void read_ahead(struct ckfs *fs, struct handle *h, size_t i)
 		return;
 	}
 	h->last_chunk = (long)i;
-	for (k = i + 1; k <= i + 2 && k < h->ent.n_chunks; k++) {
+	for (k = i + 1; k <= i + (size_t)fs->readahead && k < h->ent.n_chunks; k++) {
 		struct prefetch *pf = malloc(sizeof(*pf));
 
 		if (!pf)
@@ -2541,6 +2541,9 @@ int fs_new(struct store *st, const struct fs_config *cfg, struct ckfs **out)
 	 * remotely); while some wait on I/O, others keep the CPUs busy.
 	 * Measured on 2 cores: 3 per CPU beats 1 per CPU by ~15% locally. */
 	fs->n_threads = cfg->threads > 0 ? cfg->threads : (int)(3 * ncpu);
+	/* Chunks decoded ahead of a sequential reader: two hide decoding
+	 * locally; a remote store also has a round trip per chunk to hide. */
+	fs->readahead = strcmp(st->ops->name, "local") ? fs->n_threads : 2;
 	fs->chunks = chunks_new(st, cfg->cache_bytes);
 	if (!fs->job || !fs->spool_dir || !fs->chunks) {
 		fs_free(fs);

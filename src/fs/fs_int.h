@@ -98,6 +98,7 @@ struct ckfs {
 	struct chunks *chunks;
 	struct pool *pool;		/* NULL until fs_start() */
 	int n_threads;
+	int readahead;			/* chunks decoded ahead of sequential reads */
 	struct writer_env wenv;
 
 	pthread_mutex_t lock;	/* views, wslots; never held across data I/O */

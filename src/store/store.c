@@ -53,6 +53,7 @@ int store_open(const char *url, const struct store_options *opt, struct store **
 		rc = store_cache_open(st, opt->cache_dir, opt->cache_bytes, &st);
 		if (rc < 0)
 			return rc;
+		store_cache_set_write_through(st, 1);
 	}
 	*out = st;
 	return 0;

@@ -108,6 +108,13 @@ struct store_cache_stats {
 	uint64_t cached_objects;
 };
 
+/*
+ * With @on, a successful put of a "chunks/" key also stores a copy in the
+ * cache (chunks are immutable, and a writer reads its base back for every
+ * delta). 0, or -EINVAL if @st is not a cache store.
+ */
+int store_cache_set_write_through(struct store *st, int on);
+
 /* Fill @out. 0, or -EINVAL if @st is not a cache store. */
 int store_cache_stats(struct store *st, struct store_cache_stats *out);
 

@@ -68,6 +68,7 @@ struct cache_store {
 	struct centry lru;	/* sentinel: lru.next newest, lru.prev oldest */
 	uint64_t tmp_seq;
 	struct store_cache_stats stats;
+	bool write_through;	/* keep a copy of every chunk put */
 };
 
 static const struct store_ops cache_ops;
@@ -430,12 +431,59 @@ static void invalidate(struct cache_store *c, const char *key)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/*
+ * Write-through for chunks: they are immutable and named by their content,
+ * so the copy just stored is the copy anyone will read, and the mount that
+ * wrote a base reads it back for every delta it writes next.
+ */
+static void keep_copy(struct cache_store *c, const char *key, const void *data,
+		      size_t len)
+{
+	struct buf b = { .data = (uint8_t *)data, .len = len, .cap = len };
+	char tmp[64] = "", path[PATH_MAX];
+	struct centry *e;
+
+	if (len > c->max_bytes / 4 || write_tmp(c, &b, tmp) < 0)
+		return;
+	pthread_mutex_lock(&c->lock);
+	e = find(c, key);
+	if (e && e->loading) {	/* a fetch in flight must not be served */
+		e->stale = true;
+		pthread_mutex_unlock(&c->lock);
+		unlinkat(c->dir_fd, tmp, 0);
+		return;
+	}
+	if (e)			/* put replaces: the old copy goes */
+		drop(c, e);
+	e = hash_add(c, key);
+	obj_path(path, sizeof(path), key);
+	if (e)
+		make_room(c, len);
+	if (!e || make_parents(c, path) < 0 ||
+	    renameat(c->dir_fd, tmp, c->dir_fd, path) < 0) {
+		if (e)
+			hash_del(c, e);
+		pthread_mutex_unlock(&c->lock);
+		unlinkat(c->dir_fd, tmp, 0);
+		return;
+	}
+	e->loading = false;
+	e->size = len;
+	c->stats.cached_bytes += len;
+	c->stats.cached_objects++;
+	lru_push_front(c, e);
+	pthread_mutex_unlock(&c->lock);
+}
+
 static int cache_put(struct store *st, const char *key, const void *data, size_t len)
 {
 	struct cache_store *c = to_cache(st);
 	int rc = store_put(c->inner, key, data, len);
 
-	invalidate(c, key);
+	if (rc == 0 && c->write_through && is_cached_key(key))
+		keep_copy(c, key, data, len);
+	else
+		invalidate(c, key);
 	return rc;
 }
 
@@ -505,6 +553,14 @@ static const struct store_ops cache_ops = {
 	.remove        = cache_remove,
 	.destroy       = cache_destroy,
 };
+
+int store_cache_set_write_through(struct store *st, int on)
+{
+	if (!st || st->ops != &cache_ops)
+		return -EINVAL;
+	to_cache(st)->write_through = on;
+	return 0;
+}
 
 int store_cache_stats(struct store *st, struct store_cache_stats *out)
 {

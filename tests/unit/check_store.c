@@ -1361,6 +1361,44 @@ static struct store_cache_stats stats_of(struct store *st)
 	return cs;
 }
 
+/* With write-through (what a mount on S3 uses), a chunk just put is read
+ * back from the cache, and a later put still replaces what is served. */
+START_TEST(cache_write_through)
+{
+	size_t n = 256 * 1024 + 3;
+	uint8_t *data = random_bytes(n, 7), *other = random_bytes(n, 8);
+	struct cache_env ce;
+	struct store_cache_stats cs;
+	struct buf got = BUF_INIT;
+
+	cache_env_open(&ce, 16 * MiB);
+	ck_assert_int_eq(store_cache_set_write_through(ce.st, 1), 0);
+	ck_assert_int_eq(store_put(ce.st, "chunks/wt/a", data, n), 0);
+	ck_assert_int_eq(store_get(ce.st, "chunks/wt/a", &got), 0);
+	ck_assert(got.len == n && !memcmp(got.data, data, n));
+	cs = stats_of(ce.st);
+	ck_assert_uint_eq(cs.misses, 0);
+	ck_assert_uint_eq(cs.hits, 1);
+	ck_assert_uint_eq(cs.inner_bytes, 0);
+	ck_assert_uint_eq(cs.cached_objects, 1);
+
+	ck_assert_int_eq(store_put(ce.st, "chunks/wt/a", other, n), 0);
+	buf_reset(&got);
+	ck_assert_int_eq(store_get(ce.st, "chunks/wt/a", &got), 0);
+	ck_assert(got.len == n && !memcmp(got.data, other, n));
+	cs = stats_of(ce.st);
+	ck_assert_uint_eq(cs.cached_objects, 1);
+	ck_assert_uint_eq(cs.cached_bytes, n);
+	/* other keys are never kept */
+	ck_assert_int_eq(store_put(ce.st, "meta/wt", "m", 1), 0);
+	ck_assert_uint_eq(stats_of(ce.st).cached_objects, 1);
+	buf_release(&got);
+	free(data);
+	free(other);
+	store_free(ce.st);
+}
+END_TEST
+
 START_TEST(cache_second_read_is_local)
 {
 	size_t n = 1 * MiB + 17;
@@ -1682,7 +1720,7 @@ int main(void)
 		fake_wire_format, fake_put_if_absent_lost_answer,
 	};
 	const TTest *const cache_only[] = {
-		cache_second_read_is_local, cache_eviction_lru_bounded,
+		cache_second_read_is_local, cache_write_through, cache_eviction_lru_bounded,
 		cache_index_survives_reopen, cache_write_and_remove_invalidate,
 		cache_concurrent_misses_fetch_once,
 	};
