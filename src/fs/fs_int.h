@@ -27,6 +27,7 @@ struct ckpt {
 	struct store_stat rec_st, attrs_st;
 	struct ent_slot *ents;
 	size_t n_ents, cap_ents;
+	int reused;		/* view_refresh() bookkeeping */
 };
 
 /* The cached listing of one (job, dir). */

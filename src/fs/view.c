@@ -3,8 +3,10 @@
  * refreshed from the store at most every list_ttl seconds.
  *
  * A refresh is one store listing of the (job, dir) prefix; only keys whose
- * size or mtime changed are fetched again, so a steady-state refresh costs
- * one LIST however many files the checkpoints hold.
+ * version changed are fetched again, so a steady-state refresh costs one
+ * LIST however many files the checkpoints hold. A checkpoint that survives
+ * a refresh keeps its struct ckpt, so a caller holding fs->lock may keep a
+ * pointer to it across another lookup; its entries array may move.
  */
 #include "fs/view.h"
 
@@ -302,17 +304,35 @@ int view_refresh(struct store *st, struct view *v, double ttl)
 		}
 		{
 			char *dec = name_key_decode(name);
+			struct ckpt *old = dec ? view_find_any(v, dec) : NULL;
 
-			c = build_ckpt(st, v, dec ? view_find_any(v, dec) : NULL,
-				       l.items, i, j, plen);
+			c = build_ckpt(st, v, old, l.items, i, j, plen);
 			free(dec);
+			/*
+			 * Keep the old struct (and so every pointer the caller
+			 * holds to it) for a checkpoint that still exists: move
+			 * the fresh contents into it and free the stale ones.
+			 */
+			if (c && old && !old->reused) {
+				struct ckpt tmp = *old;
+
+				*old = *c;
+				*c = tmp;
+				ckpt_free(c);
+				c = old;
+				c->reused = 1;
+			}
 		}
 		free(name);
 		if (c)
 			fresh[n_fresh++] = c;
 	}
-	for (i = 0; i < v->n; i++)
-		ckpt_free(v->ckpts[i]);
+	for (i = 0; i < v->n; i++) {
+		if (v->ckpts[i]->reused)
+			v->ckpts[i]->reused = 0;
+		else
+			ckpt_free(v->ckpts[i]);
+	}
 	free(v->ckpts);
 	v->ckpts = fresh;
 	v->n = v->cap = n_fresh;
