@@ -1725,6 +1725,27 @@ long fs_write(struct ckfs *fs, uint64_t fh, const char *buf, size_t size, uint64
 	return writer_write(h->ws->w, buf, size, off);
 }
 
+/* Every base chunk @e reads still exists in the store? 0 or -EIO. */
+static int check_base_chunks(struct ckfs *fs, const struct entry *e)
+{
+	const char *last = "";
+	size_t i;
+
+	for (i = 0; i < e->n_chunks; i++) {
+		const char *k = e->chunks[i].base_key;
+		struct store_stat sst;
+		char key[128];
+
+		if (!k[0] || !strcmp(k, last))
+			continue;
+		catalog_chunk_key(k, key, sizeof(key));
+		if (store_head(fs->st, key, &sst) < 0)
+			return -EIO;
+		last = k;
+	}
+	return 0;
+}
+
 /*
  * Commit the file behind @ws: store its chunks, then its entry, then
  * publish it in the view. Lock order: writer, then fs.
@@ -1762,6 +1783,21 @@ static int commit_slot(struct ckfs *fs, struct wslot *ws)
 		goto out;
 	}
 	rc = catalog_entry_put(fs->st, ws->job, ws->dir, ws->ckpt, &e);
+	if (rc == 0 && c->rec.kind == KIND_DELTA && c->rec.base &&
+	    !find_ckpt_fresh(fs, c->rec.job, c->rec.dir, c->rec.base)) {
+		/* The base checkpoint went away while this delta was written:
+		 * nothing but our new entry names its chunks now, and a gc
+		 * pass in between could have taken them. Check, now that the
+		 * entry protects them, rather than commit a file that cannot
+		 * be read. */
+		rc = check_base_chunks(fs, &e);
+		if (rc < 0) {
+			log_error("commit %s/%s: the base checkpoint %s and its data were "
+				  "deleted while this file was written (EIO)",
+				  ws->ckpt, ws->relpath, c->rec.base);
+			catalog_entry_remove(fs->st, ws->job, ws->dir, ws->ckpt, ws->relpath);
+		}
+	}
 	if (rc == 0) {
 		struct entry *pub = calloc(1, sizeof(*pub));
 		size_t idx;
