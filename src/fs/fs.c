@@ -1349,9 +1349,15 @@ static const struct entry *delta_base_entry(struct ckfs *fs, struct ckpt *c,
 	struct ckpt *b;
 	struct ent_slot *es;
 
+	char job[256], base[256];
+	enum ckpt_dir dir = c->rec.dir;
+
 	if (c->rec.kind != KIND_DELTA || !c->rec.base)
 		return NULL;
-	b = find_ckpt(fs, c->rec.job, c->rec.dir, c->rec.base);
+	/* Copied: a refresh in find_ckpt() replaces the strings c->rec holds. */
+	snprintf(job, sizeof(job), "%s", c->rec.job);
+	snprintf(base, sizeof(base), "%s", c->rec.base);
+	b = find_ckpt(fs, job, dir, base);
 	if (!b)
 		return NULL;
 	es = find_slot(b, rel, NULL);
@@ -1754,7 +1760,8 @@ static int commit_slot(struct ckfs *fs, struct wslot *ws)
 {
 	struct entry e;
 	struct ckpt *c;
-	int rc;
+	char base[256];
+	int rc, base_gone = 0;
 
 	writer_lock(ws->w);
 	if (!writer_is_dirty(ws->w)) {
@@ -1783,8 +1790,17 @@ static int commit_slot(struct ckfs *fs, struct wslot *ws)
 		goto out;
 	}
 	rc = catalog_entry_put(fs->st, ws->job, ws->dir, ws->ckpt, &e);
-	if (rc == 0 && c->rec.kind == KIND_DELTA && c->rec.base &&
-	    !find_ckpt_fresh(fs, c->rec.job, c->rec.dir, c->rec.base)) {
+	if (rc == 0 && c->rec.kind == KIND_DELTA && c->rec.base) {
+		/* Copied: a refresh below replaces the strings c->rec holds. */
+		snprintf(base, sizeof(base), "%s", c->rec.base);
+		base_gone = !find_ckpt_fresh(fs, ws->job, ws->dir, base);
+		c = find_ckpt(fs, ws->job, ws->dir, ws->ckpt);
+		if (!c) {
+			rc = -ENOENT;
+			log_error("commit %s/%s: checkpoint is gone", ws->ckpt, ws->relpath);
+		}
+	}
+	if (rc == 0 && base_gone) {
 		/* The base checkpoint went away while this delta was written:
 		 * nothing but our new entry names its chunks now, and a gc
 		 * pass in between could have taken them. Check, now that the
@@ -1794,7 +1810,7 @@ static int commit_slot(struct ckfs *fs, struct wslot *ws)
 		if (rc < 0) {
 			log_error("commit %s/%s: the base checkpoint %s and its data were "
 				  "deleted while this file was written (EIO)",
-				  ws->ckpt, ws->relpath, c->rec.base);
+				  ws->ckpt, ws->relpath, base);
 			catalog_entry_remove(fs->st, ws->job, ws->dir, ws->ckpt, ws->relpath);
 		}
 	}
@@ -2280,7 +2296,10 @@ static int set_kind(struct ckfs *fs, struct ckpt *c, const char *val)
 	if (k == KIND_DELTA) {
 		struct ckpt *b;
 
-		v = get_view(fs, c->rec.job, c->rec.dir);
+		/* No refresh here: r holds c's strings, which a refresh replaces. */
+		for (v = fs->views; v; v = v->next)
+			if (v->dir == c->rec.dir && !strcmp(v->job, c->rec.job))
+				break;
 		b = v ? latest_of_kind(v, KIND_BASE) : NULL;
 		if (!b || b == c) {
 			log_error("setxattr kind=delta on %s: the job has no base", c->rec.name);
