@@ -1,0 +1,77 @@
+/*
+ * fs_local.h: what the parts of src/fs/ (path, lookup, tree, policy,
+ * promote, handles, xattr, fs) share. Not for use outside src/fs.
+ */
+#ifndef CKPT_FS_LOCAL_H
+#define CKPT_FS_LOCAL_H
+
+#include "fs/fs_int.h"
+
+#define XATTR_PREFIX "user.ckptfs."
+#define MODELS_PINNED ".pinned"
+
+enum ptype {
+	P_ROOT, P_JSONL, P_JOBS, P_JOB, P_KINDDIR, P_CKPT, P_INNER, P_HOTLOAD,
+	P_DEPLOYMENTS, P_DEPLOY, P_PINNED, P_NONE
+};
+
+struct fpath {
+	enum ptype type;
+	char job[256];
+	enum ckpt_dir dir;
+	char ckpt[256];
+	char rel[4096];		/* inside the checkpoint, no leading '/' */
+	int own;		/* job is this mount's job */
+};
+
+
+/* path.c */
+/* Split "/a/b/c" into components; returns count or -errno. */
+int path_split(const char *path, const char *comp[], size_t len[], int max);
+int path_copy_comp(char *dst, size_t cap, const char *s, size_t n);
+int parse_path(struct ckfs *fs, const char *path, struct fpath *p);
+
+/* lookup.c */
+double wall_now(void);
+struct view *get_view(struct ckfs *fs, const char *job, enum ckpt_dir dir);
+struct ckpt *find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir dir,
+			      const char *name);
+struct ckpt *find_ckpt_fresh(struct ckfs *fs, const char *job,
+				    enum ckpt_dir dir, const char *name);
+struct ent_slot *find_slot(struct ckpt *c, const char *rel, size_t *idx);
+struct wslot *find_wslot(struct ckfs *fs, const struct fpath *p);
+int ckpt_has_writers(struct ckfs *fs, const char *job, enum ckpt_dir dir,
+			    const char *name);
+int is_under(const char *path, const char *dir);
+int is_dir_in(struct ckfs *fs, struct ckpt *c, const struct fpath *p);
+int parent_is_dir(struct ckfs *fs, struct ckpt *c, const struct fpath *p);
+
+/* tree.c */
+void fill_file(struct stat *st, mode_t perm, uint64_t size, int64_t mtime_ns);
+uint64_t ckpt_logical(const struct ckpt *c);
+uint64_t ckpt_stored(const struct ckpt *c);
+
+/* policy.c */
+struct ckpt *latest_of_kind(struct view *v, enum ckpt_kind kind);
+void choose_kind(struct ckfs *fs, struct view *v, struct ckpt_record *r);
+int is_lora_file(const char *rel);
+int refuse_write(struct ckfs *fs, const struct fpath *p);
+int refuse_remove(struct ckfs *fs, const struct fpath *p);
+int create_ckpt(struct ckfs *fs, const struct fpath *p);
+const struct entry *delta_base_entry(struct ckfs *fs, struct ckpt *c, const char *rel);
+void maybe_become_lora(struct ckfs *fs, struct ckpt *c, const char *rel);
+
+/* promote.c */
+int promote(struct ckfs *fs, const struct fpath *src, const char *id);
+
+/* handles.c */
+void free_wslot(struct ckfs *fs, struct wslot *s);
+int commit_slot(struct ckfs *fs, struct wslot *ws);
+
+/* xattr.c */
+int promotable(const struct ckpt *c);
+
+/* fs.c */
+int jsonl_build(struct ckfs *fs, struct buf *out);
+
+#endif

@@ -1,0 +1,210 @@
+/*
+ * policy.c: what a new checkpoint or file becomes: base, delta, lora, state;
+ * who may write or remove where.
+ */
+#include "fs/fs.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "catalog/gc.h"
+#include "fs/fs_int.h"
+#include "fs/view.h"
+#include "util/log.h"
+#include "util/name.h"
+#include "fs/fs_local.h"
+
+/* ---------------------------------------------------------------- policy */
+
+/* Latest live base of the job's sampler checkpoints, or NULL. Lock held. */
+struct ckpt *latest_of_kind(struct view *v, enum ckpt_kind kind)
+{
+	struct ckpt *best = NULL;
+	double now = wall_now();
+	size_t i;
+
+	for (i = 0; i < v->n; i++) {
+		struct ckpt *c = v->ckpts[i];
+
+		if (c->rec.kind == kind && !ckpt_is_expired(c, now) &&
+		    (!best || c->rec.created > best->rec.created))
+			best = c;
+	}
+	return best;
+}
+
+/*
+ * Choose how a new sampler checkpoint is stored (doc/SEMANTICS.md "Delta
+ * policy"): the first is a base; later ones are deltas against the latest
+ * base, unless --base-every deltas already follow it, or the newest delta
+ * against it stored more than delta_max_ratio of its logical bytes (deltas
+ * stopped paying), in which case a new base starts.
+ */
+void choose_kind(struct ckfs *fs, struct view *v, struct ckpt_record *r)
+{
+	struct ckpt *base, *newest = NULL;
+	int n_deltas = 0;
+	size_t i;
+
+	r->kind = KIND_BASE;
+	r->base = NULL;
+	if (fs->cfg.lora) {
+		r->kind = KIND_LORA;
+		return;
+	}
+	if (fs->cfg.delta_policy == DELTA_NEVER)
+		return;
+	base = latest_of_kind(v, KIND_BASE);
+	if (!base)
+		return;
+	for (i = 0; i < v->n; i++) {
+		struct ckpt *c = v->ckpts[i];
+
+		if (c->rec.kind != KIND_DELTA || !c->rec.base ||
+		    strcmp(c->rec.base, base->rec.name) || c->rec.created < base->rec.created)
+			continue;
+		n_deltas++;
+		if (!newest || c->rec.created > newest->rec.created)
+			newest = c;
+	}
+	if (fs->cfg.base_every > 0 && n_deltas >= fs->cfg.base_every)
+		return;
+	if (newest) {
+		uint64_t logical = ckpt_logical(newest), stored = ckpt_stored(newest);
+
+		if (logical > 0 && (double)stored > fs->cfg.delta_max_ratio * (double)logical) {
+			log_info("checkpoint %s: new base (delta %s stored %.0f%% of its size)",
+				 r->name, newest->rec.name, 100.0 * (double)stored / (double)logical);
+			return;
+		}
+	}
+	r->kind = KIND_DELTA;
+	r->base = strdup(base->rec.name);
+	if (!r->base)
+		r->kind = KIND_BASE;
+}
+
+int is_lora_file(const char *rel)
+{
+	const char *leaf = strrchr(rel, '/');
+
+	leaf = leaf ? leaf + 1 : rel;
+	return !strcmp(leaf, "adapter_config.json") ||
+	       !strcmp(leaf, "adapter_model.safetensors") ||
+	       !strcmp(leaf, "adapter_model.bin");
+}
+
+int refuse_write(struct ckfs *fs, const struct fpath *p)
+{
+	if (fs->cfg.read_only || !p->own)
+		return -EROFS;
+	return 0;
+}
+
+/* Removal inside models/ is allowed: `rm -r models/ID` unpromotes. */
+int refuse_remove(struct ckfs *fs, const struct fpath *p)
+{
+	if (fs->cfg.read_only)
+		return -EROFS;
+	return p->dir == CKPT_MODEL ? 0 : refuse_write(fs, p);
+}
+
+int create_ckpt(struct ckfs *fs, const struct fpath *p)
+{
+	struct ckpt_record r = { 0 };
+	struct view *v = get_view(fs, p->job, p->dir);
+	struct ckpt *c;
+	int rc;
+
+	if (!v)
+		return -EIO;
+	c = view_find_any(v, p->ckpt);
+	if (c && !ckpt_is_expired(c, wall_now()))
+		return -EEXIST;
+	{
+		char *enc = name_key_encode(p->ckpt);
+		size_t elen = enc ? strlen(enc) : 0;
+
+		free(enc);
+		if (elen > NAME_KEY_MAX) {
+			log_error("mkdir %s: the name is too long once encoded for the store "
+				  "(%zu > %d bytes; non-ASCII bytes take 3) (ENAMETOOLONG)",
+				  p->ckpt, elen, NAME_KEY_MAX);
+			return -ENAMETOOLONG;
+		}
+	}
+	if (c)	/* an expired name may be reused: drop the old record first */
+		catalog_ckpt_remove(fs->st, p->job, p->dir, p->ckpt);
+	r.job = (char *)p->job;
+	r.name = (char *)p->ckpt;
+	r.dir = p->dir;
+	r.created = wall_now();
+	memcpy(r.session, fs->session, sizeof(r.session));
+	if (p->dir == CKPT_STATE)
+		r.kind = KIND_STATE;
+	else
+		choose_kind(fs, v, &r);
+	rc = catalog_record_create(fs->st, &r);
+	if (rc == 0 && fs->cfg.default_ttl > 0) {
+		struct ckpt_attrs a = { .ttl = fs->cfg.default_ttl };
+
+		rc = catalog_attrs_put(fs->st, p->job, p->dir, p->ckpt, &a);
+	}
+	free(r.base);
+	if (rc == -EEXIST)
+		log_info("mkdir %s: another mount created it first", p->ckpt);
+	v->refreshed = 0;	/* pick up the record (ours or the winner's) */
+	return rc;
+}
+
+/* Base file for a delta writer: same relative path in the base. Lock held. */
+const struct entry *delta_base_entry(struct ckfs *fs, struct ckpt *c,
+					    const char *rel)
+{
+	struct ckpt *b;
+	struct ent_slot *es;
+
+	char job[256], base[256];
+	enum ckpt_dir dir = c->rec.dir;
+
+	if (c->rec.kind != KIND_DELTA || !c->rec.base)
+		return NULL;
+	/* Copied: a refresh in find_ckpt() replaces the strings c->rec holds. */
+	snprintf(job, sizeof(job), "%s", c->rec.job);
+	snprintf(base, sizeof(base), "%s", c->rec.base);
+	b = find_ckpt(fs, job, dir, base);
+	if (!b)
+		return NULL;
+	es = find_slot(b, rel, NULL);
+	return (es && !es->e->is_dir) ? es->e : NULL;
+}
+
+/* A LoRA adapter file in a checkpoint that holds nothing yet makes it a
+ * LoRA checkpoint (stored whole, always promotable). Lock held. */
+void maybe_become_lora(struct ckfs *fs, struct ckpt *c, const char *rel)
+{
+	struct ckpt_record r;
+
+	if (c->rec.dir != CKPT_SAMPLER || c->rec.kind == KIND_LORA || !is_lora_file(rel))
+		return;
+	if (c->n_ents || ckpt_has_writers(fs, c->rec.job, c->rec.dir, c->rec.name))
+		return;
+	r = c->rec;
+	r.kind = KIND_LORA;
+	r.base = NULL;
+	if (catalog_record_replace(fs->st, &r) == 0) {
+		free(c->rec.base);
+		c->rec.base = NULL;
+		c->rec.kind = KIND_LORA;
+		memset(&c->rec_st, 0, sizeof(c->rec_st));
+		log_info("checkpoint %s: adapter files, stored whole as lora", c->rec.name);
+	}
+}

@@ -1,0 +1,762 @@
+/*
+ * tree.c: the mount tree: getattr, readdir, mkdir, rmdir, unlink, rename,
+ * utimens, chmod, statfs.
+ */
+#include "fs/fs.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "catalog/gc.h"
+#include "fs/fs_int.h"
+#include "fs/view.h"
+#include "util/log.h"
+#include "util/name.h"
+#include "fs/fs_local.h"
+
+/* ---------------------------------------------------------------- attrs */
+
+static void fill_dir(struct stat *st, mode_t perm, time_t mtime)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFDIR | perm;
+	st->st_nlink = 2;
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_mtime = st->st_ctime = st->st_atime = mtime;
+}
+
+void fill_file(struct stat *st, mode_t perm, uint64_t size, int64_t mtime_ns)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFREG | perm;
+	st->st_nlink = 1;
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_size = (off_t)size;
+	st->st_blocks = (blkcnt_t)((size + 511) / 512);
+	st->st_blksize = 1 << 20;
+	st->st_mtim.tv_sec = mtime_ns / 1000000000;
+	st->st_mtim.tv_nsec = mtime_ns % 1000000000;
+	st->st_ctim = st->st_atim = st->st_mtim;
+}
+
+static mode_t dir_perm(const struct ckfs *fs, int own)
+{
+	return (own && !fs->cfg.read_only) ? 0755 : 0555;
+}
+
+uint64_t ckpt_logical(const struct ckpt *c)
+{
+	uint64_t n = 0;
+	size_t i;
+
+	for (i = 0; i < c->n_ents; i++)
+		n += c->ents[i].e->size;
+	return n;
+}
+
+uint64_t ckpt_stored(const struct ckpt *c)
+{
+	uint64_t n = 0;
+	size_t i;
+
+	for (i = 0; i < c->n_ents; i++)
+		n += entry_stored_bytes(c->ents[i].e);
+	return n;
+}
+
+
+int fs_getattr(struct ckfs *fs, const char *path, struct stat *st)
+{
+	struct fpath p;
+	struct ckpt *c;
+	struct wslot *ws;
+	struct ent_slot *es;
+	time_t now = time(NULL);
+	int rc = parse_path(fs, path, &p);
+
+	if (rc < 0)
+		return rc;
+	switch (p.type) {
+	case P_NONE:
+		return -ENOENT;
+	case P_ROOT:
+	case P_JOBS:
+	case P_DEPLOYMENTS:
+		fill_dir(st, p.type == P_JOBS ? 0555 : dir_perm(fs, 1), now);
+		return 0;
+	case P_JSONL: {
+		struct buf b = BUF_INIT;
+
+		pthread_mutex_lock(&fs->lock);
+		rc = jsonl_build(fs, &b);
+		pthread_mutex_unlock(&fs->lock);
+		fill_file(st, 0444, b.len, (int64_t)now * 1000000000);
+		buf_release(&b);
+		return rc;
+	}
+	case P_JOB:
+	case P_KINDDIR:
+		fill_dir(st, dir_perm(fs, p.own), now);
+		return 0;
+	case P_DEPLOY:
+		return ctl_deploy_getattr(fs, p.ckpt, st);
+	case P_PINNED:
+		fill_dir(st, 0555, now);
+		return 0;
+	default:
+		break;
+	}
+	pthread_mutex_lock(&fs->lock);
+	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
+	if (!c) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (p.type == P_CKPT) {
+		fill_dir(st, dir_perm(fs, p.own), (time_t)c->rec.created);
+		goto out;
+	}
+	if (p.type == P_HOTLOAD) {
+		struct buf b = BUF_INIT;
+
+		rc = ctl_hotload_status(fs, p.job, p.dir, p.ckpt, &b);
+		fill_file(st, dir_perm(fs, p.own) & 0666, b.len, (int64_t)now * 1000000000);
+		buf_release(&b);
+		goto out;
+	}
+	ws = p.own ? find_wslot(fs, &p) : NULL;
+	if (ws) {
+		fill_file(st, writer_mode(ws->w), writer_size(ws->w), writer_mtime(ws->w));
+		goto out;
+	}
+	es = find_slot(c, p.rel, NULL);
+	if (es && !es->e->is_dir) {
+		fill_file(st, p.own ? es->e->mode : (es->e->mode & 0555), es->e->size,
+			  es->e->mtime_ns);
+	} else if (es || is_dir_in(fs, c, &p)) {
+		fill_dir(st, dir_perm(fs, p.own),
+			 es ? (time_t)(es->e->mtime_ns / 1000000000) : (time_t)c->rec.created);
+	} else {
+		rc = -ENOENT;
+	}
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+
+/* ---------------------------------------------------------------- readdir */
+
+struct names {
+	char **v;
+	size_t n, cap;
+};
+
+static int names_add(struct names *ns, const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < ns->n; i++)
+		if (strlen(ns->v[i]) == len && !strncmp(ns->v[i], s, len))
+			return 0;
+	if (ns->n == ns->cap) {
+		size_t cap = ns->cap ? 2 * ns->cap : 16;
+		char **v = realloc(ns->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		ns->v = v;
+		ns->cap = cap;
+	}
+	ns->v[ns->n] = strndup(s, len);
+	return ns->v[ns->n++] ? 0 : -ENOMEM;
+}
+
+static void names_release(struct names *ns)
+{
+	size_t i;
+
+	for (i = 0; i < ns->n; i++)
+		free(ns->v[i]);
+	free(ns->v);
+}
+
+/* Add the child component of @path below @dir, if any. */
+static int add_child(struct names *ns, const char *path, const char *dir)
+{
+	const char *rest, *slash;
+
+	if (dir[0]) {
+		if (!is_under(path, dir))
+			return 0;
+		rest = path + strlen(dir) + 1;
+	} else {
+		rest = path;
+	}
+	slash = strchr(rest, '/');
+	return names_add(ns, rest, slash ? (size_t)(slash - rest) : strlen(rest));
+}
+
+static int job_cb(const char *job, void *arg)
+{
+	return names_add(arg, job, strlen(job));
+}
+
+static int deploy_cb(void *arg, const char *name)
+{
+	return names_add(arg, name, strlen(name));
+}
+
+int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
+{
+	struct names ns = { 0 };
+	struct fpath p;
+	struct ckpt *c;
+	struct wslot *s;
+	size_t i;
+	int rc = parse_path(fs, path, &p);
+
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&fs->lock);
+	switch (p.type) {
+	case P_ROOT:
+		for (i = 0; i < 6; i++) {
+			static const char *const top[] = { "sampler", "state", "models",
+				"deployments", "jobs", "checkpoints.jsonl" };
+			names_add(&ns, top[i], strlen(top[i]));
+		}
+		break;
+	case P_DEPLOYMENTS:
+		rc = ctl_deploy_readdir(fs, deploy_cb, &ns);
+		break;
+	case P_JOBS:
+		names_add(&ns, fs->job, strlen(fs->job));
+		rc = catalog_list_jobs(fs->st, job_cb, &ns);
+		break;
+	case P_JOB:
+		names_add(&ns, "sampler", 7);
+		names_add(&ns, "state", 5);
+		break;
+	case P_PINNED:
+	case P_KINDDIR: {
+		struct view *v = get_view(fs, p.job, p.dir);
+		double now = wall_now();
+
+		if (!v) {
+			rc = -EIO;
+			break;
+		}
+		for (i = 0; i < v->n; i++)
+			if (!ckpt_is_expired(v->ckpts[i], now))
+				names_add(&ns, v->ckpts[i]->rec.name, strlen(v->ckpts[i]->rec.name));
+		break;
+	}
+	case P_CKPT:
+	case P_INNER:
+		c = find_ckpt(fs, p.job, p.dir, p.ckpt);
+		if (!c) {
+			rc = -ENOENT;
+			break;
+		}
+		if (p.type == P_INNER) {
+			struct ent_slot *es = find_slot(c, p.rel, NULL);
+
+			if ((es && !es->e->is_dir) || (p.own && find_wslot(fs, &p))) {
+				rc = -ENOTDIR;
+				break;
+			}
+			if (!es && !is_dir_in(fs, c, &p)) {
+				rc = -ENOENT;
+				break;
+			}
+		}
+		for (i = 0; i < c->n_ents; i++)
+			add_child(&ns, c->ents[i].e->path, p.rel);
+		for (s = fs->wslots; s; s = s->next)
+			if (!s->unlinked && s->dir == p.dir && !strcmp(s->ckpt, p.ckpt) &&
+			    !strcmp(s->job, p.job))
+				add_child(&ns, s->relpath, p.rel);
+		break;
+	default:
+		rc = -ENOTDIR;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (rc == 0) {
+		fill(arg, ".", NULL);
+		fill(arg, "..", NULL);
+		for (i = 0; i < ns.n; i++)
+			if (fill(arg, ns.v[i], NULL))
+				break;
+	}
+	names_release(&ns);
+	return rc;
+}
+
+
+/* ---------------------------------------------------------------- mkdir etc */
+
+int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode)
+{
+	struct fpath p;
+	struct ckpt *c;
+	int rc = parse_path(fs, path, &p);
+
+	if (rc < 0)
+		return rc;
+	if (p.type != P_CKPT && p.type != P_INNER)
+		return p.type == P_HOTLOAD ? -EEXIST : -EPERM;
+	rc = refuse_write(fs, &p);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&fs->lock);
+	if (p.type == P_CKPT) {
+		rc = create_ckpt(fs, &p);
+		goto out;
+	}
+	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
+	if (!c) {
+		rc = -ENOENT;
+	} else if (find_slot(c, p.rel, NULL) || find_wslot(fs, &p) || is_dir_in(fs, c, &p)) {
+		rc = -EEXIST;
+	} else if (!parent_is_dir(fs, c, &p)) {
+		rc = -ENOENT;
+	} else {
+		struct entry e = { .path = p.rel, .is_dir = 1, .mode = mode & 07777 };
+		struct entry *copy = calloc(1, sizeof(*copy));
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		e.mtime_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+		rc = catalog_entry_put(fs->st, p.job, p.dir, p.ckpt, &e);
+		if (rc == 0 && copy && entry_copy(&e, copy) == 0) {
+			ckpt_add_slot(c, copy, NULL);
+			copy = NULL;
+		}
+		free(copy);
+	}
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+int fs_rmdir(struct ckfs *fs, const char *path)
+{
+	struct fpath p;
+	struct ckpt *c;
+	size_t idx, i;
+	int rc = parse_path(fs, path, &p);
+
+	if (rc < 0)
+		return rc;
+	if (p.type != P_CKPT && p.type != P_INNER)
+		return p.type == P_NONE ? -ENOENT : -EPERM;
+	rc = refuse_remove(fs, &p);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&fs->lock);
+	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
+	if (!c) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (p.type == P_CKPT) {
+		struct view *v = get_view(fs, p.job, p.dir);
+
+		if (c->n_ents || ckpt_has_writers(fs, p.job, p.dir, p.ckpt)) {
+			rc = -ENOTEMPTY;
+			goto out;
+		}
+		rc = catalog_ckpt_remove(fs->st, p.job, p.dir, p.ckpt);
+		if (rc == 0 && v)
+			view_remove(v, c);
+		if (rc == 0 && p.dir == CKPT_MODEL)
+			log_info("unpromoted models/%s", p.ckpt);
+		goto out;
+	}
+	if (!find_slot(c, p.rel, &idx) || !c->ents[idx].e->is_dir) {
+		rc = is_dir_in(fs, c, &p) ? -ENOTEMPTY : (find_slot(c, p.rel, NULL) ? -ENOTDIR : -ENOENT);
+		goto out;
+	}
+	for (i = 0; i < c->n_ents; i++)
+		if (is_under(c->ents[i].e->path, p.rel)) {
+			rc = -ENOTEMPTY;
+			goto out;
+		}
+	{
+		struct wslot *s;
+
+		for (s = fs->wslots; s; s = s->next)
+			if (!s->unlinked && s->dir == p.dir && !strcmp(s->ckpt, p.ckpt) &&
+			    !strcmp(s->job, p.job) && is_under(s->relpath, p.rel)) {
+				rc = -ENOTEMPTY;
+				goto out;
+			}
+	}
+	rc = catalog_entry_remove(fs->st, p.job, p.dir, p.ckpt, p.rel);
+	if (rc == 0)
+		ckpt_remove_slot(c, idx);
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+int fs_unlink(struct ckfs *fs, const char *path)
+{
+	struct fpath p;
+	struct ckpt *c;
+	struct wslot *ws;
+	size_t idx;
+	int rc = parse_path(fs, path, &p);
+
+	if (rc < 0)
+		return rc;
+	if (p.type == P_DEPLOY)
+		return ctl_deploy_unlink(fs, p.ckpt);
+	if (p.type != P_INNER)
+		return p.type == P_NONE ? -ENOENT : (p.type == P_CKPT ? -EISDIR : -EPERM);
+	rc = refuse_remove(fs, &p);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&fs->lock);
+	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
+	if (!c) {
+		rc = -ENOENT;
+		goto out;
+	}
+	ws = find_wslot(fs, &p);
+	if (find_slot(c, p.rel, &idx)) {
+		if (c->ents[idx].e->is_dir) {
+			rc = -EISDIR;
+			goto out;
+		}
+		rc = catalog_entry_remove(fs->st, p.job, p.dir, p.ckpt, p.rel);
+		if (rc == 0)
+			ckpt_remove_slot(c, idx);
+	} else if (!ws) {
+		rc = is_dir_in(fs, c, &p) ? -EISDIR : -ENOENT;
+	}
+	if (rc == 0 && ws)
+		ws->unlinked = 1;	/* open handles keep working, nothing commits */
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+
+/* ---------------------------------------------------------------- rename */
+
+/* Move one committed entry to a new relative path. Lock held. */
+static int move_entry(struct ckfs *fs, const struct fpath *p, struct ckpt *c,
+		      size_t idx, const char *newrel)
+{
+	struct entry *moved = calloc(1, sizeof(*moved));
+	char *oldrel;
+	size_t j;
+	int rc;
+
+	if (!moved || entry_copy(c->ents[idx].e, moved) < 0) {
+		free(moved);
+		return -ENOMEM;
+	}
+	free(moved->path);
+	moved->path = strdup(newrel);
+	oldrel = strdup(c->ents[idx].e->path);
+	if (!moved->path || !oldrel) {
+		entry_free(moved);
+		free(oldrel);
+		return -ENOMEM;
+	}
+	/* New name first, old name second: a crash in between leaves the file
+	 * under both names, never under none. */
+	rc = catalog_entry_put(fs->st, p->job, p->dir, p->ckpt, moved);
+	if (rc == 0)
+		rc = catalog_entry_remove(fs->st, p->job, p->dir, p->ckpt, oldrel);
+	if (rc < 0) {
+		entry_free(moved);
+		free(oldrel);
+		return rc;
+	}
+	for (j = 0; j < c->n_ents; j++) {
+		if (!strcmp(c->ents[j].e->path, newrel)) {
+			ckpt_remove_slot(c, j);
+			if (idx == c->n_ents)
+				idx = j;	/* the moved slot took j's place */
+			break;
+		}
+	}
+	ckpt_remove_slot(c, idx);
+	ckpt_add_slot(c, moved, NULL);
+	free(oldrel);
+	return 0;
+}
+
+int fs_rename(struct ckfs *fs, const char *from, const char *to, unsigned flags)
+{
+	struct fpath a, b;
+	struct ckpt *c;
+	struct wslot *ws, *s;
+	size_t idx, i, alen;
+	int rc, is_dir, to_exists;
+
+	rc = parse_path(fs, from, &a);
+	if (rc == 0)
+		rc = parse_path(fs, to, &b);
+	if (rc < 0)
+		return rc;
+	if (flags & ~1u)	/* only RENAME_NOREPLACE */
+		return -EINVAL;
+	if (a.type == P_CKPT && b.type == P_CKPT && b.dir == CKPT_MODEL && a.dir != CKPT_MODEL) {
+		/* mv sampler/X models/ID: promote, then remove X. */
+		rc = refuse_write(fs, &a);
+		if (rc == 0)
+			rc = promote(fs, &a, b.ckpt);
+		if (rc == 0) {
+			pthread_mutex_lock(&fs->lock);
+			rc = catalog_ckpt_remove(fs->st, a.job, a.dir, a.ckpt);
+			if (rc == 0) {
+				struct view *v = get_view(fs, a.job, a.dir);
+				struct ckpt *c0 = v ? view_find_any(v, a.ckpt) : NULL;
+
+				if (c0)
+					view_remove(v, c0);
+			}
+			pthread_mutex_unlock(&fs->lock);
+		}
+		return rc;
+	}
+	if (a.type == P_CKPT || b.type == P_CKPT || a.type != P_INNER || b.type != P_INNER)
+		return (a.type == P_CKPT || b.type == P_CKPT) ? -EXDEV : -EPERM;
+	rc = refuse_write(fs, &a);
+	if (rc == 0)
+		rc = refuse_write(fs, &b);
+	if (rc < 0)
+		return rc;
+	/* Files move only inside their checkpoint: a checkpoint's encoding
+	 * (base, delta) is fixed per checkpoint. EXDEV makes mv copy. */
+	if (a.dir != b.dir || strcmp(a.ckpt, b.ckpt) || strcmp(a.job, b.job))
+		return -EXDEV;
+	if (!strcmp(a.rel, b.rel))
+		return 0;
+	if (is_under(b.rel, a.rel))
+		return -EINVAL;
+	pthread_mutex_lock(&fs->lock);
+	c = find_ckpt(fs, a.job, a.dir, a.ckpt);
+	if (!c) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (!parent_is_dir(fs, c, &b)) {
+		rc = -ENOENT;
+		goto out;
+	}
+	ws = find_wslot(fs, &a);
+	is_dir = !ws && !(find_slot(c, a.rel, &idx) && !c->ents[idx].e->is_dir) &&
+		 is_dir_in(fs, c, &a);
+	if (!ws && !is_dir && !find_slot(c, a.rel, NULL)) {
+		rc = -ENOENT;
+		goto out;
+	}
+	to_exists = find_slot(c, b.rel, NULL) || find_wslot(fs, &b) || is_dir_in(fs, c, &b);
+	if (to_exists && (flags & 1u)) {
+		rc = -EEXIST;
+		goto out;
+	}
+	if (to_exists) {
+		int to_dir = !find_wslot(fs, &b) && is_dir_in(fs, c, &b) &&
+			     !(find_slot(c, b.rel, &idx) && !c->ents[idx].e->is_dir);
+
+		if (to_dir && !is_dir) {
+			rc = -EISDIR;
+			goto out;
+		}
+		if (!to_dir && is_dir) {
+			rc = -ENOTDIR;
+			goto out;
+		}
+		if (to_dir) {
+			for (i = 0; i < c->n_ents; i++)
+				if (is_under(c->ents[i].e->path, b.rel)) {
+					rc = -ENOTEMPTY;
+					goto out;
+				}
+		}
+		if (find_wslot(fs, &b))
+			find_wslot(fs, &b)->unlinked = 1;
+	}
+	/* Every committed entry at or under a.rel, then open writers. */
+	alen = strlen(a.rel);
+	for (i = 0; i < c->n_ents;) {
+		const char *path = c->ents[i].e->path;
+		char newrel[sizeof(b.rel)];
+
+		if (strcmp(path, a.rel) && !is_under(path, a.rel)) {
+			i++;
+			continue;
+		}
+		if (snprintf(newrel, sizeof(newrel), "%s%s", b.rel, path + alen) >=
+		    (int)sizeof(newrel)) {
+			rc = -ENAMETOOLONG;
+			goto out;
+		}
+		rc = move_entry(fs, &a, c, i, newrel);
+		if (rc < 0)
+			goto out;
+		i = 0;	/* slots were reordered */
+		/* Termination: moved entries no longer match a.rel. */
+	}
+	for (s = fs->wslots; s; s = s->next) {
+		char newrel[sizeof(b.rel)], *dup;
+
+		if (s->unlinked || s->dir != a.dir || strcmp(s->ckpt, a.ckpt) ||
+		    strcmp(s->job, a.job))
+			continue;
+		if (strcmp(s->relpath, a.rel) && !is_under(s->relpath, a.rel))
+			continue;
+		snprintf(newrel, sizeof(newrel), "%s%s", b.rel, s->relpath + alen);
+		dup = strdup(newrel);
+		if (!dup) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		free(s->relpath);
+		s->relpath = dup;
+	}
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+
+/* ---------------------------------------------------------------- metadata */
+
+/* Apply @fn to the committed entry at @p (not open for writing). Lock held. */
+static int rewrite_entry(struct ckfs *fs, const struct fpath *p,
+			 void (*fn)(struct entry *e, const void *arg), const void *arg)
+{
+	struct ckpt *c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+	struct ent_slot *es;
+	struct entry *copy;
+	size_t idx;
+	int rc;
+
+	if (!c)
+		return -ENOENT;
+	es = find_slot(c, p->rel, &idx);
+	if (!es)
+		return is_dir_in(fs, c, p) ? 0 : -ENOENT;
+	copy = calloc(1, sizeof(*copy));
+	if (!copy || entry_copy(es->e, copy) < 0) {
+		free(copy);
+		return -ENOMEM;
+	}
+	fn(copy, arg);
+	rc = catalog_entry_put(fs->st, p->job, p->dir, p->ckpt, copy);
+	if (rc < 0) {
+		entry_free(copy);
+		return rc;
+	}
+	ckpt_remove_slot(c, idx);
+	ckpt_add_slot(c, copy, NULL);
+	return 0;
+}
+
+static void set_mtime(struct entry *e, const void *arg)
+{
+	e->mtime_ns = *(const int64_t *)arg;
+}
+
+static void set_mode(struct entry *e, const void *arg)
+{
+	e->mode = *(const uint32_t *)arg & 07777;
+}
+
+int fs_utimens(struct ckfs *fs, const char *path, const struct timespec tv[2])
+{
+	struct fpath p;
+	struct wslot *ws;
+	int64_t ns;
+	int rc = parse_path(fs, path, &p);
+
+	if (rc < 0)
+		return rc;
+	if (p.type != P_INNER)
+		return (p.type == P_CKPT || p.type == P_KINDDIR || p.type == P_ROOT) ? 0 : -EPERM;
+	rc = refuse_write(fs, &p);
+	if (rc < 0)
+		return rc;
+	if (!tv || tv[1].tv_nsec == UTIME_NOW) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	} else if (tv[1].tv_nsec == UTIME_OMIT) {
+		return 0;
+	} else {
+		ns = (int64_t)tv[1].tv_sec * 1000000000 + tv[1].tv_nsec;
+	}
+	pthread_mutex_lock(&fs->lock);
+	ws = find_wslot(fs, &p);
+	if (ws)
+		writer_set_mtime(ws->w, ns);
+	else
+		rc = rewrite_entry(fs, &p, set_mtime, &ns);
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+int fs_chmod(struct ckfs *fs, const char *path, mode_t mode)
+{
+	struct fpath p;
+	struct wslot *ws;
+	uint32_t m = mode & 07777;
+	int rc = parse_path(fs, path, &p);
+
+	if (rc < 0)
+		return rc;
+	if (p.type != P_INNER)
+		return p.type == P_CKPT ? 0 : -EPERM;
+	rc = refuse_write(fs, &p);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&fs->lock);
+	ws = find_wslot(fs, &p);
+	if (ws)
+		writer_set_mode(ws->w, m);
+	else
+		rc = rewrite_entry(fs, &p, set_mode, &m);
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+
+int fs_statfs(struct ckfs *fs, struct statvfs *sv)
+{
+	if (fs->statfs_path && statvfs(fs->statfs_path, sv) == 0) {
+		sv->f_namemax = 255;
+		return 0;
+	}
+	/* Object stores have no fixed capacity: report plenty. */
+	memset(sv, 0, sizeof(*sv));
+	sv->f_bsize = sv->f_frsize = 1 << 20;
+	sv->f_blocks = sv->f_bfree = sv->f_bavail = 1ull << 30;
+	sv->f_files = sv->f_ffree = sv->f_favail = 1ull << 30;
+	sv->f_namemax = 255;
+	return 0;
+}
+
+/*
+ * `ln -s ../sampler/X models/ID` promotes. The target is read from its
+ * end: ".../sampler/X" (this job) or ".../jobs/J/sampler/X" (job J);
+ * anything else cannot be promoted.
+ */
