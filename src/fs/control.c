@@ -186,6 +186,9 @@ int ctl_deploy_flush(struct ckfs *fs, struct handle *h)
 		return 0;
 	rc = deployment_parse((const char *)h->content.data, h->content.len, &d,
 			      err, sizeof(err));
+	if (rc == 0)
+		rc = deployment_check_token_envs(&d, fs->cfg.hotload_token_env, err,
+						 sizeof(err));
 	deployment_release(&d);
 	if (rc < 0) {
 		log_error("deployment %s: %s; the previous version is kept (EINVAL)",
@@ -353,14 +356,9 @@ static int target_get(struct ckfs *fs, const struct handle *h, struct hl_target 
 		rc = -ENOENT;
 		goto out;
 	}
-	if (c->rec.dir == CKPT_STATE) {
-		log_error("hotload %s: a train-state checkpoint cannot be hotloaded (EINVAL)",
-			  c->rec.name);
-		rc = -EINVAL;
-		goto out;
-	}
-	if (fs_ckpt_has_writers(fs, c->rec.job, c->rec.dir, c->rec.name)) {
-		log_error("hotload %s: files are still open for writing (EINVAL)", c->rec.name);
+	/* The caller logs these, once, with the status it records. */
+	if (c->rec.dir == CKPT_STATE ||
+	    fs_ckpt_has_writers(fs, c->rec.job, c->rec.dir, c->rec.name)) {
 		rc = -EINVAL;
 		goto out;
 	}
@@ -433,8 +431,7 @@ static char *status_json(const char *deployment, const struct hl_target *t,
 	else
 		cJSON_AddStringToObject(o, "error", res->error[0] ? res->error : strerror(-rc));
 	cJSON_AddStringToObject(o, "errno", rc == 0 ? "" :
-				rc == -ENOENT ? "ENOENT" : rc == -EINVAL ? "EINVAL" :
-				rc == -ETIMEDOUT ? "ETIMEDOUT" : "EIO");
+				strerrorname_np(-rc) ? strerrorname_np(-rc) : "EIO");
 	cJSON_AddStringToObject(o, "model_path", res->model_path);
 	if (res->version[0])
 		cJSON_AddStringToObject(o, "version", res->version);
@@ -473,6 +470,31 @@ static int record_current(struct ckfs *fs, const char *deployment, const struct 
 	return rc;
 }
 
+/*
+ * A hotload waits for a server for up to its timeout_s inside write(2), on
+ * one of the FUSE loop's threads. Bounding how many run at once keeps the
+ * other threads for everything else when a server hangs: one more is
+ * EBUSY at once.
+ */
+static int hl_slot_take(struct ckfs *fs)
+{
+	int ok;
+
+	pthread_mutex_lock(&fs->lock);
+	ok = fs->hl_inflight < fs->cfg.hotload_max;
+	if (ok)
+		fs->hl_inflight++;
+	pthread_mutex_unlock(&fs->lock);
+	return ok;
+}
+
+static void hl_slot_give(struct ckfs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	fs->hl_inflight--;
+	pthread_mutex_unlock(&fs->lock);
+}
+
 long ctl_hotload_write(struct ckfs *fs, struct handle *h, const char *buf, size_t size)
 {
 	struct deployment d = DEPLOYMENT_INIT;
@@ -486,7 +508,7 @@ long ctl_hotload_write(struct ckfs *fs, struct handle *h, const char *buf, size_
 	struct timespec ts;
 	double started;
 	size_t n = size, i;
-	int rc;
+	int rc, ran = 0, slot = 0;
 
 	memset(&res, 0, sizeof(res));
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -502,6 +524,15 @@ long ctl_hotload_write(struct ckfs *fs, struct handle *h, const char *buf, size_
 	}
 	memcpy(name, buf, n);
 	name[n] = '\0';
+	/* Before any store or network I/O: a full mount answers at once. */
+	slot = hl_slot_take(fs);
+	if (!slot) {
+		rc = -EBUSY;
+		snprintf(res.error, sizeof(res.error),
+			 "%d hotloads already in flight on this mount (--hotload-max)",
+			 fs->cfg.hotload_max);
+		goto done;
+	}
 	rc = deployment_check_name(name);
 	if (rc < 0) {
 		rc = -ENOENT;	/* no deployment can have that name */
@@ -515,6 +546,10 @@ long ctl_hotload_write(struct ckfs *fs, struct handle *h, const char *buf, size_
 	if (rc < 0)
 		goto done;
 	rc = deployment_parse((const char *)dj.data, dj.len, &d, err, sizeof(err));
+	/* Stored before the allow-list (or by a mount with another one). */
+	if (rc == 0)
+		rc = deployment_check_token_envs(&d, fs->cfg.hotload_token_env, err,
+						 sizeof(err));
 	if (rc < 0) {
 		snprintf(res.error, sizeof(res.error), "deployment %.200s: %s", name, err);
 		rc = -EINVAL;
@@ -553,19 +588,24 @@ long ctl_hotload_write(struct ckfs *fs, struct handle *h, const char *buf, size_
 	req.base = t.base;
 	req.files = files;
 	req.n_files = t.n_files;
+	req.token_env_allow = fs->cfg.hotload_token_env;
+	/* No fs->lock here: the server reads the checkpoint through this mount. */
 	rc = hotload_run(&d, &req, &res);
+	ran = 1;	/* hotload_run() logged the outcome, once */
 	if (rc == 0) {
 		int rc2 = record_current(fs, name, &t);
 
 		if (rc2 < 0)
 			log_warn("hotload %s -> %s: confirmed, but recording it failed: %s",
 				 t.name, name, strerror(-rc2));
-		log_info("hotload %s -> %s: confirmed in %.2fs", t.snapshot, name, res.seconds);
 	}
 done:
-	if (rc < 0)
+	if (rc < 0 && !ran)
 		log_error("hotload %s -> %s: %s (%s)", h->ctl_name, name[0] ? name : "?",
-			  res.error[0] ? res.error : strerror(-rc), strerror(-rc));
+			  res.error[0] ? res.error : strerror(-rc),
+			  strerrorname_np(-rc) ? strerrorname_np(-rc) : "?");
+	if (slot)
+		hl_slot_give(fs);
 	if (!t.name)
 		t.name = strdup(h->ctl_name);
 	set_status(fs, h->ctl_job, h->ctl_dir, h->ctl_name,

@@ -156,6 +156,7 @@ void fs_config_defaults(struct fs_config *cfg)
 	cfg->delta_max_ratio = 0.5;
 	cfg->gc_interval = 600;
 	cfg->gc_grace = 3600;
+	cfg->hotload_max = 4;
 }
 
 const char *fs_session(const struct ckfs *fs)

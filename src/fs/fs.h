@@ -40,6 +40,9 @@ struct fs_config {
 	int threads;			/* encoder/read-ahead workers; 0: nproc */
 	double gc_interval;		/* seconds between gc passes; 0: none */
 	int64_t gc_grace;		/* keep unreferenced chunks this young */
+	int hotload_max;		/* hotloads in flight per mount; 4 */
+	const char *hotload_token_env;	/* token variables allowed besides
+					 * CKPTFS_TOKEN_*: "A,B"; NULL */
 };
 
 void fs_config_defaults(struct fs_config *cfg);

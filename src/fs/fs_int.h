@@ -107,6 +107,7 @@ struct ckfs {
 	struct wslot *wslots;
 	struct hl_status *hl_statuses;
 	struct handle *deploy_open;	/* H_DEPLOY handles, linked by next */
+	int hl_inflight;		/* under lock: hotloads running (control.c) */
 
 	pthread_t gc_thread;		/* periodic gc, when gc_interval > 0 */
 	int gc_running, gc_stop;

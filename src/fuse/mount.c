@@ -32,11 +32,13 @@ struct mount_opts {
 	char *spool_dir;
 	char *delta_policy;
 	char *cache_dir;
+	char *hotload_token_env;
 	unsigned chunk_kib;
 	unsigned cache_mib;
 	unsigned s3_cache_mib;
 	unsigned base_every;
 	unsigned threads;
+	unsigned hotload_max;
 	double list_ttl;
 	double gc_interval;
 	long gc_grace;
@@ -64,6 +66,8 @@ static const struct fuse_opt opt_spec[] = {
 	OPT3("spool-dir", spool_dir),
 	OPT3("delta-policy", delta_policy),
 	OPT3("cache-dir", cache_dir),
+	OPT3("hotload-token-env", hotload_token_env),
+	OPT("--hotload-max=%u", hotload_max, 0), OPT("hotload_max=%u", hotload_max, 0),
 	OPT("--chunk-kib=%u", chunk_kib, 0), OPT("chunk_kib=%u", chunk_kib, 0),
 	OPT("--cache-mib=%u", cache_mib, 0), OPT("cache_mib=%u", cache_mib, 0),
 	OPT("--cache-size=%u", s3_cache_mib, 0), OPT("cache_size=%u", s3_cache_mib, 0),
@@ -111,6 +115,9 @@ static void usage(const char *prog)
 	       "  --threads=N            encoder/upload threads (default: 3 per CPU)\n"
 	       "  --gc-interval=SECONDS  periodic gc (default 600; 0 turns it off)\n"
 	       "  --gc-grace=SECONDS     gc keeps unreferenced chunks this young (3600)\n"
+	       "  --hotload-max=N        hotloads in flight at once (default 4)\n"
+	       "  --hotload-token-env=V[,V...]  token variables deployments may\n"
+	       "                         name besides CKPTFS_TOKEN_*\n"
 	       "  --cache-dir=DIR        S3: local cache of immutable chunks\n"
 	       "  --cache-size=MIB       S3: cache size (default 10240)\n"
 	       "  --insecure-tls         S3: do not verify TLS certificates\n",
@@ -206,6 +213,9 @@ static int build_config(const struct mount_opts *o, struct fs_config *cfg)
 	cfg->base_every = (int)o->base_every;
 	cfg->default_ttl = o->default_ttl;
 	cfg->threads = (int)o->threads;
+	if (o->hotload_max)
+		cfg->hotload_max = o->hotload_max > 1024 ? 1024 : (int)o->hotload_max;
+	cfg->hotload_token_env = o->hotload_token_env;
 	if (o->gc_set)
 		cfg->gc_interval = o->gc_interval;
 	if (o->gc_grace_set)

@@ -25,6 +25,7 @@
 #define URL_MAX 2048
 #define TIMEOUT_MAX_S 86400.0
 #define TIMEOUT_DEFAULT_S 600.0
+#define ADAPTERS_MAX 64
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -183,13 +184,25 @@ static int parse_field(const cJSON *it, struct deployment *d, int *have_proto,
 				    "\"model_path\": bad template (fields: {checkpoint} {snapshot} {job})");
 		return 0;
 	}
-	if (!strcmp(key, "token_env")) {
-		rc = get_string(it, &d->token_env, err, errlen);
+	if (!strcmp(key, "token_env") || !strcmp(key, "admin_token_env")) {
+		char **dst = key[0] == 't' ? &d->token_env : &d->admin_token_env;
+
+		rc = get_string(it, dst, err, errlen);
 		if (rc < 0)
 			return rc;
-		if (check_env_name(d->token_env) < 0)
+		if (check_env_name(*dst) < 0)
 			return fail(err, errlen,
-				    "\"token_env\" must be an environment variable name");
+				    "\"%s\" must be an environment variable name", key);
+		return 0;
+	}
+	if (!strcmp(key, "max_adapters")) {
+		if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) ||
+		    it->valuedouble != floor(it->valuedouble) ||
+		    it->valuedouble < 1 || it->valuedouble > ADAPTERS_MAX)
+			return fail(err, errlen,
+				    "\"max_adapters\" must be an integer in [1, %d]",
+				    ADAPTERS_MAX);
+		d->max_adapters = (int)it->valuedouble;
 		return 0;
 	}
 	if (!strcmp(key, "timeout_s")) {
@@ -226,7 +239,7 @@ int deployment_parse(const char *json, size_t len, struct deployment *out,
 	const cJSON *it, *jt;
 	const char *end = NULL;
 	cJSON *root;
-	int have_proto = 0;
+	int have_proto = 0, have_max = 0;
 	int rc;
 
 	if (err && errlen)
@@ -234,6 +247,7 @@ int deployment_parse(const char *json, size_t len, struct deployment *out,
 	*out = (struct deployment)DEPLOYMENT_INIT;
 	d.timeout_s = TIMEOUT_DEFAULT_S;
 	d.reset_cache = 1;
+	d.max_adapters = 1;
 
 	/* cJSON stops after the first value; anything but space after it is
 	 * a broken file, not a valid one with a comment. */
@@ -260,6 +274,7 @@ int deployment_parse(const char *json, size_t len, struct deployment *out,
 		rc = parse_field(it, &d, &have_proto, err, errlen);
 		if (rc < 0)
 			goto out;
+		have_max |= !strcmp(it->string, "max_adapters");
 	}
 	rc = -EINVAL;
 	if (!have_proto) {
@@ -274,8 +289,17 @@ int deployment_parse(const char *json, size_t len, struct deployment *out,
 		fail(err, errlen, "missing \"model_path\"");
 		goto out;
 	}
-	if (d.lora && d.protocol != HOTLOAD_VLLM) {
-		fail(err, errlen, "\"lora\" is only for the vllm protocol");
+	if (d.lora && d.protocol == HOTLOAD_HTTP) {
+		fail(err, errlen, "\"lora\" needs the sglang or vllm protocol");
+		goto out;
+	}
+	if (have_max && !d.lora) {
+		fail(err, errlen, "\"max_adapters\" needs \"lora\": true");
+		goto out;
+	}
+	/* vLLM has one key level (--api-key); only SGLang has an admin key. */
+	if (d.admin_token_env && d.protocol != HOTLOAD_SGLANG) {
+		fail(err, errlen, "\"admin_token_env\" is only for the sglang protocol");
 		goto out;
 	}
 	if (d.warmup && d.protocol == HOTLOAD_HTTP) {
@@ -298,5 +322,43 @@ void deployment_release(struct deployment *d)
 	free(d->url);
 	free(d->model_path);
 	free(d->token_env);
+	free(d->admin_token_env);
 	*d = (struct deployment)DEPLOYMENT_INIT;
+}
+
+int hotload_token_env_allowed(const char *name, const char *allow)
+{
+	size_t n = strlen(name);
+	const char *p, *end;
+
+	if (!n)
+		return 0;
+	if (!strncmp(name, HOTLOAD_TOKEN_PREFIX, strlen(HOTLOAD_TOKEN_PREFIX)) &&
+	    n > strlen(HOTLOAD_TOKEN_PREFIX))
+		return 1;
+	for (p = allow; p && *p; p = *end ? end + 1 : end) {
+		end = strchr(p, ',');
+		if (!end)
+			end = p + strlen(p);
+		if ((size_t)(end - p) == n && !memcmp(p, name, n))
+			return 1;
+	}
+	return 0;
+}
+
+int deployment_check_token_envs(const struct deployment *d, const char *allow,
+				char *err, size_t errlen)
+{
+	const char *names[2] = { d->token_env, d->admin_token_env };
+	const char *keys[2] = { "token_env", "admin_token_env" };
+	int i;
+
+	for (i = 0; i < 2; i++)
+		if (names[i] && !hotload_token_env_allowed(names[i], allow))
+			return fail(err, errlen,
+				    "\"%s\": %.64s is not a token variable this mount allows "
+				    "(names starting with " HOTLOAD_TOKEN_PREFIX
+				    ", or listed in --hotload-token-env)",
+				    keys[i], names[i]);
+	return 0;
 }

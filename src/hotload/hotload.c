@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "util/log.h"
 #include "util/name.h"
@@ -51,7 +52,9 @@
 struct target {
 	struct target *next;
 	pthread_mutex_t run_lock;	/* held for a whole hotload_run() */
-	int vllm_ready;			/* under run_lock: engine initialised */
+	char **adapters;		/* under run_lock: LoRA adapters we loaded,
+					 * oldest first */
+	size_t n_adapters;
 	char url[];
 };
 
@@ -87,6 +90,18 @@ out:
 
 /* ---- one run ---- */
 
+/*
+ * Secrets masked in everything a run stores or logs: the two tokens, every
+ * variable a deployment may name as a token, and the daemon's own S3
+ * credentials (a server may echo back whatever it was sent, and a
+ * deployment author may have pointed token_env at anything before the
+ * allow-list existed).
+ */
+#define SECRETS_MAX 32
+static const char *const secret_env_names[] = {
+	"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+};
+
 struct run {
 	const struct deployment *d;
 	const struct hotload_request *req;
@@ -94,6 +109,9 @@ struct run {
 	struct target *tgt;
 	const char *name;		/* deployment name, for log lines */
 	const char *token;		/* borrowed from the environment; see top */
+	const char *admin_token;	/* sglang load routes; NULL: token */
+	const char *secrets[SECRETS_MAX];	/* longest first */
+	size_t n_secrets;
 	CURL *curl;
 	struct curl_slist *json_hdrs;	/* requests with a JSON body */
 	struct curl_slist *plain_hdrs;	/* GET, and POST without a body */
@@ -152,51 +170,125 @@ static double rand01(struct run *r)
 	return (double)(r->rng >> 11) / (double)(1ull << 53);
 }
 
-/* snprintf where truncating is intended: messages are cut, never overflowed. */
-static void fmt(char *dst, size_t size, const char *f, ...)
-	__attribute__((format(printf, 3, 4)));
+static void add_secret(struct run *r, const char *s)
+{
+	size_t i, j, n;
 
-static void fmt(char *dst, size_t size, const char *f, ...)
+	if (!s || !*s || r->n_secrets == SECRETS_MAX)
+		return;
+	n = strlen(s);
+	for (i = 0; i < r->n_secrets; i++)
+		if (!strcmp(r->secrets[i], s))
+			return;
+	/* Longest first: a secret that contains another is masked whole. */
+	for (i = 0; i < r->n_secrets && strlen(r->secrets[i]) >= n; i++)
+		;
+	for (j = r->n_secrets; j > i; j--)
+		r->secrets[j] = r->secrets[j - 1];
+	r->secrets[i] = s;
+	r->n_secrets++;
+}
+
+static void collect_secrets(struct run *r)
+{
+	const char *allow = r->req ? r->req->token_env_allow : NULL;
+	size_t plen = strlen(HOTLOAD_TOKEN_PREFIX), i;
+	char **e;
+
+	add_secret(r, r->token);
+	add_secret(r, r->admin_token);
+	for (i = 0; i < sizeof(secret_env_names) / sizeof(secret_env_names[0]); i++)
+		add_secret(r, getenv(secret_env_names[i]));
+	for (e = environ; e && *e; e++) {
+		const char *eq = strchr(*e, '=');
+		char name[256];
+
+		if (!eq || (size_t)(eq - *e) >= sizeof(name))
+			continue;
+		memcpy(name, *e, (size_t)(eq - *e));
+		name[eq - *e] = '\0';
+		if (!strncmp(name, HOTLOAD_TOKEN_PREFIX, plen) ||
+		    hotload_token_env_allowed(name, allow))
+			add_secret(r, eq + 1);
+	}
+}
+
+/*
+ * A copy of @s with every secret replaced by a mask, or NULL (no memory).
+ * Done on whole strings, before anything is cut to fit a buffer, so no
+ * prefix of a secret can survive at a cut.
+ */
+static char *mask_dup(const struct run *r, const char *s)
+{
+	static const char mask[] = "[redacted]";
+	char *cur = strdup(s);
+	size_t i;
+
+	for (i = 0; cur && i < r->n_secrets; i++) {
+		const char *sec = r->secrets[i], *p, *hit;
+		size_t slen = strlen(sec);
+		struct buf out = BUF_INIT;
+		int rc = 0;
+
+		if (!strstr(cur, sec))
+			continue;
+		for (p = cur; !rc && (hit = strstr(p, sec)); p = hit + slen) {
+			rc = buf_append(&out, p, (size_t)(hit - p));
+			if (!rc)
+				rc = buf_append_str(&out, mask);
+		}
+		if (!rc)
+			rc = buf_append(&out, p, strlen(p) + 1);
+		free(cur);
+		cur = rc ? NULL : strdup((const char *)out.data);
+		buf_release(&out);
+	}
+	return cur;
+}
+
+/* Masked, then cut to @size. On no memory the buffer is left empty rather
+ * than unmasked. */
+static void vput(const struct run *r, char *dst, size_t size, const char *f,
+		 va_list ap)
+{
+	char *raw = NULL, *masked;
+
+	if (!size)
+		return;
+	dst[0] = '\0';
+	if (vasprintf(&raw, f, ap) < 0)
+		return;
+	masked = mask_dup(r, raw);
+	free(raw);
+	if (masked)
+		snprintf(dst, size, "%s", masked);
+	free(masked);
+}
+
+static void put(const struct run *r, char *dst, size_t size, const char *f, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void put(const struct run *r, char *dst, size_t size, const char *f, ...)
 {
 	va_list ap;
 
 	va_start(ap, f);
-	vsnprintf(dst, size, f, ap);
+	vput(r, dst, size, f, ap);
 	va_end(ap);
 }
 
-/*
- * Replace every occurrence of the token in @s, in place (truncating). One
- * pass over the original, so a token that occurs in the mask cannot loop.
- */
+/* Mask a buffer of ours in place (paths and versions shown as status). */
 static void scrub(const struct run *r, char *s, size_t size)
 {
-	static const char mask[] = "[redacted]";
-	size_t tlen = r->token ? strlen(r->token) : 0;
-	const char *p, *hit;
-	struct buf out = BUF_INIT;
-	int rc = 0;
+	char *copy = strdup(s);
 
-	if (!tlen || !size || !strstr(s, r->token))
-		return;
-	for (p = s; !rc && (hit = strstr(p, r->token)); p = hit + tlen) {
-		rc = buf_append(&out, p, hit - p);
-		if (!rc)
-			rc = buf_append_str(&out, mask);
-	}
-	if (!rc)
-		rc = buf_append(&out, p, strlen(p) + 1);
-	/* Zero first: the old tail past the new NUL could hold a piece of it. */
 	memset(s, 0, size);
-	if (!rc)
-		fmt(s, size, "%s", (const char *)out.data);
-	buf_release(&out);
+	if (copy)
+		put(r, s, size, "%s", copy);
+	free(copy);
 }
 
-/*
- * Every log line of this file goes through here, scrubbed: the token can
- * reach a line through a server message or even a path.
- */
+/* Every log line of this file goes through here, masked. */
 static void say(const struct run *r, enum log_level lvl, const char *f, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -206,9 +298,8 @@ static void say(const struct run *r, enum log_level lvl, const char *f, ...)
 	va_list ap;
 
 	va_start(ap, f);
-	vsnprintf(line, sizeof(line), f, ap);
+	vput(r, line, sizeof(line), f, ap);
 	va_end(ap);
-	scrub(r, line, sizeof(line));
 	log_msg(lvl, "%s", line);
 }
 
@@ -220,9 +311,20 @@ static void set_error(struct run *r, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(r->res->error, sizeof(r->res->error), fmt, ap);
+	vput(r, r->res->error, sizeof(r->res->error), fmt, ap);
 	va_end(ap);
-	scrub(r, r->res->error, sizeof(r->res->error));
+}
+
+static void set_last(struct run *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void set_last(struct run *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vput(r, r->last, sizeof(r->last), fmt, ap);
+	va_end(ap);
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
@@ -235,20 +337,27 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 }
 
 /*
- * What the server said, from whichever shape its error takes: SGLang's
- * {"success": false, "message"}, vLLM/OpenAI's {"error": {"message"}},
- * SGLang's 401 {"error": "Unauthorized"}, FastAPI's {"detail": ...}; else
- * the body's text. Control bytes become spaces so it stays one log line.
+ * What the server said, whole (freed by the caller; NULL: no memory), from
+ * whichever shape its error takes: SGLang's {"success": false, "message"}
+ * or {"error_message"} (adapters), vLLM/OpenAI's {"error": {"message"}},
+ * the 401/403 {"error": "Unauthorized"} and vLLM's pause/resume
+ * {"error": "..."}, FastAPI's {"detail": ...}; else the body's text.
+ * Control bytes become spaces so it stays one log line. Never cut here:
+ * secrets are masked first, by whoever stores it.
  */
-static void reply_message(const struct reply *rp, char *out, size_t size)
+static char *reply_message(const struct reply *rp)
 {
 	const cJSON *j = rp->json, *e;
 	const char *msg = NULL;
-	size_t i, n;
+	char *out;
+	size_t i;
 
 	if (cJSON_IsObject(j)) {
 		e = cJSON_GetObjectItemCaseSensitive(j, "message");
-		if (cJSON_IsString(e))
+		if (cJSON_IsString(e) && *e->valuestring)
+			msg = e->valuestring;
+		e = cJSON_GetObjectItemCaseSensitive(j, "error_message");
+		if (!msg && cJSON_IsString(e) && *e->valuestring)
 			msg = e->valuestring;
 		e = cJSON_GetObjectItemCaseSensitive(j, "error");
 		if (!msg && cJSON_IsString(e))
@@ -268,22 +377,47 @@ static void reply_message(const struct reply *rp, char *out, size_t size)
 				msg = e->valuestring;
 		}
 	}
-	if (msg) {
-		snprintf(out, size, "%s", msg);
-	} else {
-		n = rp->body.len < size - 1 ? rp->body.len : size - 1;
-		if (n)
-			memcpy(out, rp->body.data, n);
-		out[n] = '\0';
-	}
+	if (msg)
+		out = strdup(msg);
+	else
+		out = strndup(rp->body.data ? (const char *)rp->body.data : "",
+			      rp->body.len);
+	if (!out)
+		return NULL;
 	for (i = 0; out[i]; i++)
 		if ((unsigned char)out[i] < ' ' || out[i] == 0x7f)
 			out[i] = ' ';
 	/* Trailing spaces from the text bodies' newlines. */
 	while (i > 0 && out[i - 1] == ' ')
 		out[--i] = '\0';
-	if (!*out)
-		snprintf(out, size, "(no message)");
+	if (!*out) {
+		free(out);
+		out = strdup("(no message)");
+	}
+	return out;
+}
+
+/*
+ * Is this 5xx the engine's own answer rather than a proxy or a server
+ * that is still starting? vLLM turns an engine-side exception (a bad path,
+ * wrong shapes) into 500 with its error envelope {"error": {"message",
+ * "type", "code"}}, and its pause/resume routes into 500 {"error": "..."}.
+ * Retrying those only burns timeout_s; a 502/503/504, or a 500 whose body
+ * is not such JSON (uvicorn's plain "Internal Server Error", a proxy's
+ * page), is still treated as transient.
+ */
+static int is_engine_error(const struct reply *rp)
+{
+	const cJSON *e;
+
+	if (rp->status != 500 || !cJSON_IsObject(rp->json))
+		return 0;
+	e = cJSON_GetObjectItemCaseSensitive(rp->json, "error");
+	if (cJSON_IsString(e))
+		return 1;
+	if (cJSON_IsObject(e))
+		return cJSON_IsString(cJSON_GetObjectItemCaseSensitive(e, "message"));
+	return 0;
 }
 
 static int is_transient_curl(CURLcode cc)
@@ -304,6 +438,13 @@ static int is_transient_curl(CURLcode cc)
 	}
 }
 
+enum {
+	CALL_RETRY  = 1,	/* retry transient failures here, with backoff */
+	CALL_ADMIN  = 2,	/* sglang: send the admin key, not the normal one */
+	CALL_ENGINE = 4,	/* vllm: a 500 with the engine's envelope refuses */
+	CALL_404    = 8,	/* a 404 is -ENOENT, for the caller to fall back */
+};
+
 /*
  * One HTTP exchange, bounded by what is left of the deadline.
  * 0: a response arrived (any status), in @rp. -EAGAIN: a transport failure
@@ -311,11 +452,13 @@ static int is_transient_curl(CURLcode cc)
  * -EIO: a transport failure that retrying cannot fix (res->error). -ENOMEM.
  */
 static int exchange(struct run *r, const char *method, const char *path,
-		    const char *body, struct reply *rp)
+		    const char *body, int flags, struct reply *rp)
 {
 	struct buf url = BUF_INIT;
 	double left = remaining(r);
 	curl_off_t retry_after = 0;
+	const char *tok = (flags & CALL_ADMIN) && r->admin_token ? r->admin_token
+								 : r->token;
 	CURLcode cc;
 	int rc;
 
@@ -328,6 +471,10 @@ static int exchange(struct run *r, const char *method, const char *path,
 	}
 	r->curl_err[0] = '\0';
 	curl_easy_setopt(r->curl, CURLOPT_URL, (char *)url.data);
+	/* Per request: the admin key goes only to the routes that need it. */
+	curl_easy_setopt(r->curl, CURLOPT_HTTPAUTH,
+			 (long)(tok ? CURLAUTH_BEARER : CURLAUTH_NONE));
+	curl_easy_setopt(r->curl, CURLOPT_XOAUTH2_BEARER, tok);
 	if (!strcmp(method, "GET")) {
 		curl_easy_setopt(r->curl, CURLOPT_HTTPGET, 1L);
 		curl_easy_setopt(r->curl, CURLOPT_HTTPHEADER, r->plain_hdrs);
@@ -365,9 +512,8 @@ static int exchange(struct run *r, const char *method, const char *path,
 		rc = -EAGAIN;
 	else
 		rc = -EIO;
-	snprintf(r->last, sizeof(r->last), "%s %s: %s", method, path[0] ? path : "/",
+	set_last(r, "%s %s: %s", method, path[0] ? path : "/",
 		 r->curl_err[0] ? r->curl_err : curl_easy_strerror(cc));
-	scrub(r, r->last, sizeof(r->last));
 	if (rc == -EIO) {
 		if (cc == CURLE_WRITE_ERROR)
 			set_error(r, "%s %s: reply larger than %u bytes", method,
@@ -406,30 +552,18 @@ static int backoff(struct run *r, double retry_after)
 	return remaining(r) <= 0 ? -ETIMEDOUT : 0;
 }
 
-enum {
-	CALL_RETRY  = 1,	/* retry transient failures here, with backoff */
-	CALL_UNINIT = 2,	/* vLLM: "not initialized" is -ENOTCONN */
-};
-
-static int says_uninitialised(const char *msg)
-{
-	return strcasestr(msg, "not initialized") ||
-	       strcasestr(msg, "not initialised");
-}
-
 /*
  * Send one request until it gets a final answer.
  * 0: 2xx, @rp holds the reply (caller releases it). -EAGAIN: a transient
  * failure and no CALL_RETRY (the caller restarts a sequence, after
- * backoff()). -ENOTCONN: CALL_UNINIT and the server says its engine is not
- * initialised. -EIO: refused (4xx other than 429, a redirect), the server's
- * message in res->error. -ETIMEDOUT. -ENOMEM.
+ * backoff()). -ENOENT: CALL_404 and the route does not exist. -EIO:
+ * refused (4xx other than 429, a redirect, an engine's own 500 with
+ * CALL_ENGINE), the server's message in res->error. -ETIMEDOUT. -ENOMEM.
  */
 static int call(struct run *r, const char *method, const char *path,
 		const cJSON *body, int flags, struct reply *rp)
 {
-	char *text = NULL;
-	char msg[384];
+	char *text = NULL, *msg;
 	int rc;
 
 	if (body) {
@@ -439,21 +573,26 @@ static int call(struct run *r, const char *method, const char *path,
 	}
 	for (;;) {
 		reply_release(rp);
-		rc = exchange(r, method, path, text, rp);
+		rc = exchange(r, method, path, text, flags, rp);
 		if (rc == 0 && rp->status >= 200 && rp->status < 300) {
 			r->attempt = 0;
 			break;
 		}
 		if (rc == 0) {
-			reply_message(rp, msg, sizeof(msg));
-			fmt(r->last, sizeof(r->last), "%s %s: HTTP %ld: %s",
-			    method, path[0] ? path : "/", rp->status, msg);
-			scrub(r, r->last, sizeof(r->last));
-			if ((flags & CALL_UNINIT) && says_uninitialised(msg)) {
-				rc = -ENOTCONN;
+			if ((flags & CALL_404) && rp->status == 404) {
+				rc = -ENOENT;
 				break;
 			}
-			if (rp->status < 500 && rp->status != 429) {
+			msg = reply_message(rp);
+			if (!msg) {
+				rc = -ENOMEM;
+				break;
+			}
+			set_last(r, "%s %s: HTTP %ld: %s", method,
+				 path[0] ? path : "/", rp->status, msg);
+			free(msg);
+			if ((rp->status < 500 && rp->status != 429) ||
+			    ((flags & CALL_ENGINE) && is_engine_error(rp))) {
 				set_error(r, "%s", r->last);
 				rc = -EIO;
 				break;
@@ -480,26 +619,48 @@ static const char *reply_str(const struct reply *rp, const char *key)
 	return cJSON_IsString(e) ? e->valuestring : NULL;
 }
 
-/* The confirmation step: the version the server reports must be ours. */
-static int confirm_version(struct run *r, const char *path)
+/* POST @path with @body (may be NULL: empty body); reply discarded. */
+static int post(struct run *r, const char *path, const cJSON *body, int flags)
 {
 	struct reply rp = { 0 };
-	const char *v;
-	int rc;
+	int rc = call(r, "POST", path, body, flags, &rp);
 
-	rc = call(r, "GET", path, NULL, CALL_RETRY, &rp);
-	if (rc < 0)
-		goto out;
-	v = reply_str(&rp, "weight_version");
+	reply_release(&rp);
+	return rc;
+}
+
+/* The weight version in a confirmation reply must be ours. */
+static int check_version(struct run *r, const char *path, const struct reply *rp)
+{
+	const char *v = reply_str(rp, "weight_version");
+
 	if (!v || strcmp(v, r->req->snapshot)) {
 		set_error(r, "GET %s: server reports weight version %.100s, expected %.100s",
 			  path, v ? v : "(none)", r->req->snapshot);
-		rc = -EIO;
-		goto out;
+		return -EIO;
 	}
-	snprintf(r->res->version, sizeof(r->res->version), "%s", v);
-out:
-	reply_release(&rp);
+	snprintf(r->res->version, sizeof(r->res->version), "%s", r->req->snapshot);
+	return 0;
+}
+
+/*
+ * The confirmation step: the first of @paths that exists reports the
+ * weight version, which must be ours. A route answering 404 is a server of
+ * another generation, so the next one is tried.
+ */
+static int confirm_version(struct run *r, const char *const *paths, size_t n)
+{
+	struct reply rp = { 0 };
+	size_t i;
+	int rc = -ENOENT;
+
+	for (i = 0; i < n && rc == -ENOENT; i++) {
+		rc = call(r, "GET", paths[i], NULL,
+			  CALL_RETRY | (i + 1 < n ? CALL_404 : 0), &rp);
+		if (rc == 0)
+			rc = check_version(r, paths[i], &rp);
+		reply_release(&rp);
+	}
 	return rc;
 }
 
@@ -522,15 +683,158 @@ static int warmup(struct run *r, const char *path, cJSON *body)
 	return rc;
 }
 
+/* ---- adapters: load the new one, confirm, then unload the oldest ---- */
+
+/* Record @name as the newest adapter we loaded into this server. */
+static int adapters_note(struct target *t, const char *name)
+{
+	char **grown, *copy;
+	size_t i;
+
+	for (i = 0; i < t->n_adapters; i++)
+		if (!strcmp(t->adapters[i], name))
+			break;
+	if (i < t->n_adapters) {
+		copy = t->adapters[i];
+		memmove(t->adapters + i, t->adapters + i + 1,
+			(t->n_adapters - i - 1) * sizeof(*t->adapters));
+		t->adapters[t->n_adapters - 1] = copy;
+		return 0;
+	}
+	copy = strdup(name);
+	grown = copy ? realloc(t->adapters, (t->n_adapters + 1) * sizeof(*grown)) : NULL;
+	if (!grown) {
+		free(copy);
+		return -ENOMEM;
+	}
+	t->adapters = grown;
+	t->adapters[t->n_adapters++] = copy;
+	return 0;
+}
+
+static void adapters_drop_oldest(struct target *t)
+{
+	free(t->adapters[0]);
+	memmove(t->adapters, t->adapters + 1, (t->n_adapters - 1) * sizeof(*t->adapters));
+	t->n_adapters--;
+}
+
+/*
+ * Unload the oldest adapters this process loaded into the server until at
+ * most max_adapters remain. The new adapter is already confirmed, so a
+ * failure here does not fail the hotload: an adapter the server no longer
+ * knows (404, or refused) is forgotten; one a transient failure kept is
+ * tried again by the next hotload. One warn line for what is left.
+ */
+static void adapters_evict(struct run *r, const char *path, int flags)
+{
+	size_t keep = r->d->max_adapters > 0 ? (size_t)r->d->max_adapters : 1;
+	int rc;
+
+	while (r->tgt->n_adapters > keep) {
+		cJSON *body = cJSON_CreateObject();
+		const char *old = r->tgt->adapters[0];
+
+		if (!cJSON_AddStringToObject(body, "lora_name", old)) {
+			cJSON_Delete(body);
+			return;
+		}
+		rc = post(r, path, body, CALL_RETRY | CALL_404 | flags);
+		cJSON_Delete(body);
+		if (rc == 0 || rc == -ENOENT || rc == -EIO) {
+			if (rc == -EIO)
+				say(r, LOG_LVL_WARN, "hotload %s: unloading adapter %s: %s; forgetting it",
+				    r->name, old, r->res->error);
+			r->res->error[0] = '\0';
+			adapters_drop_oldest(r->tgt);
+			continue;
+		}
+		say(r, LOG_LVL_WARN, "hotload %s: adapter %s stays loaded for now: %s",
+		    r->name, old, rc == -ENOMEM ? "out of memory" : r->last);
+		return;
+	}
+}
+
 /* ---- sglang ---- */
+
+/* Newer trees answer 404 on the deprecated alias, older ones lack /model_info. */
+static const char *const sglang_confirm_paths[] = {
+	"/model_info", "/get_weight_version", "/get_model_info",
+};
+
+static int sglang_warmup(struct run *r, const char *lora)
+{
+	cJSON *body = cJSON_CreateObject(), *sp;
+	int rc;
+
+	sp = cJSON_AddObjectToObject(body, "sampling_params");
+	if (!cJSON_AddStringToObject(body, "text", WARMUP_PROMPT) ||
+	    !cJSON_AddNumberToObject(sp, "max_new_tokens", 1) ||
+	    !cJSON_AddNumberToObject(sp, "temperature", 0) ||
+	    (lora && !cJSON_AddStringToObject(body, "lora_path", lora))) {
+		cJSON_Delete(body);
+		return -ENOMEM;
+	}
+	rc = warmup(r, "/generate", body);
+	cJSON_Delete(body);
+	return rc;
+}
+
+/*
+ * LoRA: the adapter is named after the snapshot. The load reply lists the
+ * server's adapters (loaded_adapters: name -> path), which is the
+ * confirmation.
+ */
+static int sglang_lora(struct run *r)
+{
+	const char *name = r->req->snapshot, *path = r->res->model_path;
+	struct reply rp = { 0 };
+	const cJSON *ok, *listed, *p;
+	cJSON *body = cJSON_CreateObject();
+	int rc = -ENOMEM;
+
+	if (!cJSON_AddStringToObject(body, "lora_name", name) ||
+	    !cJSON_AddStringToObject(body, "lora_path", path) ||
+	    !cJSON_AddBoolToObject(body, "pinned", 0))
+		goto out;
+	rc = call(r, "POST", "/load_lora_adapter", body, CALL_RETRY | CALL_ADMIN, &rp);
+	if (rc < 0)
+		goto out;
+	ok = cJSON_GetObjectItemCaseSensitive(rp.json, "success");
+	listed = cJSON_GetObjectItemCaseSensitive(rp.json, "loaded_adapters");
+	p = cJSON_GetObjectItemCaseSensitive(listed, name);
+	if (!cJSON_IsTrue(ok) || !cJSON_IsString(p) || strcmp(p->valuestring, path)) {
+		char *msg = reply_message(&rp);
+
+		set_error(r, "POST /load_lora_adapter: HTTP %ld: %s", rp.status,
+			  cJSON_IsTrue(ok) ? "adapter not listed in loaded_adapters"
+					   : msg ? msg : "refused");
+		free(msg);
+		rc = -EIO;
+		goto out;
+	}
+	snprintf(r->res->version, sizeof(r->res->version), "%s", name);
+	rc = adapters_note(r->tgt, name);
+	if (rc < 0)
+		goto out;
+	adapters_evict(r, "/unload_lora_adapter", CALL_ADMIN);
+	if (r->d->warmup)
+		rc = sglang_warmup(r, name);
+out:
+	reply_release(&rp);
+	cJSON_Delete(body);
+	return rc;
+}
 
 static int run_sglang(struct run *r)
 {
 	struct reply rp = { 0 };
 	const cJSON *ok;
-	cJSON *body, *sp;
+	cJSON *body;
 	int rc = -ENOMEM;
 
+	if (r->d->lora)
+		return sglang_lora(r);
 	/*
 	 * flush_cache is a field of the load request itself, so the radix
 	 * cache is flushed by the same call that swaps the weights: no window
@@ -541,32 +845,24 @@ static int run_sglang(struct run *r)
 	    !cJSON_AddStringToObject(body, "weight_version", r->req->snapshot) ||
 	    !cJSON_AddBoolToObject(body, "flush_cache", r->d->reset_cache))
 		goto out;
-	rc = call(r, "POST", "/update_weights_from_disk", body, CALL_RETRY, &rp);
+	rc = call(r, "POST", "/update_weights_from_disk", body,
+		  CALL_RETRY | CALL_ADMIN, &rp);
 	if (rc < 0)
 		goto out;
 	ok = cJSON_GetObjectItemCaseSensitive(rp.json, "success");
 	if (!cJSON_IsTrue(ok)) {
-		char msg[384];
+		char *msg = reply_message(&rp);
 
-		reply_message(&rp, msg, sizeof(msg));
 		set_error(r, "POST /update_weights_from_disk: HTTP %ld: %s",
-			  rp.status, msg);
+			  rp.status, msg ? msg : "refused");
+		free(msg);
 		rc = -EIO;
 		goto out;
 	}
-	rc = confirm_version(r, "/get_weight_version");
-	if (rc < 0 || !r->d->warmup)
-		goto out;
-	cJSON_Delete(body);
-	body = cJSON_CreateObject();
-	sp = cJSON_AddObjectToObject(body, "sampling_params");
-	if (!cJSON_AddStringToObject(body, "text", WARMUP_PROMPT) ||
-	    !cJSON_AddNumberToObject(sp, "max_new_tokens", 1) ||
-	    !cJSON_AddNumberToObject(sp, "temperature", 0)) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	rc = warmup(r, "/generate", body);
+	rc = confirm_version(r, sglang_confirm_paths,
+			     sizeof(sglang_confirm_paths) / sizeof(sglang_confirm_paths[0]));
+	if (rc == 0 && r->d->warmup)
+		rc = sglang_warmup(r, NULL);
 out:
 	reply_release(&rp);
 	cJSON_Delete(body);
@@ -575,101 +871,92 @@ out:
 
 /* ---- vllm ---- */
 
-/* POST @path with @body (may be NULL: empty body); reply discarded. */
-static int vllm_post(struct run *r, const char *path, const cJSON *body,
-		     int flags)
-{
-	struct reply rp = { 0 };
-	int rc = call(r, "POST", path, body, flags, &rp);
+static const char *const vllm_confirm_paths[] = { "/weight_info" };
 
-	reply_release(&rp);
-	return rc;
+/*
+ * The engine is paused for the update, so it must be resumed whatever
+ * happened, even past the deadline: a paused engine serves nothing. Its
+ * own small budget; a failure is reported with the run's result.
+ */
+#define RESUME_BUDGET_S 10.0
+
+static int vllm_resume(struct run *r, int rc)
+{
+	double saved = r->deadline;
+	char first[sizeof(r->res->error)];
+	int rc2;
+
+	snprintf(first, sizeof(first), "%s", r->res->error);
+	if (remaining(r) < RESUME_BUDGET_S)
+		r->deadline = now_s() + RESUME_BUDGET_S;
+	rc2 = post(r, "/resume", NULL, CALL_RETRY | CALL_ENGINE);
+	r->deadline = saved;
+	if (rc2 == 0) {
+		snprintf(r->res->error, sizeof(r->res->error), "%s", first);
+		return rc;
+	}
+	if (rc2 == -ETIMEDOUT)
+		set_error(r, "POST /resume: %s", r->last[0] ? r->last : "no reply");
+	if (rc < 0) {
+		char why[sizeof(r->res->error)];
+
+		snprintf(why, sizeof(why), "%s", r->res->error);
+		set_error(r, "%s; and the engine was not resumed: %s",
+			  rc == -ETIMEDOUT ? "not confirmed in time" : first, why);
+		return rc;
+	}
+	return rc2 == -ETIMEDOUT ? -EIO : rc2;
 }
 
 /*
- * The weight-transfer flow. A transient failure inside update_weights or
- * finish_weight_update restarts from start_weight_update: the disk engine
- * aborts its session when a step fails, so resending only the failed step
- * would be refused. A "not initialized" answer (the server restarted)
- * re-initialises once and restarts.
+ * Full weights, on the routes upstream vLLM has in dev mode: pause (wait
+ * for requests in flight), reload_weights on every worker from the
+ * directory, set the weight version, confirm it, reset the prefix cache,
+ * resume. Reloading from the same directory is idempotent, so a transient
+ * failure retries the step itself.
  */
 static int vllm_transfer(struct run *r)
 {
-	cJSON *init = NULL, *upd = NULL, *fin = NULL, *o;
-	int reinit = 0;
+	cJSON *rpc = cJSON_CreateObject(), *ver = cJSON_CreateObject(), *kw;
+	const char *pause = r->d->reset_cache ? "/pause?mode=wait&clear_cache=true"
+					      : "/pause?mode=wait&clear_cache=false";
 	int rc = -ENOMEM;
 
-	init = cJSON_CreateObject();
-	upd = cJSON_CreateObject();
-	fin = cJSON_CreateObject();
-	/* The disk backend's init info has no fields. */
-	if (!cJSON_AddObjectToObject(init, "init_info"))
+	kw = cJSON_AddObjectToObject(rpc, "kwargs");
+	if (!cJSON_AddStringToObject(rpc, "method", "reload_weights") ||
+	    !cJSON_AddStringToObject(kw, "weights_path", r->res->model_path) ||
+	    !cJSON_AddStringToObject(ver, "new_version", r->req->snapshot))
 		goto out;
-	o = cJSON_AddObjectToObject(upd, "update_info");
-	if (!cJSON_AddStringToObject(o, "path", r->res->model_path) ||
-	    !cJSON_AddStringToObject(fin, "weight_version", r->req->snapshot))
+	rc = post(r, pause, NULL, CALL_RETRY | CALL_ENGINE);
+	if (rc < 0)
 		goto out;
-
-	for (;;) {
-		if (!r->tgt->vllm_ready) {
-			rc = vllm_post(r, "/init_weight_transfer_engine", init,
-				       CALL_RETRY);
-			if (rc < 0)
-				goto out;
-			r->tgt->vllm_ready = 1;
-		}
-		rc = vllm_post(r, "/start_weight_update", NULL,
-			       CALL_RETRY | CALL_UNINIT);
-		if (rc == 0)
-			rc = vllm_post(r, "/update_weights", upd, CALL_UNINIT);
-		if (rc == 0)
-			rc = vllm_post(r, "/finish_weight_update", fin, CALL_UNINIT);
-		if (rc == 0)
-			break;
-		if (rc == -ENOTCONN) {
-			r->tgt->vllm_ready = 0;
-			if (reinit++) {
-				set_error(r, "%s (after re-initialising)", r->last);
-				rc = -EIO;
-				goto out;
-			}
-			say(r, LOG_LVL_INFO, "hotload %s: server lost its weight-transfer engine; initialising again",
-			    r->name);
-			continue;
-		}
-		if (rc != -EAGAIN)
-			goto out;
-		rc = backoff(r, 0);
-		if (rc < 0)
-			goto out;
-	}
-	rc = confirm_version(r, "/weight_info");
-	if (rc < 0 || !r->d->reset_cache)
-		goto out;
+	rc = post(r, "/collective_rpc", rpc, CALL_RETRY | CALL_ENGINE);
+	if (rc == 0)
+		rc = post(r, "/update_weight_version", ver, CALL_RETRY | CALL_ENGINE);
+	if (rc == 0)
+		rc = confirm_version(r, vllm_confirm_paths, 1);
 	/*
 	 * The prefix cache holds KV computed by the old weights. vLLM answers
 	 * {"success": false} while blocks are in use and says to retry; older
 	 * versions answer 200 with no body.
 	 */
-	for (;;) {
+	while (rc == 0 && r->d->reset_cache) {
 		struct reply rp = { 0 };
 		const cJSON *ok;
 
-		rc = call(r, "POST", "/reset_prefix_cache", NULL, CALL_RETRY, &rp);
+		rc = call(r, "POST", "/reset_prefix_cache", NULL,
+			  CALL_RETRY | CALL_ENGINE, &rp);
 		ok = rc ? NULL : cJSON_GetObjectItemCaseSensitive(rp.json, "success");
 		reply_release(&rp);
 		if (rc < 0 || !cJSON_IsBool(ok) || cJSON_IsTrue(ok))
 			break;
-		snprintf(r->last, sizeof(r->last),
-			 "POST /reset_prefix_cache: success false (blocks in use)");
+		set_last(r, "POST /reset_prefix_cache: success false (blocks in use)");
 		rc = backoff(r, 0);
-		if (rc < 0)
-			break;
 	}
+	rc = vllm_resume(r, rc);
 out:
-	cJSON_Delete(init);
-	cJSON_Delete(upd);
-	cJSON_Delete(fin);
+	cJSON_Delete(rpc);
+	cJSON_Delete(ver);
 	return rc;
 }
 
@@ -680,7 +967,7 @@ static int vllm_lora_listed(struct run *r, const char *name, const char *path)
 	const cJSON *m, *id, *root;
 	int rc;
 
-	rc = call(r, "GET", "/v1/models", NULL, CALL_RETRY, &rp);
+	rc = call(r, "GET", "/v1/models", NULL, CALL_RETRY | CALL_ENGINE, &rp);
 	if (rc < 0)
 		goto out;
 	cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(rp.json, "data")) {
@@ -720,7 +1007,7 @@ static int vllm_lora(struct run *r)
 			cJSON_Delete(body);
 			return -ENOMEM;
 		}
-		rc = vllm_post(r, "/v1/load_lora_adapter", body, CALL_RETRY);
+		rc = post(r, "/v1/load_lora_adapter", body, CALL_RETRY | CALL_ENGINE);
 		cJSON_Delete(body);
 		/* A reply lost after the load succeeded: the retry is refused. */
 		if (rc == -EIO && vllm_lora_listed(r, name, path) == 1)
@@ -736,8 +1023,12 @@ static int vllm_lora(struct run *r)
 			return -EIO;
 		}
 	}
+	r->res->error[0] = '\0';
 	snprintf(r->res->version, sizeof(r->res->version), "%s", name);
-	return 0;
+	rc = adapters_note(r->tgt, name);
+	if (rc == 0)
+		adapters_evict(r, "/v1/unload_lora_adapter", CALL_ENGINE);
+	return rc;
 }
 
 static int run_vllm(struct run *r)
@@ -905,10 +1196,6 @@ static int setup_curl(struct run *r)
 	curl_easy_setopt(r->curl, CURLOPT_PROTOCOLS,
 			 (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-	if (r->token) {
-		curl_easy_setopt(r->curl, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
-		curl_easy_setopt(r->curl, CURLOPT_XOAUTH2_BEARER, r->token);
-	}
 	return 0;
 }
 
@@ -954,14 +1241,32 @@ int hotload_run(const struct deployment *d, const struct hotload_request *req,
 		rc = -EINVAL;
 		goto out;
 	}
-	if (d->token_env) {
-		r.token = getenv(d->token_env);
-		if (!r.token || !*r.token) {
-			r.token = NULL;
-			set_error(&r, "token variable %s is not set", d->token_env);
-			rc = -EINVAL;
-			goto out;
+	collect_secrets(&r);
+	{
+		const char *envs[2] = { d->token_env, d->admin_token_env };
+		const char **dst[2] = { &r.token, &r.admin_token };
+		int i;
+
+		for (i = 0; i < 2; i++) {
+			if (!envs[i])
+				continue;
+			if (!hotload_token_env_allowed(envs[i], req->token_env_allow)) {
+				set_error(&r, "token variable %s is not allowed by this mount "
+					  "(names starting with " HOTLOAD_TOKEN_PREFIX
+					  " or listed in --hotload-token-env)", envs[i]);
+				rc = -EINVAL;
+				goto out;
+			}
+			*dst[i] = getenv(envs[i]);
+			if (!*dst[i] || !**dst[i]) {
+				*dst[i] = NULL;
+				set_error(&r, "token variable %s is not set", envs[i]);
+				rc = -EINVAL;
+				goto out;
+			}
 		}
+		/* Now that the tokens are known, mask them too. */
+		collect_secrets(&r);
 	}
 	rc = hotload_expand_path(d->model_path, req, res->model_path,
 				 sizeof(res->model_path));

@@ -2,30 +2,35 @@
 """standin.py: a loopback stand-in for an inference engine's weight-sync API.
 
 Speaks one of three protocols, as doc/HOTLOAD.md describes them (and as the
-engines' own sources define them):
+engines' own sources define them; doc/HOTLOAD.md names the files):
 
-  sglang  POST /update_weights_from_disk, GET /get_weight_version,
-          GET|POST /flush_cache, POST|PUT /generate, GET /health
-  vllm    POST /init_weight_transfer_engine, /start_weight_update,
-          /update_weights, /finish_weight_update, GET /weight_info,
-          POST /reset_prefix_cache, POST /v1/load_lora_adapter,
-          GET /v1/models, POST /v1/completions, GET /health
+  sglang  POST /update_weights_from_disk, GET /model_info (--generation new)
+          or GET /get_weight_version (--generation old; the new generation
+          answers 404 there), POST /load_lora_adapter, /unload_lora_adapter,
+          GET|POST /flush_cache, POST|PUT /generate, GET /health; with
+          --api-key and --admin-api-key, the key levels of SGLang's auth.py
+  vllm    dev mode: POST /pause, /resume, GET /is_paused, POST /collective_rpc
+          (reload_weights), /update_weight_version, GET /weight_info,
+          POST /reset_prefix_cache, /v1/load_lora_adapter,
+          /v1/unload_lora_adapter, GET /v1/models, POST /v1/completions,
+          GET /health; an engine-side error is a 500 with vLLM's error
+          envelope, as vLLM answers it; --token guards only /v1 and the
+          other prefixes vLLM's authenticate.py guards
   http    POST <any path>: the ckptfs webhook body
 
 Like the real servers it validates what it receives (wrong method, path or
 body is a 4xx with a message), and for a load it reads every file under the
 given path and records its sha256, so a test can check what the engine
 would have loaded. GET /_test/state returns everything it saw, as JSON.
-POST /_test/restart forgets the vLLM weight-transfer initialisation, as a
-restarted engine would.
 
 Test-only knobs: --fail-first N answers the first N protocol requests with
---status-fail (default 500), or only the first N to --fail-path P; an
-injected failure of vLLM's /update_weights also ends the update session,
-as the disk engine does when a load fails; --refuse refuses every load the way the engine
-refuses one; --delay S makes each load take S seconds; --token T requires
-"Authorization: Bearer T" (401 otherwise, as both engines answer with
---api-key). Listens on 127.0.0.1 only; stdlib only.
+--status-fail (default 500; a 5xx comes as a plain-text body, the way a
+proxy or uvicorn's last-resort handler answers, so it is transient), or
+only the first N to --fail-path P; --refuse refuses every load the way the
+engine refuses one; --delay S makes each load take S seconds; --echo-auth
+makes every 401 repeat the Authorization header it got, padded to put it
+past byte 384 of the message (a server leaking a credential back).
+Listens on 127.0.0.1 only; stdlib only.
 """
 
 import argparse
@@ -59,12 +64,13 @@ class State:
         # sglang's server_args.weight_version defaults to "default";
         # vLLM's weight_info reports null until a version is set.
         self.weight_version = "default" if protocol == "sglang" else None
-        self.inits = 0
-        self.initialised = False
-        self.session_active = False
-        self.session_loaded = False
+        self.paused = False
+        self.pauses = []            # the query of each /pause
+        self.resumes = 0
+        self.reloads_while_serving = 0   # vLLM reloads outside a pause
         self.cache_resets = 0
         self.loras = {}             # lora_name -> lora_path
+        self.unloaded = []          # adapter names, in order
         self.warmups = 0
 
     def snapshot(self):
@@ -78,10 +84,13 @@ class State:
                 "max_active_loads": self.max_active_loads,
                 "overlap": self.overlap,
                 "weight_version": self.weight_version,
-                "inits": self.inits,
-                "initialised": self.initialised,
+                "paused": self.paused,
+                "pauses": self.pauses,
+                "resumes": self.resumes,
+                "reloads_while_serving": self.reloads_while_serving,
                 "cache_resets": self.cache_resets,
                 "loras": self.loras,
+                "unloaded": self.unloaded,
                 "warmups": self.warmups,
             }))
 
@@ -239,17 +248,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             inject = st.failures_left > 0 and fail_path in (None, path)
             if inject:
                 st.failures_left -= 1
-                if path == "/update_weights":
-                    st.session_active = False
-                    st.session_loaded = False
         status = None
         try:
             body, raw = self.read_json(required=False) if method != "GET" \
                 else (None, b"")
             entry["body"] = body if body is not None else (raw.decode(errors="replace") or None)
-            token = self.server.token
-            if token is not None and entry["auth"] != "Bearer " + token:
-                raise Reject(401, {"error": "Unauthorized"})
+            self.authenticate(method, path, entry["auth"])
             if inject:
                 code = self.server.status_fail
                 raise Reject(code, self.injected_body(code))
@@ -264,21 +268,59 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def injected_body(self, code):
         msg = f"stand-in: injected failure {code}"
+        if code >= 500:
+            return msg + "\n"     # a proxy's or uvicorn's plain text: transient
         if self.server.state.protocol == "vllm":
-            return {"error": {"message": msg, "type": "InternalServerError",
+            return {"error": {"message": msg, "type": "BadRequestError",
                               "param": None, "code": code}}
         return {"error": msg}
+
+    # ---- authentication, as each engine does it ----
+
+    def unauthorized(self, status, auth):
+        body = {"error": "Unauthorized" if status == 401 else "Forbidden"}
+        if self.server.echo_auth and status == 401:
+            # A server that leaks what it was sent, past the first 384 bytes.
+            body["error"] = "Unauthorized: " + "x" * 400 + f" got {auth!r}"
+        return Reject(status, body)
+
+    def authenticate(self, method, path, auth):
+        srv = self.server
+        if method == "OPTIONS":
+            return
+        if srv.state.protocol == "vllm":
+            # authenticate.py: only these prefixes are guarded; the RL and
+            # dev routes (/pause, /collective_rpc, ...) are open.
+            if srv.token is not None and path.startswith(
+                    ("/v1", "/v2", "/inference", "/cohere")) \
+                    and auth != "Bearer " + srv.token:
+                raise self.unauthorized(401, auth)
+            return
+        if srv.state.protocol == "http":
+            if srv.token is not None and auth != "Bearer " + srv.token:
+                raise self.unauthorized(401, auth)
+            return
+        # sglang utils/auth.py: decide_request_auth()
+        if path.startswith(("/health", "/ready", "/metrics")):
+            return
+        api_key, admin_key = srv.token, srv.admin_token
+        level = SGLANG_AUTH_LEVEL.get(path, "normal")
+        if level == "admin_optional":
+            if admin_key is not None:
+                ok = auth == "Bearer " + admin_key
+            elif api_key is not None:
+                ok = auth == "Bearer " + api_key
+            else:
+                ok = True
+        else:
+            ok = api_key is None or auth == "Bearer " + api_key
+        if not ok:
+            raise self.unauthorized(401, auth)
 
     def test_endpoint(self, method, path):
         st = self.server.state
         if method == "GET" and path == "/_test/state":
             return self.send(200, st.snapshot())
-        if method == "POST" and path == "/_test/restart":
-            self.read_json(required=False)
-            with st.lock:
-                st.initialised = False
-                st.session_active = False
-            return self.send(200, {"restarted": True})
         return self.send(404, {"error": f"no test endpoint {method} {path}"})
 
     def route(self, method, path, query, body, entry):
@@ -361,9 +403,68 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                "num_paused_requests": 0})
 
     def sglang_weight_version(self, query, body, entry):
+        if self.server.generation == "new":
+            # Newer trees: a deprecated alias that points at /model_info.
+            raise Reject(404, {"detail": "/get_weight_version was removed; "
+                                         "use GET /model_info (weight_version)"})
         with self.server.state.lock:
             version = self.server.state.weight_version
         return self.send(200, {"weight_version": version})
+
+    def sglang_model_info(self, query, body, entry):
+        if self.server.generation == "old":
+            raise Reject(404, {"detail": "Not Found"})
+        with self.server.state.lock:
+            version = self.server.state.weight_version
+        return self.send(200, {"model_path": "/models/" + BASE_MODEL,
+                               "tokenizer_path": "/models/" + BASE_MODEL,
+                               "is_generation": True,
+                               "weight_version": version})
+
+    def sglang_lora_reply(self, status, success, message=""):
+        with self.server.state.lock:
+            loaded = dict(self.server.state.loras)
+        return Reject(status, {"success": success, "error_message": message,
+                               "loaded_adapters": loaded})
+
+    def sglang_load_lora(self, query, body, entry):
+        st = self.server.state
+        check_fields(body, {"lora_name": ((str,), True),
+                            "lora_path": ((str,), True),
+                            "pinned": ((bool,), False),
+                            "lora_id": ((str, type(None)), False),
+                            "rid": ((str, list, type(None)), False)}, self.bad)
+        name, path = body["lora_name"], body["lora_path"]
+        with st.lock:
+            if name in st.loras:
+                raise self.sglang_lora_reply(
+                    400, False, f"Failed to load LoRA adapter {name}: "
+                                "an adapter with this name is already loaded.")
+        if self.server.refuse:
+            raise self.sglang_lora_reply(400, False, "stand-in refuses this adapter")
+        try:
+            self.load(path)
+        except (OSError, ValueError) as e:
+            raise self.sglang_lora_reply(400, False, f"Failed to load LoRA adapter {name}: {e}")
+        with st.lock:
+            st.loras[name] = path
+        r = self.sglang_lora_reply(200, True)
+        return self.send(r.status, r.body)
+
+    def sglang_unload_lora(self, query, body, entry):
+        st = self.server.state
+        check_fields(body, {"lora_name": ((str,), True),
+                            "lora_id": ((str, type(None)), False),
+                            "rid": ((str, list, type(None)), False)}, self.bad)
+        name = body["lora_name"]
+        with st.lock:
+            if name not in st.loras:
+                raise self.sglang_lora_reply(
+                    400, False, f"LoRA adapter {name} is not loaded.")
+            del st.loras[name]
+            st.unloaded.append(name)
+        r = self.sglang_lora_reply(200, True)
+        return self.send(r.status, r.body)
 
     def sglang_flush_cache(self, query, body, entry):
         with self.server.state.lock:
@@ -377,9 +478,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                             "input_ids": ((list,), False),
                             "sampling_params": ((dict,), False),
                             "stream": ((bool,), False),
+                            "lora_path": ((str, list, type(None)), False),
                             "rid": ((str,), False)}, self.bad)
         if "text" not in body and "input_ids" not in body:
             raise self.bad("Either text or input_ids should be provided.")
+        lora = body.get("lora_path")
+        if isinstance(lora, str):
+            with self.server.state.lock:
+                if lora not in self.server.state.loras:
+                    raise self.bad(f"LoRA adapter {lora} is not loaded")
         sp = body.get("sampling_params", {})
         n = sp.get("max_new_tokens", 128)
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
@@ -395,103 +502,83 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # ---- vllm (vllm/entrypoints/serve/dev/rlhf/api_router.py et al.) ----
 
-    def vllm_init(self, query, body, entry):
-        st = self.server.state
-        if not isinstance(body, dict) or body.get("init_info") is None:
-            raise vllm_error(400, "Missing 'init_info' in request body")
-        check_fields(body, {"init_info": ((dict,), True)},
-                     lambda m: vllm_error(400, m))
-        if body["init_info"]:
-            # DiskWeightTransferInitInfo has no fields: cls(**init_info) fails.
-            raise vllm_error(400, "Invalid init_info for DiskWeightTransferEngine: "
-                                  f"unexpected keys {sorted(body['init_info'])}")
-        with st.lock:
-            st.inits += 1
-            st.initialised = True
-        return self.send(200, {"message": "Weight transfer initialized"})
+    def vllm_engine_error(self, message):
+        """An exception raised in the engine: vLLM's handler makes it a 500."""
+        return vllm_error(500, message, "InternalServerError")
 
-    def vllm_start(self, query, body, entry):
+    def vllm_pause(self, query, body, entry):
         st = self.server.state
+        for key in query:
+            if key not in ("mode", "wait_for_inflight_requests", "clear_cache"):
+                raise vllm_error(400, f"unexpected query parameter {key!r}")
+        mode = query.get("mode", ["abort"])[-1]
+        if mode not in ("abort", "wait", "keep"):
+            raise vllm_error(400, f"Input should be 'abort', 'wait' or 'keep': {mode!r}")
+        if body is not None:
+            raise vllm_error(400, "pause takes no body")
         with st.lock:
-            if not st.initialised:
-                raise vllm_error(500, "Weight transfer engine is not initialized: "
-                                      "POST /init_weight_transfer_engine first",
-                                 "InternalServerError")
-            if st.session_active:
-                raise vllm_error(500, "A shared-disk weight update is already active",
-                                 "InternalServerError")
-            st.session_active = True
-            st.session_loaded = False
-        return self.send(200, {"message": "Weight update started"})
+            st.paused = True
+            st.pauses.append(entry["query"])
+        return self.send(200, {"status": "paused"})
 
-    def vllm_abort_session(self):
+    def vllm_resume(self, query, body, entry):
         with self.server.state.lock:
-            self.server.state.session_active = False
-            self.server.state.session_loaded = False
+            self.server.state.paused = False
+            self.server.state.resumes += 1
+        return self.send(200, {"status": "resumed"})
 
-    def vllm_update(self, query, body, entry):
+    def vllm_is_paused(self, query, body, entry):
+        with self.server.state.lock:
+            return self.send(200, {"is_paused": self.server.state.paused})
+
+    def vllm_collective_rpc(self, query, body, entry):
         st = self.server.state
-        if not isinstance(body, dict) or body.get("update_info") is None:
-            raise vllm_error(400, "Missing 'update_info' in request body")
-        check_fields(body, {"update_info": ((dict,), True)},
+        if not isinstance(body, dict) or body.get("method") is None:
+            raise vllm_error(400, "Missing 'method' in request body")
+        check_fields(body, {"method": ((str,), True), "args": ((list,), False),
+                            "kwargs": ((dict,), False),
+                            "timeout": ((int, float, type(None)), False)},
                      lambda m: vllm_error(400, m))
-        info = body["update_info"]
-        with st.lock:
-            if not st.initialised:
-                raise vllm_error(500, "Weight transfer engine is not initialized",
-                                 "InternalServerError")
-            if not st.session_active:
-                raise vllm_error(500, "start_weight_update must be called before "
-                                      "loading a checkpoint", "InternalServerError")
-            if st.session_loaded:
-                raise vllm_error(500, "The disk backend accepts exactly one "
-                                      "checkpoint per update session",
-                                 "InternalServerError")
-        # DiskWeightTransferUpdateInfo(path: str); ValueError is a 400.
+        if body["method"] != "reload_weights":
+            raise self.vllm_engine_error(
+                f"'Worker' object has no attribute {body['method']!r}")
+        kwargs = body.get("kwargs", {})
+        if set(kwargs) - {"weights_path"} or body.get("args"):
+            raise self.vllm_engine_error(
+                "reload_weights() got an unexpected argument: "
+                f"{sorted(set(kwargs) - {'weights_path'}) or body.get('args')}")
+        path = kwargs.get("weights_path")
+        # The engine's ValueError reaches the API server as a plain
+        # exception: HTTP 500 with the error envelope, not 400.
         try:
-            if set(info) != {"path"}:
-                raise ValueError("Invalid update_info for DiskWeightTransferEngine: "
-                                 f"expected exactly 'path', got {sorted(info)}")
-            path = info["path"]
-            if not isinstance(path, str) or not path or not os.path.isabs(path):
-                raise ValueError("`path` must be an absolute local directory")
+            if not isinstance(path, str) or not os.path.isabs(path):
+                raise ValueError(f"weights_path must be an absolute directory: {path!r}")
             if not os.path.isdir(path):
-                raise ValueError("Shared-disk checkpoint path must be a local "
-                                 f"directory: {path}")
+                raise ValueError(f"Cannot find any model weights with `{path}`")
             if not any(e.name.endswith(".safetensors") and e.is_file()
                        for e in os.scandir(path)):
-                raise ValueError("Shared-disk checkpoint directory contains no "
-                                 f"safetensors files: {path}")
+                raise ValueError(f"Cannot find any safetensors model weights with `{path}`")
             if self.server.refuse:
-                raise ValueError("stand-in refuses this checkpoint")
+                raise ValueError("stand-in refuses these weights: shape mismatch "
+                                 "for model.layers.0.weight")
+            with st.lock:
+                if not st.paused:
+                    st.reloads_while_serving += 1
             self.load(path)
         except (ValueError, OSError) as e:
-            self.vllm_abort_session()
-            raise vllm_error(400, str(e))
-        with st.lock:
-            st.session_loaded = True
-        return self.send(200, {"message": "Weights updated"})
+            raise self.vllm_engine_error(str(e))
+        return self.send(200, {"results": [None]})
 
-    def vllm_finish(self, query, body, entry):
+    def vllm_update_weight_version(self, query, body, entry):
         st = self.server.state
-        # weight_version: Annotated[str | None, Body(embed=True)] = None
-        if body is not None:
-            check_fields(body, {"weight_version": ((str, type(None)), False)},
-                         lambda m: vllm_error(400, m))
+        # new_version: Annotated[str, Body(embed=True)]; abort_all_requests
+        # on newer trees.
+        check_fields(body, {"new_version": ((str,), True),
+                            "abort_all_requests": ((bool,), False)},
+                     lambda m: vllm_error(400, m))
         with st.lock:
-            if not st.session_active:
-                raise vllm_error(500, "No shared-disk weight update is active",
-                                 "InternalServerError")
-            if not st.session_loaded:
-                st.session_active = False
-                raise vllm_error(500, "No checkpoint was loaded during the "
-                                      "shared-disk update session",
-                                 "InternalServerError")
-            st.session_active = False
-            st.session_loaded = False
-            if body and body.get("weight_version") is not None:
-                st.weight_version = body["weight_version"]
-        return self.send(200, {"message": "Weight update finished"})
+            st.weight_version = body["new_version"]
+        return self.send(200, {"success": True, "new_version": body["new_version"]})
 
     def vllm_weight_info(self, query, body, entry):
         with self.server.state.lock:
@@ -535,6 +622,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with st.lock:
             st.loras[name] = path
         return self.send(200, f"Success: LoRA adapter '{name}' added successfully.")
+
+    def vllm_unload_lora(self, query, body, entry):
+        st = self.server.state
+        check_fields(body, {"lora_name": ((str,), True),
+                            "lora_int_id": ((int, type(None)), False)},
+                     lambda m: vllm_error(400, m))
+        name = body["lora_name"]
+        with st.lock:
+            if name not in st.loras:
+                raise vllm_error(404, f"The lora adapter '{name}' cannot be found.",
+                                 "NotFoundError")
+            del st.loras[name]
+            st.unloaded.append(name)
+        return self.send(200, f"Success: LoRA adapter '{name}' removed successfully.")
 
     def vllm_models(self, query, body, entry):
         with self.server.state.lock:
@@ -602,10 +703,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.send(200, {"ok": True, "snapshot": body["snapshot"]})
 
 
+# SGLang's @auth_level(AuthLevel.ADMIN_OPTIONAL) routes among those served;
+# every other route is "normal".
+SGLANG_AUTH_LEVEL = {
+    "/update_weights_from_disk": "admin_optional",
+    "/load_lora_adapter": "admin_optional",
+    "/unload_lora_adapter": "admin_optional",
+    "/flush_cache": "admin_optional",
+}
+
 ROUTES = {
     "sglang": {
         ("POST", "/update_weights_from_disk"): Handler.sglang_update_from_disk,
         ("GET", "/get_weight_version"): Handler.sglang_weight_version,
+        ("GET", "/model_info"): Handler.sglang_model_info,
+        ("POST", "/load_lora_adapter"): Handler.sglang_load_lora,
+        ("POST", "/unload_lora_adapter"): Handler.sglang_unload_lora,
         ("GET", "/flush_cache"): Handler.sglang_flush_cache,
         ("POST", "/flush_cache"): Handler.sglang_flush_cache,
         ("POST", "/generate"): Handler.sglang_generate,
@@ -613,13 +726,15 @@ ROUTES = {
         ("GET", "/health"): Handler.health,
     },
     "vllm": {
-        ("POST", "/init_weight_transfer_engine"): Handler.vllm_init,
-        ("POST", "/start_weight_update"): Handler.vllm_start,
-        ("POST", "/update_weights"): Handler.vllm_update,
-        ("POST", "/finish_weight_update"): Handler.vllm_finish,
+        ("POST", "/pause"): Handler.vllm_pause,
+        ("POST", "/resume"): Handler.vllm_resume,
+        ("GET", "/is_paused"): Handler.vllm_is_paused,
+        ("POST", "/collective_rpc"): Handler.vllm_collective_rpc,
+        ("POST", "/update_weight_version"): Handler.vllm_update_weight_version,
         ("GET", "/weight_info"): Handler.vllm_weight_info,
         ("POST", "/reset_prefix_cache"): Handler.vllm_reset_prefix_cache,
         ("POST", "/v1/load_lora_adapter"): Handler.vllm_load_lora,
+        ("POST", "/v1/unload_lora_adapter"): Handler.vllm_unload_lora,
         ("GET", "/v1/models"): Handler.vllm_models,
         ("POST", "/v1/completions"): Handler.vllm_completions,
         ("GET", "/health"): Handler.health,
@@ -645,7 +760,12 @@ def main():
     ap.add_argument("--fail-path")
     ap.add_argument("--refuse", action="store_true")
     ap.add_argument("--delay", type=float, default=0.0)
-    ap.add_argument("--token")
+    ap.add_argument("--token", "--api-key", dest="token")
+    ap.add_argument("--admin-api-key", dest="admin_token")
+    ap.add_argument("--generation", choices=("new", "old"), default="new",
+                    help="sglang: new serves /model_info and answers 404 on "
+                         "/get_weight_version; old the other way round")
+    ap.add_argument("--echo-auth", action="store_true")
     ap.add_argument("--log")
     args = ap.parse_args()
 
@@ -657,6 +777,9 @@ def main():
     srv.refuse = args.refuse
     srv.delay = args.delay
     srv.token = args.token
+    srv.admin_token = args.admin_token
+    srv.generation = args.generation
+    srv.echo_auth = args.echo_auth
     srv.logfile = open(args.log, "a") if args.log else None
 
     # Written whole then renamed, so a reader never sees half a number.

@@ -34,7 +34,9 @@
 #include "util/log.h"
 
 #define TOKEN "tok-SECRET-8c1f2e"
-#define TOKEN_ENV "CKPT_TEST_HOTLOAD_TOKEN"
+#define TOKEN_ENV "CKPTFS_TOKEN_CHECK_HOTLOAD"
+#define ADMIN "adm-SECRET-41d9e0"
+#define ADMIN_ENV "CKPTFS_TOKEN_CHECK_ADMIN"
 
 static double now_s(void)
 {
@@ -381,6 +383,17 @@ START_TEST(parse_valid)
 			       &d, err, sizeof(err)), 0);
 	ck_assert_int_eq(d.protocol, HOTLOAD_VLLM);
 	ck_assert_int_eq(d.lora, 1);
+	ck_assert_int_eq(d.max_adapters, 1);
+	deployment_release(&d);
+
+	ck_assert_int_eq(parse("{\"protocol\":\"sglang\",\"url\":\"https://h\","
+			       "\"model_path\":\"/a/{checkpoint}\",\"lora\":true,"
+			       "\"max_adapters\":3,\"token_env\":\"CKPTFS_TOKEN_A\","
+			       "\"admin_token_env\":\"CKPTFS_TOKEN_B\"}",
+			       &d, err, sizeof(err)), 0);
+	ck_assert_int_eq(d.lora, 1);
+	ck_assert_int_eq(d.max_adapters, 3);
+	ck_assert_str_eq(d.admin_token_env, "CKPTFS_TOKEN_B");
 	deployment_release(&d);
 
 	ck_assert_int_eq(parse("{\"protocol\":\"http\",\"url\":\"http://h:1/hook/x\","
@@ -511,10 +524,49 @@ START_TEST(parse_bad_values)
 	assert_rejected("{" GOOD ",\"timeout_s\":0}");
 	assert_rejected("{" GOOD ",\"timeout_s\":-1}");
 	assert_rejected("{" GOOD ",\"timeout_s\":1e9}");
-	assert_rejected("{" GOOD ",\"lora\":true}");		/* sglang */
+	assert_rejected("{\"protocol\":\"http\",\"url\":\"http://h\",\"model_path\":\"/m\","
+			"\"lora\":true}");
+	assert_rejected("{" GOOD ",\"max_adapters\":2}");	/* without lora */
+	assert_rejected("{" GOOD ",\"lora\":true,\"max_adapters\":0}");
+	assert_rejected("{" GOOD ",\"lora\":true,\"max_adapters\":1.5}");
+	assert_rejected("{" GOOD ",\"lora\":true,\"max_adapters\":65}");
+	assert_rejected("{" GOOD ",\"admin_token_env\":\"A-B\"}");
+	assert_rejected("{\"protocol\":\"vllm\",\"url\":\"http://h\",\"model_path\":\"/m\","
+			"\"admin_token_env\":\"CKPTFS_TOKEN_A\"}");	/* one key level */
 	assert_rejected("{\"protocol\":\"http\",\"url\":\"http://h\",\"model_path\":\"/m\","
 			"\"warmup\":true}");
 	assert_rejected("{" GOOD ",\"url\":\"http://other\"}");	/* twice */
+}
+END_TEST
+
+/* Issue 9 item 3: a deployment may name only the mount's token variables. */
+START_TEST(token_env_allowed)
+{
+	struct deployment d = DEPLOYMENT_INIT;
+	char err[256] = "";
+
+	ck_assert_int_eq(hotload_token_env_allowed("CKPTFS_TOKEN_SG", NULL), 1);
+	ck_assert_int_eq(hotload_token_env_allowed("CKPTFS_TOKEN_", NULL), 0);
+	ck_assert_int_eq(hotload_token_env_allowed("AWS_SECRET_ACCESS_KEY", NULL), 0);
+	ck_assert_int_eq(hotload_token_env_allowed("AWS_SECRET_ACCESS_KEY", "HF_TOKEN"), 0);
+	ck_assert_int_eq(hotload_token_env_allowed("HF_TOKEN", "A,HF_TOKEN"), 1);
+	ck_assert_int_eq(hotload_token_env_allowed("HF_TOK", "A,HF_TOKEN"), 0);
+	ck_assert_int_eq(hotload_token_env_allowed("A", "A,HF_TOKEN"), 1);
+	ck_assert_int_eq(hotload_token_env_allowed("", ","), 0);
+
+	ck_assert_int_eq(parse("{" GOOD ",\"token_env\":\"AWS_SECRET_ACCESS_KEY\"}",
+			       &d, err, sizeof(err)), 0);
+	ck_assert_int_eq(deployment_check_token_envs(&d, NULL, err, sizeof(err)), -EINVAL);
+	ck_assert_msg(strstr(err, "AWS_SECRET_ACCESS_KEY"), "%s", err);
+	deployment_release(&d);
+	ck_assert_int_eq(parse("{" GOOD ",\"token_env\":\"CKPTFS_TOKEN_X\","
+			       "\"admin_token_env\":\"AWS_SESSION_TOKEN\"}",
+			       &d, err, sizeof(err)), 0);
+	ck_assert_int_eq(deployment_check_token_envs(&d, NULL, err, sizeof(err)), -EINVAL);
+	ck_assert_msg(strstr(err, "admin_token_env"), "%s", err);
+	ck_assert_int_eq(deployment_check_token_envs(&d, "AWS_SESSION_TOKEN", err,
+						     sizeof(err)), 0);
+	deployment_release(&d);
 }
 END_TEST
 
@@ -598,7 +650,7 @@ START_TEST(sglang_success)
 
 	st = standin_state(&s);
 	request_paths(st, paths, sizeof(paths));
-	ck_assert_str_eq(paths, "/update_weights_from_disk /get_weight_version");
+	ck_assert_str_eq(paths, "/update_weights_from_disk /model_info");
 	body = request_body(st, 0);
 	ck_assert_str_eq(get_str(body, "model_path"), c.dir);
 	ck_assert_str_eq(get_str(body, "weight_version"), "step-0001-5eed");
@@ -678,7 +730,7 @@ static void retry_then_success(const char *status)
 	st = standin_state(&s);
 	request_paths(st, paths, sizeof(paths));
 	ck_assert_str_eq(paths, "/update_weights_from_disk /update_weights_from_disk "
-			 "/update_weights_from_disk /get_weight_version");
+			 "/update_weights_from_disk /model_info");
 	ck_assert_int_eq((int)get(cJSON_GetArrayItem(get(st, "requests"), 0),
 				  "status")->valuedouble, atoi(status));
 	assert_load_matches(st, 0, &c);
@@ -783,7 +835,7 @@ START_TEST(warmup_sent)
 	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
 	st = standin_state(&s);
 	request_paths(st, paths, sizeof(paths));
-	ck_assert_str_eq(paths, "/update_weights_from_disk /get_weight_version /generate");
+	ck_assert_str_eq(paths, "/update_weights_from_disk /model_info /generate");
 	body = request_body(st, 2);
 	ck_assert(cJSON_IsString(get(body, "text")));
 	ck_assert_int_eq((int)get(get(body, "sampling_params"), "max_new_tokens")->valuedouble, 1);
@@ -799,11 +851,160 @@ START_TEST(warmup_sent)
 	st = standin_state(&s);
 	ck_assert_int_eq(count_path(st, "/v1/completions"), 1);
 	request_paths(st, paths, sizeof(paths));
-	ck_assert_ptr_nonnull(strstr(paths, "/weight_info /v1/completions"));
+	ck_assert_msg(strstr(paths, "/weight_info /resume /v1/completions"), "%s", paths);
 	body = request_body(st, cJSON_GetArraySize(get(st, "requests")) - 1);
 	ck_assert_int_eq((int)get(body, "max_tokens")->valuedouble, 1);
 	ck_assert_ptr_null(cJSON_GetObjectItem(body, "model"));	/* the base model */
 	cJSON_Delete(st);
+	deployment_release(&d);
+	standin_stop(&s);
+	ckpt_free(&c);
+}
+END_TEST
+
+/* Issue 14 item 4: a tree without /model_info confirms on the old route. */
+START_TEST(sglang_old_generation)
+{
+	struct standin s = { 0 };
+	struct ckpt c;
+	struct deployment d = DEPLOYMENT_INIT;
+	struct hotload_result res;
+	struct hotload_request q;
+	char paths[512];
+	cJSON *st;
+
+	ckpt_make(&c, "step-0001");
+	standin_start(&s, "sglang", "--generation", "old", NULL);
+	make_dep(&d, "{\"protocol\":\"sglang\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
+		 "\"timeout_s\":20}", s.url, c.root);
+	q = make_req(&c, "step-0001", "step-0001-5eed");
+	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
+	ck_assert_str_eq(res.version, "step-0001-5eed");
+	st = standin_state(&s);
+	request_paths(st, paths, sizeof(paths));
+	ck_assert_str_eq(paths, "/update_weights_from_disk /model_info /get_weight_version");
+	cJSON_Delete(st);
+	deployment_release(&d);
+	standin_stop(&s);
+
+	/* The new generation answers 404 on the alias; it is never asked. */
+	standin_start(&s, "sglang", "--generation", "new", NULL);
+	make_dep(&d, "{\"protocol\":\"sglang\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
+		 "\"timeout_s\":20}", s.url, c.root);
+	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
+	st = standin_state(&s);
+	ck_assert_int_eq(count_path(st, "/get_weight_version"), 0);
+	ck_assert_int_eq(count_path(st, "/model_info"), 1);
+	cJSON_Delete(st);
+	deployment_release(&d);
+	standin_stop(&s);
+	ckpt_free(&c);
+}
+END_TEST
+
+/*
+ * Issue 14 item 5: with --api-key and --admin-api-key, the load goes with
+ * the admin key and confirm/warmup with the normal one.
+ */
+START_TEST(sglang_admin_key)
+{
+	struct standin s = { 0 };
+	struct ckpt c;
+	struct deployment d = DEPLOYMENT_INIT;
+	struct hotload_result res;
+	struct hotload_request q;
+	const cJSON *r;
+	cJSON *st;
+
+	ckpt_make(&c, "step-0001");
+	standin_start(&s, "sglang", "--api-key", TOKEN, "--admin-api-key", ADMIN, NULL);
+	setenv(TOKEN_ENV, TOKEN, 1);
+	setenv(ADMIN_ENV, ADMIN, 1);
+	q = make_req(&c, "step-0001", "step-0001-5eed");
+
+	/* One token cannot pass both levels: the load is refused. */
+	make_dep(&d, "{\"protocol\":\"sglang\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
+		 "\"token_env\":\"" TOKEN_ENV "\"}", s.url, c.root);
+	ck_assert_int_eq(hotload_run(&d, &q, &res), -EIO);
+	ck_assert_int_eq(res.http_status, 401);
+	deployment_release(&d);
+
+	make_dep(&d, "{\"protocol\":\"sglang\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
+		 "\"token_env\":\"" TOKEN_ENV "\",\"admin_token_env\":\"" ADMIN_ENV "\","
+		 "\"warmup\":true}", s.url, c.root);
+	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
+	st = standin_state(&s);
+	ck_assert_int_eq(cJSON_GetArraySize(get(st, "requests")), 4);
+	r = cJSON_GetArrayItem(get(st, "requests"), 1);	/* after the refused one */
+	ck_assert_str_eq(get_str(r, "path"), "/update_weights_from_disk");
+	ck_assert_str_eq(get_str(r, "auth"), "Bearer " ADMIN);
+	ck_assert_int_eq((int)get(r, "status")->valuedouble, 200);
+	r = cJSON_GetArrayItem(get(st, "requests"), 2);
+	ck_assert_str_eq(get_str(r, "path"), "/model_info");
+	ck_assert_str_eq(get_str(r, "auth"), "Bearer " TOKEN);
+	r = cJSON_GetArrayItem(get(st, "requests"), 3);
+	ck_assert_str_eq(get_str(r, "path"), "/generate");
+	ck_assert_str_eq(get_str(r, "auth"), "Bearer " TOKEN);
+	ck_assert_int_eq(count_path(st, "/generate"), 1);
+	cJSON_Delete(st);
+	unsetenv(TOKEN_ENV);
+	unsetenv(ADMIN_ENV);
+	ck_assert_ptr_null(strstr(logs, TOKEN));
+	ck_assert_ptr_null(strstr(logs, ADMIN));
+
+	deployment_release(&d);
+	standin_stop(&s);
+	ckpt_free(&c);
+}
+END_TEST
+
+/* Issue 14 item 6: SGLang adapters: load, confirm, unload beyond the bound. */
+START_TEST(sglang_lora)
+{
+	struct standin s = { 0 };
+	struct ckpt c;
+	struct deployment d = DEPLOYMENT_INIT;
+	struct hotload_result res;
+	struct hotload_request q;
+	const cJSON *body;
+	char paths[1024];
+	cJSON *st;
+
+	ckpt_make(&c, "lora-0001");
+	standin_start(&s, "sglang", NULL);
+	make_dep(&d, "{\"protocol\":\"sglang\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
+		 "\"lora\":true,\"max_adapters\":2,\"warmup\":true}", s.url, c.root);
+	q = make_req(&c, "lora-0001", "lora-0001-a");
+	q.kind = "lora";
+	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
+	ck_assert_str_eq(res.version, "lora-0001-a");
+	q.snapshot = "lora-0001-b";
+	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
+	q.snapshot = "lora-0001-c";
+	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
+
+	st = standin_state(&s);
+	request_paths(st, paths, sizeof(paths));
+	ck_assert_str_eq(paths, "/load_lora_adapter /generate /load_lora_adapter /generate "
+			 "/load_lora_adapter /unload_lora_adapter /generate");
+	body = request_body(st, 0);
+	ck_assert_str_eq(get_str(body, "lora_name"), "lora-0001-a");
+	ck_assert_str_eq(get_str(body, "lora_path"), c.dir);
+	ck_assert(cJSON_IsFalse(get(body, "pinned")));
+	ck_assert_str_eq(get_str(request_body(st, 5), "lora_name"), "lora-0001-a");
+	ck_assert_str_eq(get_str(request_body(st, 6), "lora_path"), "lora-0001-c");
+	ck_assert_int_eq(cJSON_GetArraySize(get(st, "loras")), 2);
+	assert_load_matches(st, 2, &c);
+	cJSON_Delete(st);
+	deployment_release(&d);
+	standin_stop(&s);
+
+	/* Refused: EIO with the engine's error_message. */
+	standin_start(&s, "sglang", "--refuse", NULL);
+	make_dep(&d, "{\"protocol\":\"sglang\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
+		 "\"lora\":true}", s.url, c.root);
+	ck_assert_int_eq(hotload_run(&d, &q, &res), -EIO);
+	ck_assert_msg(strstr(res.error, "stand-in refuses this adapter"), "%s", res.error);
 	deployment_release(&d);
 	standin_stop(&s);
 	ckpt_free(&c);
@@ -819,6 +1020,7 @@ START_TEST(vllm_success)
 	struct deployment d = DEPLOYMENT_INIT, d2 = DEPLOYMENT_INIT;
 	struct hotload_result res;
 	struct hotload_request q;
+	const cJSON *body;
 	char paths[1024];
 	cJSON *st;
 
@@ -832,7 +1034,7 @@ START_TEST(vllm_success)
 	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
 	ck_assert_str_eq(res.version, "step-0001-aaaa");
 
-	/* Same server, second load, reset_cache off: no init, no reset. */
+	/* Same server, second load, reset_cache off: no prefix-cache reset. */
 	make_dep(&d2, "{\"protocol\":\"vllm\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
 		 "\"reset_cache\":false}", s.url, c2.root);
 	q = make_req(&c2, "step-0002", "step-0002-bbbb");
@@ -842,19 +1044,24 @@ START_TEST(vllm_success)
 	st = standin_state(&s);
 	request_paths(st, paths, sizeof(paths));
 	ck_assert_str_eq(paths,
-		"/init_weight_transfer_engine /start_weight_update /update_weights "
-		"/finish_weight_update /weight_info /reset_prefix_cache "
-		"/start_weight_update /update_weights /finish_weight_update /weight_info");
-	ck_assert(cJSON_IsObject(get(request_body(st, 0), "init_info")));
-	ck_assert_int_eq(cJSON_GetArraySize(get(request_body(st, 0), "init_info")), 0);
-	ck_assert_str_eq(get_str(get(request_body(st, 2), "update_info"), "path"), c1.dir);
-	ck_assert_str_eq(get_str(request_body(st, 3), "weight_version"), "step-0001-aaaa");
-	ck_assert_str_eq(get_str(get(request_body(st, 7), "update_info"), "path"), c2.dir);
-	ck_assert_str_eq(get_str(request_body(st, 8), "weight_version"), "step-0002-bbbb");
+		"/pause /collective_rpc /update_weight_version /weight_info "
+		"/reset_prefix_cache /resume "
+		"/pause /collective_rpc /update_weight_version /weight_info /resume");
+	/* Issue 14 item 3: the engine is paused, waiting for requests in flight. */
+	ck_assert_ptr_nonnull(strstr(get_str(cJSON_GetArrayItem(get(st, "requests"), 0),
+					     "query"), "mode=wait"));
+	body = request_body(st, 1);
+	ck_assert_str_eq(get_str(body, "method"), "reload_weights");
+	ck_assert_str_eq(get_str(get(body, "kwargs"), "weights_path"), c1.dir);
+	ck_assert_str_eq(get_str(request_body(st, 2), "new_version"), "step-0001-aaaa");
+	ck_assert_str_eq(get_str(get(request_body(st, 7), "kwargs"), "weights_path"), c2.dir);
+	ck_assert_str_eq(get_str(request_body(st, 8), "new_version"), "step-0002-bbbb");
 	assert_load_matches(st, 0, &c1);
 	assert_load_matches(st, 1, &c2);
-	ck_assert_int_eq((int)get(st, "inits")->valuedouble, 1);
 	ck_assert_int_eq((int)get(st, "cache_resets")->valuedouble, 1);
+	ck_assert_int_eq((int)get(st, "resumes")->valuedouble, 2);
+	ck_assert_int_eq((int)get(st, "reloads_while_serving")->valuedouble, 0);
+	ck_assert(cJSON_IsFalse(get(st, "paused")));
 	ck_assert_str_eq(get_str(st, "weight_version"), "step-0002-bbbb");
 	cJSON_Delete(st);
 
@@ -866,7 +1073,8 @@ START_TEST(vllm_success)
 }
 END_TEST
 
-START_TEST(vllm_reinit)
+/* A transient failure (a proxy's 503) of the reload retries the reload. */
+START_TEST(vllm_transient_retried)
 {
 	struct standin s = { 0 };
 	struct ckpt c;
@@ -877,48 +1085,7 @@ START_TEST(vllm_reinit)
 	cJSON *st;
 
 	ckpt_make(&c, "step-0001");
-	standin_start(&s, "vllm", NULL);
-	make_dep(&d, "{\"protocol\":\"vllm\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
-		 "\"reset_cache\":false}", s.url, c.root);
-	q = make_req(&c, "step-0001", "step-0001-aaaa");
-	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
-
-	/* The engine restarts and forgets; the next load must init again. */
-	cJSON_Delete(standin_test_call(&s, "POST", "/_test/restart"));
-	q.snapshot = "step-0001-again";
-	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
-	ck_assert_str_eq(res.version, "step-0001-again");
-
-	st = standin_state(&s);
-	request_paths(st, paths, sizeof(paths));
-	ck_assert_str_eq(paths,
-		"/init_weight_transfer_engine /start_weight_update /update_weights "
-		"/finish_weight_update /weight_info "
-		"/start_weight_update /init_weight_transfer_engine /start_weight_update "
-		"/update_weights /finish_weight_update /weight_info");
-	ck_assert_int_eq((int)get(st, "inits")->valuedouble, 2);
-	cJSON_Delete(st);
-	ck_assert_ptr_nonnull(strstr(logs, "initialising again"));
-
-	deployment_release(&d);
-	standin_stop(&s);
-	ckpt_free(&c);
-}
-END_TEST
-
-/* A failed update_weights ends the engine's session: restart from start. */
-START_TEST(vllm_restart_after_failed_update)
-{
-	struct standin s = { 0 };
-	struct ckpt c;
-	struct deployment d = DEPLOYMENT_INIT;
-	struct hotload_result res;
-	struct hotload_request q;
-	char paths[1024];
-	cJSON *st;
-
-	ckpt_make(&c, "step-0001");
-	standin_start(&s, "vllm", "--fail-first", "1", "--fail-path", "/update_weights",
+	standin_start(&s, "vllm", "--fail-first", "1", "--fail-path", "/collective_rpc",
 		      "--status-fail", "503", NULL);
 	make_dep(&d, "{\"protocol\":\"vllm\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
 		 "\"reset_cache\":false,\"timeout_s\":20}", s.url, c.root);
@@ -927,8 +1094,8 @@ START_TEST(vllm_restart_after_failed_update)
 	st = standin_state(&s);
 	request_paths(st, paths, sizeof(paths));
 	ck_assert_str_eq(paths,
-		"/init_weight_transfer_engine /start_weight_update /update_weights "
-		"/start_weight_update /update_weights /finish_weight_update /weight_info");
+		"/pause /collective_rpc /collective_rpc /update_weight_version "
+		"/weight_info /resume");
 	assert_load_matches(st, 0, &c);
 	cJSON_Delete(st);
 
@@ -938,6 +1105,11 @@ START_TEST(vllm_restart_after_failed_update)
 }
 END_TEST
 
+/*
+ * Issue 14 items 2 and 3: an engine error is HTTP 500 with vLLM's envelope;
+ * it is a refusal (EIO, at once, with the engine's message), not a
+ * transient failure retried until timeout_s; and the engine is resumed.
+ */
 START_TEST(vllm_refused)
 {
 	struct standin s = { 0 };
@@ -945,23 +1117,75 @@ START_TEST(vllm_refused)
 	struct deployment d = DEPLOYMENT_INIT;
 	struct hotload_result res;
 	struct hotload_request q;
+	char paths[1024];
+	double t0;
+	cJSON *st;
 
 	ckpt_make(&c, "step-0001");
 	standin_start(&s, "vllm", "--refuse", NULL);
-	make_dep(&d, "{\"protocol\":\"vllm\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\"}",
-		 s.url, c.root);
+	make_dep(&d, "{\"protocol\":\"vllm\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
+		 "\"timeout_s\":60}", s.url, c.root);
 	q = make_req(&c, "step-0001", "step-0001-aaaa");
+	t0 = now_s();
 	ck_assert_int_eq(hotload_run(&d, &q, &res), -EIO);
-	ck_assert_int_eq(res.http_status, 400);
-	ck_assert_msg(strstr(res.error, "/update_weights") &&
-		      strstr(res.error, "stand-in refuses this checkpoint"), "%s", res.error);
+	ck_assert_msg(now_s() - t0 < 5, "took %.1fs", now_s() - t0);
+	ck_assert_msg(strstr(res.error, "/collective_rpc") &&
+		      strstr(res.error, "HTTP 500") &&
+		      strstr(res.error, "shape mismatch"), "%s", res.error);
+	st = standin_state(&s);
+	request_paths(st, paths, sizeof(paths));
+	ck_assert_str_eq(paths, "/pause /collective_rpc /resume");
+	ck_assert(cJSON_IsFalse(get(st, "paused")));
+	cJSON_Delete(st);
 	deployment_release(&d);
 
-	/* A path the disk engine cannot load is the engine's refusal too. */
+	/* A path the engine cannot load is the engine's refusal too. */
 	make_dep(&d, "{\"protocol\":\"vllm\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}/x\"}",
 		 s.url, c.root);
+	t0 = now_s();
 	ck_assert_int_eq(hotload_run(&d, &q, &res), -EIO);
-	ck_assert_msg(strstr(res.error, "must be a local directory"), "%s", res.error);
+	ck_assert_msg(now_s() - t0 < 5, "took %.1fs", now_s() - t0);
+	ck_assert_msg(strstr(res.error, "Cannot find any model weights"), "%s", res.error);
+	st = standin_state(&s);
+	ck_assert_int_eq((int)get(st, "resumes")->valuedouble, 2);
+	ck_assert(cJSON_IsFalse(get(st, "paused")));
+	cJSON_Delete(st);
+
+	deployment_release(&d);
+	standin_stop(&s);
+	ckpt_free(&c);
+}
+END_TEST
+
+/* Resumed even when the deadline passed while paused (a slow reload). */
+START_TEST(vllm_resumed_after_timeout)
+{
+	struct standin s = { 0 };
+	struct ckpt c;
+	struct deployment d = DEPLOYMENT_INIT;
+	struct hotload_result res;
+	struct hotload_request q;
+	cJSON *st;
+	int i;
+
+	ckpt_make(&c, "step-0001");
+	standin_start(&s, "vllm", "--delay", "3", NULL);
+	make_dep(&d, "{\"protocol\":\"vllm\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
+		 "\"timeout_s\":1}", s.url, c.root);
+	q = make_req(&c, "step-0001", "step-0001-aaaa");
+	ck_assert_int_eq(hotload_run(&d, &q, &res), -ETIMEDOUT);
+	/* The stand-in may still be reading; the resume is what matters. */
+	for (i = 0; i < 100; i++) {
+		st = standin_state(&s);
+		if ((int)get(st, "resumes")->valuedouble == 1)
+			break;
+		cJSON_Delete(st);
+		st = NULL;
+		usleep(50000);
+	}
+	ck_assert_ptr_nonnull(st);
+	ck_assert_int_eq(count_path(st, "/resume"), 1);
+	cJSON_Delete(st);
 
 	deployment_release(&d);
 	standin_stop(&s);
@@ -999,13 +1223,27 @@ START_TEST(vllm_lora)
 	ck_assert_str_eq(get_str(get(st, "loras"), "lora-0003-cafe"), c.dir);
 	/* The warmup goes through the adapter. */
 	ck_assert_str_eq(get_str(request_body(st, 3), "model"), "lora-0003-cafe");
-	ck_assert_int_eq(count_path(st, "/init_weight_transfer_engine"), 0);
+	ck_assert_int_eq(count_path(st, "/pause"), 0);
 	cJSON_Delete(st);
 
 	/* Loading it again is a no-op, not vLLM's "already loaded" error. */
 	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
 	st = standin_state(&s);
 	ck_assert_int_eq(count_path(st, "/v1/load_lora_adapter"), 1);
+	ck_assert_int_eq(count_path(st, "/v1/unload_lora_adapter"), 0);
+	cJSON_Delete(st);
+
+	/* Issue 14 item 6: the next adapter replaces it: load, confirm, unload. */
+	q.snapshot = "lora-0003-beef";
+	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
+	st = standin_state(&s);
+	request_paths(st, paths, sizeof(paths));
+	ck_assert_msg(strstr(paths, "/v1/load_lora_adapter /v1/models /v1/unload_lora_adapter "
+			     "/v1/completions"), "%s", paths);
+	ck_assert_str_eq(get_str(request_body(st, cJSON_GetArraySize(get(st, "requests")) - 2),
+				 "lora_name"), "lora-0003-cafe");
+	ck_assert_int_eq(cJSON_GetArraySize(get(st, "loras")), 1);
+	ck_assert_str_eq(get_str(get(st, "loras"), "lora-0003-beef"), c.dir);
 	cJSON_Delete(st);
 
 	deployment_release(&d);
@@ -1183,6 +1421,98 @@ START_TEST(token_unset)
 }
 END_TEST
 
+/* Issue 9 item 3: a variable the mount does not allow is never read. */
+START_TEST(token_not_allowed)
+{
+	struct standin s = { 0 };
+	struct ckpt c;
+	struct deployment d = DEPLOYMENT_INIT;
+	struct hotload_result res;
+	struct hotload_request q;
+	cJSON *st;
+
+	ckpt_make(&c, "step-0001");
+	standin_start(&s, "http", NULL);
+	setenv("AWS_SECRET_ACCESS_KEY", "aws-SECRET-0f1e2d3c", 1);
+	make_dep(&d, "{\"protocol\":\"http\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
+		 "\"token_env\":\"AWS_SECRET_ACCESS_KEY\"}", s.url, c.root);
+	q = make_req(&c, "step-0001", "step-0001-aaaa");
+	ck_assert_int_eq(hotload_run(&d, &q, &res), -EINVAL);
+	ck_assert_msg(strstr(res.error, "not allowed"), "%s", res.error);
+	/* Allowed by the mount's list: sent. */
+	q.token_env_allow = "HF_TOKEN,AWS_SECRET_ACCESS_KEY";
+	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	st = standin_state(&s);
+	ck_assert_int_eq(cJSON_GetArraySize(get(st, "requests")), 1);
+	cJSON_Delete(st);
+	ck_assert_ptr_null(strstr(logs, "aws-SECRET"));
+
+	deployment_release(&d);
+	standin_stop(&s);
+	ckpt_free(&c);
+}
+END_TEST
+
+/* No 6-byte piece of @secret in @hay (@n bytes). */
+static void assert_no_piece(const void *hay, size_t n, const char *secret)
+{
+	size_t i, len = strlen(secret);
+
+	for (i = 0; i + 6 <= len; i++)
+		ck_assert_msg(!memmem(hay, n, secret + i, 6), "leaked \"%.6s\"", secret + i);
+}
+
+/*
+ * Issue 9 item 3: a server echoing the token past byte 384 of its message:
+ * masked before anything is cut, so no piece of it reaches the result or
+ * the log. The daemon's S3 secret is masked the same way.
+ */
+START_TEST(token_masked_before_cut)
+{
+	static const char wrong[] = "tok-WRONG-5a6b7c8d9e0f1a2b3c4d";
+	static const char aws[] = "aws-SECRET-77e1d2c3b4a5";
+	struct standin s = { 0 };
+	struct ckpt c;
+	struct deployment d = DEPLOYMENT_INIT;
+	struct hotload_result res;
+	struct hotload_request q;
+
+	ckpt_make(&c, "step-0001");
+	standin_start(&s, "http", "--token", TOKEN, "--echo-auth", NULL);
+	make_dep(&d, "{\"protocol\":\"http\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
+		 "\"token_env\":\"" TOKEN_ENV "\"}", s.url, c.root);
+	q = make_req(&c, "step-0001", "step-0001-aaaa");
+	setenv(TOKEN_ENV, wrong, 1);
+	ck_assert_int_eq(hotload_run(&d, &q, &res), -EIO);
+	unsetenv(TOKEN_ENV);
+	ck_assert_int_eq(res.http_status, 401);
+	ck_assert_msg(strstr(res.error, "Unauthorized: xxxx"), "%s", res.error);
+	assert_no_piece(&res, sizeof(res), wrong);
+	assert_no_piece(logs, logs_len, wrong);
+	deployment_release(&d);
+
+	/* The S3 secret, echoed back in a path the server quotes. */
+	setenv("AWS_SECRET_ACCESS_KEY", aws, 1);
+	make_dep(&d, "{\"protocol\":\"http\",\"url\":\"%s\","
+		 "\"model_path\":\"/nonexistent/%s/{checkpoint}\"}", s.url, aws);
+	standin_stop(&s);
+	standin_start(&s, "http", NULL);
+	deployment_release(&d);
+	make_dep(&d, "{\"protocol\":\"http\",\"url\":\"%s\","
+		 "\"model_path\":\"/nonexistent/%s/{checkpoint}\"}", s.url, aws);
+	ck_assert_int_eq(hotload_run(&d, &q, &res), -EIO);
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	ck_assert_msg(strstr(res.error, "/nonexistent/[redacted]/step-0001"), "%s", res.error);
+	assert_no_piece(&res, sizeof(res), aws);
+	assert_no_piece(logs, logs_len, aws);
+
+	deployment_release(&d);
+	standin_stop(&s);
+	ckpt_free(&c);
+}
+END_TEST
+
 /* ================= concurrency ================= */
 
 struct runner {
@@ -1283,6 +1613,7 @@ static Suite *hotload_suite(void)
 	tcase_add_test(tc, parse_wrong_types);
 	tcase_add_test(tc, parse_bad_values);
 	tcase_add_test(tc, check_name);
+	tcase_add_test(tc, token_env_allowed);
 	tcase_add_test(tc, expand_path);
 	suite_add_tcase(s, tc);
 
@@ -1296,15 +1627,20 @@ static Suite *hotload_suite(void)
 	tcase_add_test(tc, server_down);
 	tcase_add_test(tc, slow_server);
 	tcase_add_test(tc, warmup_sent);
+	tcase_add_test(tc, sglang_old_generation);
+	tcase_add_test(tc, sglang_admin_key);
+	tcase_add_test(tc, sglang_lora);
 	tcase_add_test(tc, vllm_success);
-	tcase_add_test(tc, vllm_reinit);
-	tcase_add_test(tc, vllm_restart_after_failed_update);
+	tcase_add_test(tc, vllm_transient_retried);
 	tcase_add_test(tc, vllm_refused);
+	tcase_add_test(tc, vllm_resumed_after_timeout);
 	tcase_add_test(tc, vllm_lora);
 	tcase_add_test(tc, http_success);
 	tcase_add_test(tc, token_bearer);
 	tcase_add_test(tc, token_scrubbed);
 	tcase_add_test(tc, token_unset);
+	tcase_add_test(tc, token_not_allowed);
+	tcase_add_test(tc, token_masked_before_cut);
 	tcase_add_test(tc, concurrent_serialized);
 	suite_add_tcase(s, tc);
 	return s;
