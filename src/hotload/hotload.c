@@ -119,7 +119,7 @@ struct run {
 	unsigned int attempt;		/* transient failures in a row */
 	uint64_t rng;
 	char curl_err[CURL_ERROR_SIZE];
-	char last[384];			/* last transient failure, for ETIMEDOUT */
+	char last[512];			/* last failure, for ETIMEDOUT and res->error */
 };
 
 struct reply {
@@ -883,6 +883,7 @@ static const char *const vllm_confirm_paths[] = { "/weight_info" };
 static int vllm_resume(struct run *r, int rc)
 {
 	double saved = r->deadline;
+	long status = r->res->http_status;
 	char first[sizeof(r->res->error)];
 	int rc2;
 
@@ -892,6 +893,9 @@ static int vllm_resume(struct run *r, int rc)
 	rc2 = post(r, "/resume", NULL, CALL_RETRY | CALL_ENGINE);
 	r->deadline = saved;
 	if (rc2 == 0) {
+		/* The status shown is the failing step's, not the resume's. */
+		if (rc < 0)
+			r->res->http_status = status;
 		snprintf(r->res->error, sizeof(r->res->error), "%s", first);
 		return rc;
 	}

@@ -1,7 +1,13 @@
 """Issue 5: `echo DEPLOYMENT > sampler/X/hotload` syncs a running server
 (loopback stand-ins speaking sglang, vllm and a webhook) and blocks until it
 confirms; the server reads the checkpoint through the mount and must see
-exactly the committed bytes."""
+exactly the committed bytes.
+
+Issue 14: the stand-ins behave like the engines as read (vLLM dev mode:
+pause / collective_rpc reload_weights / update_weight_version / resume, 500
+for engine errors; SGLang /model_info and its 404 alias, admin keys;
+adapters on both). Issue 9 items 3 and 6: token variables are limited to
+what the mount allows and never leak; hung servers cannot take the mount."""
 import errno
 import json
 import os
@@ -18,6 +24,7 @@ from ckptfs_testlib import (MountTest, StandIn, perturb_safetensors, requires_fu
                             sha256_tree, write_safetensors)
 
 TOKEN = "s3cr3t-token-value"
+TOKEN_ENV = "CKPTFS_TOKEN_DEPLOY"
 
 
 def free_port():
@@ -33,7 +40,7 @@ class Hotload(MountTest):
     def setUp(self):
         super().setUp()
         self.servers = []
-        self.m = self.mount(env={"DEPLOY_TOKEN": TOKEN})
+        self.m = self.mount(env={TOKEN_ENV: TOKEN})
         # A base and a delta checkpoint of a small bf16 model.
         os.makedirs(os.path.join(self.src, "s0"))
         os.makedirs(os.path.join(self.src, "s1"))
@@ -79,7 +86,7 @@ class Hotload(MountTest):
 
     def test_sglang_base_and_delta_exact_bytes(self):
         srv = self.server("sglang", "--token", TOKEN)
-        self.deploy("sg", "sglang", srv.url, token_env="DEPLOY_TOKEN", timeout_s=30)
+        self.deploy("sg", "sglang", srv.url, token_env=TOKEN_ENV, timeout_s=30)
         for ck in ("s0", "s1"):
             self.hotload(ck, "sg")
             st = srv.state()
@@ -105,11 +112,17 @@ class Hotload(MountTest):
         self.deploy("vl", "vllm", vl.url, timeout_s=30)
         self.hotload("s1", "vl")
         st = vl.state()
-        self.assertEqual(st["inits"], 1)
+        # Issue 14 items 1 and 3: upstream's dev-mode routes, paused around
+        # the reload, resumed at the end.
         paths = [r["path"] for r in st["requests"]]
-        for p in ("/start_weight_update", "/update_weights", "/finish_weight_update",
-                  "/weight_info", "/reset_prefix_cache"):
-            self.assertIn(p, paths)
+        self.assertEqual(paths, ["/pause", "/collective_rpc", "/update_weight_version",
+                                 "/weight_info", "/reset_prefix_cache", "/resume"])
+        self.assertIn("mode=wait", st["requests"][0]["query"])
+        self.assertEqual(st["requests"][1]["body"]["method"], "reload_weights")
+        self.assertEqual(st["reloads_while_serving"], 0)
+        self.assertFalse(st["paused"])
+        snap = os.getxattr(self.m.path("sampler", "s1"), "user.ckptfs.snapshot").decode()
+        self.assertEqual(st["weight_version"], snap)
         self.assertEqual({k: v["sha256"] for k, v in st["loads"][-1]["files"].items()},
                          sha256_tree(os.path.join(self.src, "s1")))
         hk = self.server("http")
@@ -160,6 +173,223 @@ class Hotload(MountTest):
         slow = self.server("sglang", "--delay", "6")
         self.deploy("slow", "sglang", slow.url, timeout_s=2)
         self.assertErrno(errno.ETIMEDOUT, self.hotload, "s1", "slow")
+
+    def status_text(self, ckpt):
+        with open(self.m.path("sampler", ckpt, "hotload")) as f:
+            return f.read()
+
+    def test_engine_refusal_is_eio_within_seconds(self):
+        """Issue 14 item 2: vLLM answers an engine error with HTTP 500; that
+        is a refusal (EIO at once, the engine's message in the status), not
+        a transient failure retried for timeout_s. Item 3: resumed anyway."""
+        vl = self.server("vllm", "--refuse")
+        self.deploy("vl", "vllm", vl.url)      # timeout_s: the default 600
+        t = time.time()
+        self.assertErrno(errno.EIO, self.hotload, "s1", "vl")
+        self.assertLess(time.time() - t, 5)
+        s = self.status("s1")
+        self.assertEqual(s["state"], "failed")
+        self.assertEqual(s["errno"], "EIO")
+        self.assertEqual(s["http_status"], 500)
+        self.assertIn("shape mismatch", s["error"])
+        st = vl.state()
+        self.assertEqual([r["path"] for r in st["requests"]],
+                         ["/pause", "/collective_rpc", "/resume"])
+        self.assertFalse(st["paused"])
+        # SGLang's refusal (400, success false) too.
+        sg = self.server("sglang", "--refuse")
+        self.deploy("sg", "sglang", sg.url)
+        t = time.time()
+        self.assertErrno(errno.EIO, self.hotload, "s1", "sg")
+        self.assertLess(time.time() - t, 5)
+        self.assertIn("stand-in refuses this model", self.status("s1")["error"])
+
+    def test_sglang_generations_and_admin_key(self):
+        """Issue 14 items 4 and 5."""
+        old = self.server("sglang", "--generation", "old")
+        self.deploy("old", "sglang", old.url, timeout_s=30)
+        self.hotload("s1", "old")
+        self.assertEqual([r["path"] for r in old.state()["requests"]],
+                         ["/update_weights_from_disk", "/model_info", "/get_weight_version"])
+        new = self.server("sglang", "--generation", "new", "--api-key", TOKEN,
+                          "--admin-api-key", "adm-" + TOKEN)
+        self.deploy("new", "sglang", new.url, timeout_s=30, token_env=TOKEN_ENV)
+        self.assertErrno(errno.EIO, self.hotload, "s1", "new")
+        self.assertIn("Unauthorized", self.status("s1")["error"])
+        m2 = self.mount("mnt2", env={TOKEN_ENV: TOKEN, "CKPTFS_TOKEN_ADMIN": "adm-" + TOKEN})
+        with open(m2.path("deployments", "new2"), "w") as f:
+            json.dump({"protocol": "sglang", "url": new.url, "timeout_s": 30,
+                       "model_path": m2.mnt + "/sampler/{checkpoint}",
+                       "token_env": TOKEN_ENV, "admin_token_env": "CKPTFS_TOKEN_ADMIN",
+                       "warmup": True}, f)
+        with open(m2.path("sampler", "s1", "hotload"), "w") as f:
+            f.write("new2\n")
+        reqs = new.state()["requests"][1:]
+        self.assertEqual([(r["path"], r["auth"]) for r in reqs],
+                         [("/update_weights_from_disk", "Bearer adm-" + TOKEN),
+                          ("/model_info", "Bearer " + TOKEN),
+                          ("/generate", "Bearer " + TOKEN)])
+        self.assertEqual({k: v["sha256"] for k, v in new.state()["loads"][-1]["files"].items()},
+                         sha256_tree(os.path.join(self.src, "s1")))
+        m2.stop()
+        self.assertNotIn(TOKEN, m2.log())
+
+    def make_lora(self, name, seed):
+        d = os.path.join(self.src, name)
+        os.makedirs(d)
+        with open(os.path.join(d, "adapter_config.json"), "w") as f:
+            json.dump({"r": 8, "lora_alpha": 16, "seed": seed}, f)
+        write_safetensors(os.path.join(d, "adapter_model.safetensors"),
+                          [("lora_A", "BF16", (64, 256)), ("lora_B", "BF16", (256, 64))],
+                          seed=seed)
+        os.mkdir(self.m.path("sampler", name))
+        for n in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copy(os.path.join(d, n), self.m.path("sampler", name, n))
+        self.assertEqual(os.getxattr(self.m.path("sampler", name), "user.ckptfs.kind"),
+                         b"lora")
+
+    def test_adapters_replace_previous(self):
+        """Issue 14 item 6: on both engines, load the new adapter, confirm,
+        then unload the previous one (max_adapters 1)."""
+        for n, seed in (("l0", 10), ("l1", 11)):
+            self.make_lora(n, seed)
+        for proto in ("sglang", "vllm"):
+            srv = self.server(proto)
+            self.deploy("ad-" + proto, proto, srv.url, timeout_s=30, lora=True)
+            snaps = []
+            for n in ("l0", "l1"):
+                self.hotload(n, "ad-" + proto)
+                snaps.append(os.getxattr(self.m.path("sampler", n),
+                                         "user.ckptfs.snapshot").decode())
+                self.assertEqual(self.status(n)["state"], "confirmed")
+                got = {k: v["sha256"] for k, v in srv.state()["loads"][-1]["files"].items()}
+                self.assertEqual(got, sha256_tree(os.path.join(self.src, n)))
+            st = srv.state()
+            self.assertEqual(list(st["loras"]), [snaps[1]], proto)
+            self.assertEqual(st["unloaded"], [snaps[0]], proto)
+            paths = [r["path"] for r in st["requests"]]
+            load = "/load_lora_adapter" if proto == "sglang" else "/v1/load_lora_adapter"
+            # The unload comes after the new adapter is loaded (and confirmed).
+            self.assertLess(len(paths) - 1 - paths[::-1].index(load),
+                            paths.index(load.replace("load_", "unload_")))
+
+    def test_token_env_not_allowed(self):
+        """Issue 9 item 3: a deployment naming a variable the mount does not
+        allow is EINVAL at close, with one log line; the allow-list option
+        admits more names."""
+        d = {"protocol": "http", "url": "http://127.0.0.1:9/hook",
+             "model_path": self.m.mnt + "/sampler/{checkpoint}",
+             "token_env": "AWS_SECRET_ACCESS_KEY"}
+        f = open(self.m.path("deployments", "steal"), "w")
+        f.write(json.dumps(d))
+        with self.assertRaises(OSError) as cm:
+            try:
+                f.close()
+            finally:
+                f.close()
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
+        self.assertNotIn("steal", os.listdir(self.m.path("deployments")))
+        lines = [l for l in self.m.log().splitlines() if "AWS_SECRET_ACCESS_KEY" in l]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("EINVAL", lines[0])
+        # Allowed by --hotload-token-env.
+        m2 = self.mount("mnt2", args=["--hotload-token-env=HF_TOKEN,AWS_SECRET_ACCESS_KEY"])
+        with open(m2.path("deployments", "ok"), "w") as f:
+            json.dump(d, f)
+        self.assertIn("ok", os.listdir(m2.path("deployments")))
+        m2.stop()
+        # A file stored by that mount is still refused here, at hotload time.
+        self.assertErrno(errno.EINVAL, self.hotload, "s1", "ok")
+        self.assertIn("not a token variable this mount allows", self.status("s1")["error"])
+
+    def test_echoed_token_never_leaks(self):
+        """Issue 9 item 3: a server echoing the token after byte 384 of its
+        message: no piece of the token in `cat X/hotload` or the log."""
+        wrong = "tok-WRONG-" + "5a6b7c8d9e0f" * 3
+        m2 = self.mount("mnt2", env={"CKPTFS_TOKEN_WRONG": wrong})
+        hk = self.server("http", "--token", TOKEN, "--echo-auth")
+        with open(m2.path("deployments", "hook"), "w") as f:
+            json.dump({"protocol": "http", "url": hk.url, "timeout_s": 10,
+                       "model_path": m2.mnt + "/sampler/{checkpoint}",
+                       "token_env": "CKPTFS_TOKEN_WRONG"}, f)
+        fd = os.open(m2.path("sampler", "s1", "hotload"), os.O_WRONLY | os.O_TRUNC)
+        with self.assertRaises(OSError) as cm:
+            os.write(fd, b"hook\n")
+        os.close(fd)
+        self.assertEqual(cm.exception.errno, errno.EIO)
+        self.assertEqual(hk.state()["auth_seen"], ["Bearer " + wrong])
+        with open(m2.path("sampler", "s1", "hotload")) as f:
+            status = f.read()
+        self.assertIn("Unauthorized: xxx", status)
+        self.assertIn("[redacted]", status)     # masked, then cut
+        m2.stop()
+        log = m2.log()
+        for i in range(len(wrong) - 5):
+            piece = wrong[i:i + 6]
+            self.assertNotIn(piece, status)
+            self.assertNotIn(piece, log)
+
+    def test_hung_server_bounded(self):
+        """Issue 9 item 6: hotloads to a server that accepts and never
+        answers hold at most --hotload-max FUSE threads; one more is EBUSY at
+        once; listings, stat and reads stay fast; the hung ones end with
+        ETIMEDOUT per timeout_s."""
+        m2 = self.mount("mnt2", args=["--hotload-max=2"])
+        hung = socket.socket()
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)                 # the kernel accepts; nobody answers
+        self.addCleanup(hung.close)
+        with open(m2.path("deployments", "hung"), "w") as f:
+            json.dump({"protocol": "sglang", "timeout_s": 8,
+                       "url": "http://127.0.0.1:%d" % hung.getsockname()[1],
+                       "model_path": m2.mnt + "/sampler/{checkpoint}"}, f)
+        results = {}
+
+        def run(ck):
+            t = time.time()
+            fd = os.open(m2.path("sampler", ck, "hotload"), os.O_WRONLY | os.O_TRUNC)
+            try:
+                os.write(fd, b"hung\n")
+                results[ck] = (0, time.time() - t)
+            except OSError as e:
+                results[ck] = (e.errno, time.time() - t)
+            finally:
+                os.close(fd)
+        ts = [threading.Thread(target=run, args=(c,)) for c in ("s0", "s1")]
+        for t in ts:
+            t.start()
+        # A third checkpoint: a write to s0's or s1's hotload file would wait
+        # for the hung one in the kernel (one writer per inode).
+        os.mkdir(m2.path("sampler", "s2"))
+        with open(m2.path("sampler", "s2", "config.json"), "w") as f:
+            f.write("{}")
+        time.sleep(1.5)                 # both are inside write(2) now
+        self.assertEqual(results, {})
+        t = time.time()
+        fd = os.open(m2.path("sampler", "s2", "hotload"), os.O_WRONLY | os.O_TRUNC)
+        with self.assertRaises(OSError) as cm:
+            os.write(fd, b"hung\n")
+        os.close(fd)
+        self.assertEqual(cm.exception.errno, errno.EBUSY)
+        self.assertLess(time.time() - t, 3)
+        t = time.time()
+        self.assertEqual(sorted(os.listdir(m2.path("sampler"))), ["s0", "s1", "s2"])
+        os.stat(m2.path("sampler", "s1", "model.safetensors"))
+        with open(m2.path("sampler", "s1", "config.json")) as f:
+            self.assertEqual(json.load(f), {"step": "s1"})
+        self.assertEqual(sha256_tree(m2.path("sampler", "s0")),
+                         sha256_tree(os.path.join(self.src, "s0")))
+        self.assertLess(time.time() - t, 3)
+        for th in ts:
+            th.join(30)
+        self.assertEqual({k: v[0] for k, v in results.items()},
+                         {"s0": errno.ETIMEDOUT, "s1": errno.ETIMEDOUT})
+        for _, dt in results.values():
+            self.assertLess(dt, 8 + 5)
+        m2.stop()
+        busy = [l for l in m2.log().splitlines() if "already in flight" in l]
+        self.assertEqual(len(busy), 1, busy)
+        self.assertIn("EBUSY", busy[0])
 
     def test_invalid_deployment_keeps_previous(self):
         srv = self.server("sglang")
