@@ -712,6 +712,16 @@ static int adapters_note(struct target *t, const char *name)
 	return 0;
 }
 
+static int adapters_has(const struct target *t, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < t->n_adapters; i++)
+		if (!strcmp(t->adapters[i], name))
+			return 1;
+	return 0;
+}
+
 static void adapters_drop_oldest(struct target *t)
 {
 	free(t->adapters[0]);
@@ -798,6 +808,21 @@ static int sglang_lora(struct run *r)
 	    !cJSON_AddBoolToObject(body, "pinned", 0))
 		goto out;
 	rc = call(r, "POST", "/load_lora_adapter", body, CALL_RETRY | CALL_ADMIN, &rp);
+	/*
+	 * SGLang has no listing to check first: a name it already holds is
+	 * refused. If this daemon loaded that very adapter (same name, so same
+	 * snapshot and path) and has not unloaded it, the refusal means it is
+	 * there, as after a reply lost on the way back.
+	 */
+	if (rc == -EIO && strcasestr(r->res->error, "already") &&
+	    adapters_has(r->tgt, name)) {
+		r->res->error[0] = '\0';
+		snprintf(r->res->version, sizeof(r->res->version), "%s", name);
+		rc = adapters_note(r->tgt, name);
+		if (rc == 0 && r->d->warmup)
+			rc = sglang_warmup(r, name);
+		goto out;
+	}
 	if (rc < 0)
 		goto out;
 	ok = cJSON_GetObjectItemCaseSensitive(rp.json, "success");

@@ -27,9 +27,10 @@ Test-only knobs: --fail-first N answers the first N protocol requests with
 --status-fail (default 500; a 5xx comes as a plain-text body, the way a
 proxy or uvicorn's last-resort handler answers, so it is transient), or
 only the first N to --fail-path P; --refuse refuses every load the way the
-engine refuses one; --delay S makes each load take S seconds; --echo-auth
-makes every 401 repeat the Authorization header it got, padded to put it
-past byte 384 of the message (a server leaking a credential back).
+engine refuses one; --delay S makes each load take S seconds; --echo-auth N
+makes every 401 repeat the Authorization header it got after N bytes of
+padding (a server leaking a credential back, placed where a client that
+cuts messages first would cut the credential in two).
 Listens on 127.0.0.1 only; stdlib only.
 """
 
@@ -280,8 +281,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def unauthorized(self, status, auth):
         body = {"error": "Unauthorized" if status == 401 else "Forbidden"}
         if self.server.echo_auth and status == 401:
-            # A server that leaks what it was sent, past the first 384 bytes.
-            body["error"] = "Unauthorized: " + "x" * 400 + f" got {auth!r}"
+            # A server that leaks what it was sent, after N bytes of text.
+            body["error"] = "Unauthorized: " + "x" * self.server.echo_auth + f" got {auth!r}"
         return Reject(status, body)
 
     def authenticate(self, method, path, auth):
@@ -765,7 +766,7 @@ def main():
     ap.add_argument("--generation", choices=("new", "old"), default="new",
                     help="sglang: new serves /model_info and answers 404 on "
                          "/get_weight_version; old the other way round")
-    ap.add_argument("--echo-auth", action="store_true")
+    ap.add_argument("--echo-auth", type=int, default=0, metavar="N")
     ap.add_argument("--log")
     args = ap.parse_args()
 

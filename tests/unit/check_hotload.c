@@ -996,6 +996,10 @@ START_TEST(sglang_lora)
 	ck_assert_int_eq(cJSON_GetArraySize(get(st, "loras")), 2);
 	assert_load_matches(st, 2, &c);
 	cJSON_Delete(st);
+	/* Again: the server says "already loaded"; we loaded it, so it is there. */
+	ck_assert_int_eq(hotload_run(&d, &q, &res), 0);
+	ck_assert_str_eq(res.error, "");
+	ck_assert_str_eq(res.version, "lora-0001-c");
 	deployment_release(&d);
 	standin_stop(&s);
 
@@ -1464,9 +1468,9 @@ static void assert_no_piece(const void *hay, size_t n, const char *secret)
 }
 
 /*
- * Issue 9 item 3: a server echoing the token past byte 384 of its message:
- * masked before anything is cut, so no piece of it reaches the result or
- * the log. The daemon's S3 secret is masked the same way.
+ * Issue 9 item 3: a server echoing the token in a long message, across
+ * byte 384 of the error text: masked before anything is cut, so no piece
+ * of it reaches the result or the log. The daemon's S3 secret is masked the same way.
  */
 START_TEST(token_masked_before_cut)
 {
@@ -1479,7 +1483,7 @@ START_TEST(token_masked_before_cut)
 	struct hotload_request q;
 
 	ckpt_make(&c, "step-0001");
-	standin_start(&s, "http", "--token", TOKEN, "--echo-auth", NULL);
+	standin_start(&s, "http", "--token", TOKEN, "--echo-auth", "315", NULL);
 	make_dep(&d, "{\"protocol\":\"http\",\"url\":\"%s\",\"model_path\":\"%s/{checkpoint}\","
 		 "\"token_env\":\"" TOKEN_ENV "\"}", s.url, c.root);
 	q = make_req(&c, "step-0001", "step-0001-aaaa");
