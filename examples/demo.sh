@@ -67,7 +67,7 @@ JSON
 echo demo > "$mnt/sampler/step-0001/hotload"
 cat "$mnt/sampler/step-0001/hotload"
 echo "deployment now serves: $(getfattr --only-values -n user.ckptfs.current "$mnt/deployments/demo")"
-curl -s "http://127.0.0.1:$(cat "$work/port")/get_weight_version"; echo
+curl -s "http://127.0.0.1:$(cat "$work/port")/model_info"; echo
 
 fusermount3 -u "$mnt"
 wait "$daemon"; daemon=
