@@ -341,5 +341,6 @@ out_args:
 	free(o.spool_dir);
 	free(o.delta_policy);
 	free(o.cache_dir);
+	free(o.hotload_token_env);
 	return rc;
 }

@@ -249,6 +249,9 @@ static char *mask_dup(const struct run *r, const char *s)
 /* Masked, then cut to @size. On no memory the buffer is left empty rather
  * than unmasked. */
 static void vput(const struct run *r, char *dst, size_t size, const char *f,
+		 va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void vput(const struct run *r, char *dst, size_t size, const char *f,
 		 va_list ap)
 {
 	char *raw = NULL, *masked;
@@ -956,10 +959,14 @@ static int vllm_transfer(struct run *r)
 	    !cJSON_AddStringToObject(kw, "weights_path", r->res->model_path) ||
 	    !cJSON_AddStringToObject(ver, "new_version", r->req->snapshot))
 		goto out;
+	/*
+	 * A pause whose reply was lost may still have paused the engine, so
+	 * from here on the engine is resumed whatever the outcome; resuming
+	 * an engine that is not paused does nothing.
+	 */
 	rc = post(r, pause, NULL, CALL_RETRY | CALL_ENGINE);
-	if (rc < 0)
-		goto out;
-	rc = post(r, "/collective_rpc", rpc, CALL_RETRY | CALL_ENGINE);
+	if (rc == 0)
+		rc = post(r, "/collective_rpc", rpc, CALL_RETRY | CALL_ENGINE);
 	if (rc == 0)
 		rc = post(r, "/update_weight_version", ver, CALL_RETRY | CALL_ENGINE);
 	if (rc == 0)
