@@ -353,6 +353,12 @@ static int target_get(struct ckfs *fs, const struct handle *h, struct hl_target 
 		rc = -ENOENT;
 		goto out;
 	}
+	if (c->bad_key) {
+		log_error("hotload %s: store object %s is corrupt (EIO)", c->rec.name,
+			  c->bad_key);
+		rc = -EIO;
+		goto out;
+	}
 	if (c->rec.dir == CKPT_STATE) {
 		log_error("hotload %s: a train-state checkpoint cannot be hotloaded (EINVAL)",
 			  c->rec.name);
