@@ -10,16 +10,19 @@ and `ckptfs fsck` reports it. Runs on a local store and (test_tamper_s3) on
 the test S3 server.
 """
 import errno
-import glob
 import hashlib
+import http.client
+import http.server
 import json
 import os
 import shutil
 import sys
+import threading
 import unittest
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ckptfs_testlib import MountTest, random_file, requires_fuse
+from ckptfs_testlib import Mount, MountTest, random_file, requires_fuse
 
 CHUNK = 4 << 20
 JOB = "tj"
@@ -256,6 +259,152 @@ class Tamper(MountTest):
         key = record_key("b")
         self.obj_put(key, self.obj_get(record_key("d")))
         self.check_lost_record(key)
+
+
+class CorruptingProxy:
+    """A loopback HTTP proxy in front of the test S3 server that flips one
+    byte in the body of the first @count successful GETs of chunk objects.
+    Headers pass unchanged, so SigV4 signatures (which cover the Host the
+    client used) still verify at the server."""
+
+    def __init__(self, upstream, count=1):
+        u = urllib.parse.urlsplit(upstream)
+        self.up_host, self.up_port = u.hostname, u.port or 80
+        self.left = count
+        self.corrupted = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def relay(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                conn = http.client.HTTPConnection(proxy.up_host, proxy.up_port, timeout=60)
+                conn.putrequest(self.command, self.path, skip_host=True,
+                                skip_accept_encoding=True)
+                for k, v in self.headers.items():
+                    conn.putheader(k, v)
+                conn.endheaders(body)
+                r = conn.getresponse()
+                data = r.read()
+                conn.close()
+                if self.command == "GET" and r.status == 200 and "/chunks/" in self.path \
+                        and data:
+                    with proxy.lock:
+                        if proxy.left > 0:
+                            proxy.left -= 1
+                            proxy.corrupted.append(self.path)
+                            data = bytearray(data)
+                            data[len(data) // 2] ^= 0x10
+                            data = bytes(data)
+                self.send_response(r.status, r.reason)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = relay
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@requires_fuse
+class CacheFault(MountTest):
+    """Issue 9 item 8 on a real S3 mount: a GET body corrupted once on the
+    way never reaches the disk cache, and a bad file in the cache is
+    dropped and fetched again, so a passing fault never means EIO for
+    good."""
+
+    def setUp(self):
+        super().setUp()
+        if not self.s3:
+            self.skipTest("needs the S3 backend (test_tamper_s3)")
+        self.f = os.path.join(self.src, "f.bin")
+        random_file(self.f, 3 * CHUNK, seed=31)
+        m = self.mount("w", job=JOB)
+        os.mkdir(m.path("sampler", "b"))
+        shutil.copy(self.f, m.path("sampler", "b", "f.bin"))
+        m.stop()
+        self.cache = os.path.join(self.tmp, "shared.cache")
+
+    def read_mount(self, name, endpoint):
+        """A mount on one cache directory kept across mounts (self.mount()
+        gives each mount its own)."""
+        m = Mount(self.store, os.path.join(self.tmp, name),
+                  os.path.join(self.tmp, name + ".log"), job=JOB,
+                  args=["--cache-dir=" + self.cache],
+                  env=dict(self.store_env, AWS_ENDPOINT_URL=endpoint))
+        self.mounts.append(m)
+        return m.start()
+
+    def cached_objects(self):
+        out = {}
+        for dirpath, _dirs, files in os.walk(os.path.join(self.cache, "objects")):
+            for fn in files:
+                with open(os.path.join(dirpath, fn), "rb") as fh:
+                    out[fn] = hashlib.sha256(fh.read()).hexdigest()
+        return out
+
+    def assertCacheSound(self):
+        objs = self.cached_objects()
+        self.assertTrue(objs)
+        for name, digest in objs.items():
+            self.assertEqual(name, digest, "cached object does not match its key")
+
+    def test_corrupted_download_is_not_cached(self):
+        proxy = CorruptingProxy(self.s3.endpoint, count=1)
+        try:
+            m = self.read_mount("r1", proxy.url)
+            with open(m.path("sampler", "b", "f.bin"), "rb") as fh, open(self.f, "rb") as s:
+                self.assertEqual(fh.read(), s.read())
+            m.stop()
+        finally:
+            proxy.stop()
+        self.assertEqual(len(proxy.corrupted), 1)
+        self.assertCacheSound()
+        # The fault is gone: the same cache serves every chunk.
+        m = self.read_mount("r2", self.s3.endpoint)
+        with open(m.path("sampler", "b", "f.bin"), "rb") as fh, open(self.f, "rb") as s:
+            self.assertEqual(fh.read(), s.read())
+        m.stop()
+
+    def test_corrupt_cached_file_is_refetched(self):
+        m = self.read_mount("r1", self.s3.endpoint)
+        with open(m.path("sampler", "b", "f.bin"), "rb") as fh:
+            fh.read()
+        m.stop()
+        self.assertCacheSound()
+        victim = None
+        for dirpath, _dirs, files in os.walk(os.path.join(self.cache, "objects")):
+            for fn in files:
+                victim = os.path.join(dirpath, fn)
+        with open(victim, "r+b") as fh:
+            fh.seek(100)
+            b = fh.read(1)
+            fh.seek(100)
+            fh.write(bytes([b[0] ^ 0x04]))
+        m = self.read_mount("r2", self.s3.endpoint)
+        with open(m.path("sampler", "b", "f.bin"), "rb") as fh, open(self.f, "rb") as s:
+            self.assertEqual(fh.read(), s.read())
+        m.stop()
+        self.assertIn("does not match its key", m.log())
+        self.assertCacheSound()
 
 
 if __name__ == "__main__":
