@@ -83,7 +83,9 @@ class Tamper(MountTest):
         if self.s3:
             self.s3.put(self.bucket, "run/" + key, data)
         else:
-            with open(os.path.join(self.store, key), "wb") as fh:
+            path = os.path.join(self.store, key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
                 fh.write(data)
 
     def obj_delete(self, key):
@@ -254,6 +256,20 @@ class Tamper(MountTest):
         r["name"] = "x/y"
         self.put_json(key, r)
         self.check_lost_record(key)
+
+    def test_checkpoint_key_with_slash(self):
+        # "x%2Fy" decodes to "x/y", which no directory entry can hold: the
+        # listing stays sound and fsck names the object.
+        key = "jobs/%s/sampler/x%%2Fy/checkpoint.json" % JOB
+        r = json.loads(self.obj_get(record_key("b")))
+        r["name"] = "x/y"
+        self.put_json(key, r)
+        m = self.mount("r", job=JOB)
+        self.assertEqual(sorted(os.listdir(m.path("sampler"))), ["b", "d"])
+        self.assertEqual(self.read_chunks(m.path("sampler", "b", "f.bin"), self.f),
+                         [True, True, True])
+        m.stop()
+        self.assertFsckNames(key)
 
     def test_record_copied_from_another_checkpoint(self):
         key = record_key("b")
