@@ -75,13 +75,13 @@ class Tamper(MountTest):
 
     def obj_get(self, key):
         if self.s3:
-            return self.s3.get(self.bucket, "run/" + key)
+            return self.s3.get(self.bucket, "run/" + urllib.parse.quote(key))
         with open(os.path.join(self.store, key), "rb") as fh:
             return fh.read()
 
     def obj_put(self, key, data):
         if self.s3:
-            self.s3.put(self.bucket, "run/" + key, data)
+            self.s3.put(self.bucket, "run/" + urllib.parse.quote(key), data)
         else:
             path = os.path.join(self.store, key)
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -90,7 +90,7 @@ class Tamper(MountTest):
 
     def obj_delete(self, key):
         if self.s3:
-            self.s3.curl("DELETE", "/%s/run/%s" % (self.bucket, key))
+            self.s3.curl("DELETE", "/%s/run/%s" % (self.bucket, urllib.parse.quote(key)))
         else:
             os.unlink(os.path.join(self.store, key))
 
