@@ -56,13 +56,32 @@ static const char *json_str(const cJSON *o, const char *k)
 	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static int json_num(const cJSON *o, const char *k, double *out)
+/*
+ * A JSON number in [lo, hi]. Store JSON is untrusted input: converting a
+ * double outside an integer type's range is undefined behaviour, so every
+ * number is range-checked here, as a double, before any caller casts it.
+ * NaN fails both comparisons and so is refused too.
+ */
+static int json_real(const cJSON *o, const char *k, double lo, double hi, double *out)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
 
-	if (!cJSON_IsNumber(v))
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi))
 		return -EBADMSG;
 	*out = v->valuedouble;
+	return 0;
+}
+
+#define JSON_INT_MAX 9007199254740992.0	/* 2^53: every integer below is exact */
+
+/* A JSON integer in [lo, hi] (|lo|, |hi| <= 2^53, so the cast is exact). */
+static int json_int(const cJSON *o, const char *k, double lo, double hi, int64_t *out)
+{
+	double d;
+
+	if (json_real(o, k, lo, hi, &d) < 0 || d != (double)(int64_t)d)
+		return -EBADMSG;
+	*out = (int64_t)d;
 	return 0;
 }
 
@@ -73,7 +92,8 @@ static int json_u64(const cJSON *o, const char *k, uint64_t *out)
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
 
 	if (cJSON_IsNumber(v)) {
-		if (v->valuedouble < 0 || v->valuedouble > 9007199254740992.0)
+		if (!(v->valuedouble >= 0 && v->valuedouble <= JSON_INT_MAX) ||
+		    v->valuedouble != (double)(uint64_t)v->valuedouble)
 			return -EBADMSG;
 		*out = (uint64_t)v->valuedouble;
 		return 0;
@@ -188,7 +208,8 @@ int ckpt_record_parse(const char *json, size_t len, struct ckpt_record *out)
 		goto out;
 	if (ckpt_kind_parse(kind, &out->kind) < 0)
 		goto out;
-	if (json_num(o, "created", &out->created) < 0)
+	/* Bounded so that every later cast (time_t, ttl sums) is defined. */
+	if (json_real(o, "created", -JSON_INT_MAX, JSON_INT_MAX, &out->created) < 0)
 		goto out;
 	snprintf(out->session, sizeof(out->session), "%s", session);
 	out->job = strdup(job);
@@ -226,12 +247,12 @@ int ckpt_attrs_format(const struct ckpt_attrs *a, struct buf *out)
 int ckpt_attrs_parse(const char *json, size_t len, struct ckpt_attrs *out)
 {
 	cJSON *o = cJSON_ParseWithLength(json, len);
-	double ttl = 0;
+	int64_t ttl = 0;
 	int rc = -EBADMSG;
 
 	memset(out, 0, sizeof(*out));
-	if (cJSON_IsObject(o) && json_num(o, "ttl", &ttl) == 0 && ttl >= 0) {
-		out->ttl = (int64_t)ttl;
+	if (cJSON_IsObject(o) && json_int(o, "ttl", 0, JSON_INT_MAX, &ttl) == 0) {
+		out->ttl = ttl;
 		rc = 0;
 	}
 	cJSON_Delete(o);
@@ -292,18 +313,57 @@ static int is_hex_key(const char *s)
 	return s[CHUNK_KEY_LEN] == '\0';
 }
 
+/*
+ * The self-checksum of an entry (version 2, doc/FORMAT.md §1.2): SHA-256
+ * over every field that decides what a read returns, chunk refs in order,
+ * so a swapped, dropped or retyped ref no longer parses. Fields are
+ * NUL-separated; only the path is free text and it cannot hold a NUL.
+ */
+static void entry_sum(const struct entry *e, char hex[HASH_SHA256_HEX_LEN + 1])
+{
+	struct hash_sha256_ctx *h = hash_sha256_new();
+	char num[128];
+	size_t i;
+	int n;
+
+	if (!h) {
+		hex[0] = '\0';	/* matches no stored sum: refused, never trusted */
+		return;
+	}
+	hash_sha256_update(h, "ckptfs-entry-2", 15);
+	hash_sha256_update(h, e->path, strlen(e->path) + 1);
+	n = snprintf(num, sizeof(num), "%s%c%" PRIu32 "%c%" PRId64 "%c", e->is_dir ? "dir" : "file",
+		     0, e->mode & 07777, 0, e->mtime_ns, 0);
+	hash_sha256_update(h, num, (size_t)n);
+	if (!e->is_dir) {
+		n = snprintf(num, sizeof(num), "%" PRIu64 "%c%" PRIu32 "%c", e->size, 0,
+			     e->chunk_size, 0);
+		hash_sha256_update(h, num, (size_t)n);
+		for (i = 0; i < e->n_chunks; i++) {
+			const struct chunk_ref *c = &e->chunks[i];
+
+			hash_sha256_update(h, c->key, strlen(c->key) + 1);
+			hash_sha256_update(h, c->base_key, strlen(c->base_key) + 1);
+			n = snprintf(num, sizeof(num), "%" PRIu32 "%c", c->stored_len, 0);
+			hash_sha256_update(h, num, (size_t)n);
+		}
+	}
+	hash_sha256_finish(h, hex);
+}
+
 int entry_format(const struct entry *e, struct buf *out)
 {
 	cJSON *o = cJSON_CreateObject(), *arr;
+	char sum[HASH_SHA256_HEX_LEN + 1];
 	size_t i;
 	int rc;
 
 	if (!o)
 		return -ENOMEM;
-	cJSON_AddNumberToObject(o, "version", CATALOG_FORMAT_VERSION);
+	cJSON_AddNumberToObject(o, "version", ENTRY_VERSION);
 	cJSON_AddStringToObject(o, "path", e->path);
 	cJSON_AddStringToObject(o, "type", e->is_dir ? "dir" : "file");
-	cJSON_AddNumberToObject(o, "mode", e->mode);
+	cJSON_AddNumberToObject(o, "mode", e->mode & 07777);
 	cJSON_AddItemToObject(o, "mtime_ns", json_u64_new((uint64_t)e->mtime_ns));
 	if (!e->is_dir) {
 		cJSON_AddItemToObject(o, "size", json_u64_new(e->size));
@@ -325,16 +385,77 @@ int entry_format(const struct entry *e, struct buf *out)
 			cJSON_AddItemToArray(arr, ch);
 		}
 	}
+	entry_sum(e, sum);
+	cJSON_AddStringToObject(o, "sum", sum);
 	rc = json_to_buf(o, out);
 	cJSON_Delete(o);
 	return rc;
 }
 
+/* A relative path: '/'-separated components that are valid names. */
+static int path_ok(const char *path)
+{
+	const char *p = path, *slash;
+	char comp[256];
+
+	if (!path[0] || strlen(path) >= 4096)
+		return 0;
+	for (;;) {
+		size_t n;
+
+		slash = strchr(p, '/');
+		n = slash ? (size_t)(slash - p) : strlen(p);
+		if (n == 0 || n >= sizeof(comp))
+			return 0;
+		memcpy(comp, p, n);
+		comp[n] = '\0';
+		if (name_check_component(comp) < 0)
+			return 0;
+		if (!slash)
+			return 1;
+		p = slash + 1;
+	}
+}
+
+static int parse_chunk(const cJSON *ch, struct chunk_ref *c)
+{
+	const cJSON *kv = cJSON_GetObjectItemCaseSensitive(ch, "k");
+	const char *b = json_str(ch, "b");
+	int64_t n;
+
+	if (!cJSON_IsObject(ch))
+		return -EBADMSG;
+	/* "k" must be present: a string, or null for an all-zero delta chunk.
+	 * A missing "k" used to read as null, so a dropped key silently turned
+	 * a delta chunk into a copy of its base. */
+	if (cJSON_IsString(kv)) {
+		if (!is_hex_key(kv->valuestring))
+			return -EBADMSG;
+		memcpy(c->key, kv->valuestring, CHUNK_KEY_LEN + 1);
+	} else if (!cJSON_IsNull(kv)) {
+		return -EBADMSG;
+	}
+	if (b) {
+		if (!is_hex_key(b))
+			return -EBADMSG;
+		memcpy(c->base_key, b, CHUNK_KEY_LEN + 1);
+	} else if (cJSON_GetObjectItemCaseSensitive(ch, "b")) {
+		return -EBADMSG;	/* present but not a string */
+	}
+	if (json_int(ch, "n", 0, UINT32_MAX, &n) < 0)
+		return -EBADMSG;
+	c->stored_len = (uint32_t)n;
+	/* An all-zero delta chunk still needs its base, and stores nothing. */
+	if (!c->key[0] && (!c->base_key[0] || c->stored_len != 0))
+		return -EBADMSG;
+	return 0;
+}
+
 int entry_parse(const char *json, size_t len, struct entry *out)
 {
 	cJSON *o = cJSON_ParseWithLength(json, len), *arr, *ch;
-	const char *path, *type;
-	double mode, csize;
+	const char *path, *type, *sum = NULL;
+	int64_t mode, csize, version = 1;
 	uint64_t mtime, expect;
 	size_t i;
 	int rc = -EBADMSG;
@@ -342,11 +463,18 @@ int entry_parse(const char *json, size_t len, struct entry *out)
 	memset(out, 0, sizeof(*out));
 	if (!cJSON_IsObject(o))
 		goto out;
+	/* Version 1 entries have no "sum" (and may have no "version"). */
+	if (cJSON_GetObjectItemCaseSensitive(o, "version") &&
+	    (json_int(o, "version", 1, ENTRY_VERSION, &version) < 0))
+		goto out;
+	if (version >= 2 && !(sum = json_str(o, "sum")))
+		goto out;
 	path = json_str(o, "path");
 	type = json_str(o, "type");
-	if (!path || !type || !path[0] || path[0] == '/')
+	if (!path || !type || !path_ok(path))
 		goto out;
-	if (json_num(o, "mode", &mode) < 0 || json_u64(o, "mtime_ns", &mtime) < 0)
+	if (json_int(o, "mode", 0, 0xffff, &mode) < 0 || json_u64(o, "mtime_ns", &mtime) < 0 ||
+	    mtime > INT64_MAX)
 		goto out;
 	out->is_dir = !strcmp(type, "dir");
 	if (!out->is_dir && strcmp(type, "file"))
@@ -358,13 +486,10 @@ int entry_parse(const char *json, size_t len, struct entry *out)
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (out->is_dir) {
-		rc = 0;
-		goto out;
-	}
-	if (json_u64(o, "size", &out->size) < 0 || json_num(o, "chunk_size", &csize) < 0)
-		goto out;
-	if (csize < 4096 || csize > (64 << 20))
+	if (out->is_dir)
+		goto check_sum;
+	if (json_u64(o, "size", &out->size) < 0 ||
+	    json_int(o, "chunk_size", 4096, 64 << 20, &csize) < 0)
 		goto out;
 	/* Bound the size so the chunk count below cannot wrap (2^60 bytes
 	 * is an exabyte; no checkpoint file comes near it). */
@@ -385,25 +510,16 @@ int entry_parse(const char *json, size_t len, struct entry *out)
 	}
 	i = 0;
 	cJSON_ArrayForEach(ch, arr) {
-		struct chunk_ref *c = &out->chunks[i++];
-		const char *k = json_str(ch, "k"), *b = json_str(ch, "b");
-		double n;
+		if (parse_chunk(ch, &out->chunks[i++]) < 0)
+			goto out;
+	}
+check_sum:
+	if (sum) {
+		char want[HASH_SHA256_HEX_LEN + 1];
 
-		if (k) {
-			if (!is_hex_key(k))
-				goto out;
-			memcpy(c->key, k, CHUNK_KEY_LEN + 1);
-		}
-		if (b) {
-			if (!is_hex_key(b))
-				goto out;
-			memcpy(c->base_key, b, CHUNK_KEY_LEN + 1);
-		}
-		if (!k && !b)	/* an all-zero delta chunk still needs its base */
+		entry_sum(out, want);
+		if (strcmp(want, sum))
 			goto out;
-		if (json_num(ch, "n", &n) < 0 || n < 0)
-			goto out;
-		c->stored_len = (uint32_t)n;
 	}
 	rc = 0;
 out:
@@ -411,6 +527,27 @@ out:
 		entry_release(out);
 	cJSON_Delete(o);
 	return rc;
+}
+
+int entry_check_key(const struct entry *e, const char *key)
+{
+	char hex[HASH_SHA256_HEX_LEN + 1], leaf[64];
+	size_t kl = strlen(key), ll;
+
+	hash_sha256_hex(e->path, strlen(e->path), hex);
+	ll = (size_t)snprintf(leaf, sizeof(leaf), "/entries/%.32s.json", hex);
+	return kl > ll && !strcmp(key + kl - ll, leaf) ? 0 : -EBADMSG;
+}
+
+int ckpt_record_check(const struct ckpt_record *r, const char *job, enum ckpt_dir dir,
+		      const char *name)
+{
+	if (r->dir != dir || strcmp(r->name, name) || name_check_component(r->name) < 0)
+		return -EBADMSG;
+	/* A model's record names its source job; models/ keys have none. */
+	if (dir != CKPT_MODEL && strcmp(r->job, job))
+		return -EBADMSG;
+	return 0;
 }
 
 /* ---- keys ---- */
@@ -492,14 +629,15 @@ int catalog_init_store(struct store *st)
 	if (rc == 0) {
 		cJSON *o = cJSON_ParseWithLength((const char *)b.data, b.len);
 		const char *f = o ? json_str(o, "format") : NULL;
-		double v = 0;
+		int64_t v = 0;
 
-		if (!f || strcmp(f, "ckptfs") || json_num(o, "version", &v) < 0) {
+		if (!f || strcmp(f, "ckptfs") ||
+		    json_int(o, "version", 0, 1 << 30, &v) < 0) {
 			log_error("store: format.json is not a ckptfs marker");
 			rc = -EBADMSG;
-		} else if ((int)v != CATALOG_FORMAT_VERSION) {
-			log_error("store: format version %d, this build reads %d",
-				  (int)v, CATALOG_FORMAT_VERSION);
+		} else if (v != CATALOG_FORMAT_VERSION) {
+			log_error("store: format version %" PRId64 ", this build reads %d",
+				  v, CATALOG_FORMAT_VERSION);
 			rc = -EPROTONOSUPPORT;
 		}
 		cJSON_Delete(o);
@@ -532,21 +670,41 @@ int catalog_record_replace(struct store *st, const struct ckpt_record *r)
 	return put_record(st, r, 0);
 }
 
-int catalog_record_get(struct store *st, const char *job, enum ckpt_dir dir,
-		       const char *name, struct ckpt_record *out)
+/* catalog_record_get(), telling a walk which key was bad and why. */
+static int record_get(struct store *st, const char *job, enum ckpt_dir dir,
+		      const char *name, struct ckpt_record *out,
+		      void (*bad)(const char *key, const char *why, void *arg), void *arg)
 {
 	struct buf b = BUF_INIT;
 	char *key = catalog_record_key(job, dir, name);
+	const char *why = NULL;
 	int rc = key ? store_get(st, key, &b) : -ENOMEM;
 
+	memset(out, 0, sizeof(*out));
 	if (rc == 0) {
 		rc = ckpt_record_parse((const char *)b.data, b.len, out);
-		if (rc < 0)
-			log_error("catalog: %s: malformed checkpoint record", key);
+		if (rc < 0) {
+			why = "malformed checkpoint record";
+		} else if (ckpt_record_check(out, job, dir, name) < 0) {
+			why = "malformed checkpoint record (not the record of its key)";
+			ckpt_record_release(out);
+			rc = -EBADMSG;
+		}
+	}
+	if (why) {
+		log_error("catalog: %s: %s", key, why);
+		if (bad)
+			bad(key, why, arg);
 	}
 	free(key);
 	buf_release(&b);
 	return rc;
+}
+
+int catalog_record_get(struct store *st, const char *job, enum ckpt_dir dir,
+		       const char *name, struct ckpt_record *out)
+{
+	return record_get(st, job, dir, name, out, NULL, NULL);
 }
 
 int catalog_attrs_get(struct store *st, const char *job, enum ckpt_dir dir,
@@ -666,6 +824,8 @@ struct entry_walk {
 	struct store *st;
 	int (*cb)(struct entry *e, void *arg);
 	void *arg;
+	void (*on_bad)(const char *key, const char *why, void *arg);
+	void *bad_arg;
 	int bad;
 };
 
@@ -673,6 +833,7 @@ static int entry_walk_cb(const char *key, const struct store_stat *sst, void *ar
 {
 	struct entry_walk *w = arg;
 	struct buf b = BUF_INIT;
+	const char *why = NULL;
 	struct entry *e;
 	int rc;
 
@@ -688,8 +849,17 @@ static int entry_walk_cb(const char *key, const struct store_stat *sst, void *ar
 		goto out;
 	}
 	rc = entry_parse((const char *)b.data, b.len, e);
+	if (rc == 0 && entry_check_key(e, key) < 0) {
+		entry_release(e);
+		rc = -EBADMSG;
+		why = "malformed entry (its path belongs at another key)";
+	}
 	if (rc < 0) {
-		log_error("catalog: %s: malformed entry (%s)", key, strerror(-rc));
+		if (!why)
+			why = rc == -EBADMSG ? "malformed entry" : strerror(-rc);
+		log_error("catalog: %s: %s", key, why);
+		if (w->on_bad)
+			w->on_bad(key, why, w->bad_arg);
 		free(e);
 		w->bad = rc;
 		rc = 0;
@@ -701,19 +871,26 @@ out:
 	return rc;
 }
 
-int catalog_load_entries(struct store *st, const char *job, enum ckpt_dir dir,
-			 const char *name,
-			 int (*cb)(struct entry *e, void *arg), void *arg)
+static int load_entries(struct entry_walk *w, const char *job, enum ckpt_dir dir,
+			const char *name)
 {
 	char *p = ckpt_key(job, dir, name, "entries/");
-	struct entry_walk w = { .st = st, .cb = cb, .arg = arg };
 	int rc;
 
 	if (!p)
 		return -ENOMEM;
-	rc = store_list(st, p, entry_walk_cb, &w);
+	rc = store_list(w->st, p, entry_walk_cb, w);
 	free(p);
-	return rc < 0 ? rc : w.bad;
+	return rc < 0 ? rc : w->bad;
+}
+
+int catalog_load_entries(struct store *st, const char *job, enum ckpt_dir dir,
+			 const char *name,
+			 int (*cb)(struct entry *e, void *arg), void *arg)
+{
+	struct entry_walk w = { .st = st, .cb = cb, .arg = arg };
+
+	return load_entries(&w, job, dir, name);
 }
 
 struct key_vec {
@@ -796,7 +973,7 @@ static int walk_ckpt(const char *name, void *arg)
 	struct ckpt_record r;
 	int rc;
 
-	rc = catalog_record_get(w->st, w->job, w->dir, name, &r);
+	rc = record_get(w->st, w->job, w->dir, name, &r, w->ops->on_bad_key, w->arg);
 	if (rc == -ENOENT)
 		return 0;	/* removed since the listing */
 	if (rc < 0)
@@ -804,8 +981,11 @@ static int walk_ckpt(const char *name, void *arg)
 		       w->ops->on_problem(w->where, w->dir, name, rc, w->arg) : rc;
 	rc = w->ops->on_ckpt ? w->ops->on_ckpt(w->where, &r, w->arg) : 0;
 	if (rc == 0) {
+		struct entry_walk ew = { .st = w->st, .cb = walk_entry, .arg = w,
+					 .on_bad = w->ops->on_bad_key, .bad_arg = w->arg };
+
 		w->rec = &r;
-		rc = catalog_load_entries(w->st, w->job, w->dir, name, walk_entry, w);
+		rc = load_entries(&ew, w->job, w->dir, name);
 		w->rec = NULL;
 		if (rc == -EBADMSG && w->ops->on_problem)
 			rc = w->ops->on_problem(w->where, w->dir, name, rc, w->arg);

@@ -28,6 +28,9 @@
 #include "store/store.h"
 
 #define CATALOG_FORMAT_VERSION 1
+/* Entries written now carry a self-checksum ("sum", doc/FORMAT.md §1.2);
+ * version 1 entries (no sum) are still read. */
+#define ENTRY_VERSION 2
 #define CHUNK_KEY_LEN 64	/* sha256 hex */
 
 /* Where a checkpoint lives: a job's sampler/ or state/, or the store-wide
@@ -83,6 +86,11 @@ void ckpt_record_release(struct ckpt_record *r);
 int ckpt_record_copy(const struct ckpt_record *src, struct ckpt_record *dst);
 int ckpt_record_format(const struct ckpt_record *r, struct buf *out);
 int ckpt_record_parse(const char *json, size_t len, struct ckpt_record *out);
+/* Is @r the record stored under the key of (@job, @dir, @name)? A record
+ * whose fields do not match its key (a copied or edited record, a name with
+ * '/') is corrupt: 0 or -EBADMSG. */
+int ckpt_record_check(const struct ckpt_record *r, const char *job, enum ckpt_dir dir,
+		      const char *name);
 
 int ckpt_attrs_format(const struct ckpt_attrs *a, struct buf *out);
 int ckpt_attrs_parse(const char *json, size_t len, struct ckpt_attrs *out);
@@ -91,8 +99,11 @@ void entry_release(struct entry *e);
 void entry_free(struct entry *e);	/* release + free; NULL is fine */
 int entry_copy(const struct entry *src, struct entry *dst);
 int entry_format(const struct entry *e, struct buf *out);
-/* -EBADMSG for anything malformed or inconsistent (chunk count vs size). */
+/* -EBADMSG for anything malformed or inconsistent (chunk count vs size, a
+ * chunk item without "k", a version 2 entry whose "sum" does not match). */
 int entry_parse(const char *json, size_t len, struct entry *out);
+/* Does @e belong at store key @key (its entries/<id>.json leaf)? 0 or -EBADMSG. */
+int entry_check_key(const struct entry *e, const char *key);
 uint64_t entry_stored_bytes(const struct entry *e);
 
 /* Key builders; each returns a malloc'd string or NULL. */
@@ -142,6 +153,7 @@ int catalog_load_entries(struct store *st, const char *job, enum ckpt_dir dir,
  *  - on_problem(): an unreadable record (ENOENT excepted: removed while
  *    walking) or malformed entries (-EBADMSG); its return value decides
  *    whether the walk stops (< 0) or goes on (0).
+ *  - on_bad_key(): which object was corrupt, and why.
  * Any callback may be NULL.
  */
 struct catalog_walk_ops {
@@ -150,6 +162,8 @@ struct catalog_walk_ops {
 			const struct entry *e, void *arg);
 	int (*on_problem)(const char *where, enum ckpt_dir dir, const char *name,
 			  int err, void *arg);
+	/* Each corrupt record or entry, by store key, before on_problem(). */
+	void (*on_bad_key)(const char *key, const char *why, void *arg);
 };
 
 int catalog_walk(struct store *st, int with_models, const struct catalog_walk_ops *ops,

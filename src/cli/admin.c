@@ -82,10 +82,23 @@ static int fsck_entry(const char *where, const struct ckpt_record *r,
 	return 0;
 }
 
+/* The object is named by on_bad_key(); this only keeps the walk going. */
 static int fsck_problem(const char *where, enum ckpt_dir dir, const char *name,
 			int err, void *arg)
 {
-	return print_problem(where, dir, name, err, &((struct fsck_state *)arg)->problems);
+	struct fsck_state *fs = arg;
+
+	if (err == -EBADMSG)
+		return 0;
+	return print_problem(where, dir, name, err, &fs->problems);
+}
+
+static void fsck_bad_key(const char *key, const char *why, void *arg)
+{
+	struct fsck_state *fs = arg;
+
+	printf("PROBLEM %s: %s\n", key, why);
+	fs->problems++;
 }
 
 int admin_fsck_main(int argc, char **argv)
@@ -93,6 +106,7 @@ int admin_fsck_main(int argc, char **argv)
 	static const struct catalog_walk_ops ops = {
 		.on_entry = fsck_entry,
 		.on_problem = fsck_problem,
+		.on_bad_key = fsck_bad_key,
 	};
 	struct fsck_state fs = { 0 };
 	struct store *st;

@@ -10,6 +10,7 @@
 #include "fs/chunks.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,13 +307,13 @@ out:
 /*
  * Fetch, verify and decode one frame into a fresh centry.
  *
- * The frame's own checks (header check, XXH3 of the decoded bytes, which
- * for a delta also proves the right base was used) already guarantee the
- * bytes; the SHA-256 of the whole frame against its key adds nothing a
- * reader needs and costs a pass at ~1.4 GB/s, so only fsck (@full) does it.
+ * The frame's own checks (header check, XXH3 of the decoded bytes) prove
+ * the bytes are a valid chunk, not that they are the chunk the entry names:
+ * a renamed or substituted valid frame passes them. So every load checks
+ * SHA-256(frame) == key (doc/FORMAT.md §1.2) and the entry's stored length.
  */
 static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
-		int full, struct centry **out)
+		struct centry **out)
 {
 	struct codec_frame_info info;
 	const struct chunk_data *base = NULL;
@@ -329,13 +330,20 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		rc = -EIO;
 		goto out;
 	}
-	if (full) {
-		hash_sha256_hex(frame.data, frame.len, hex);
-		if (strcmp(hex, ref->key)) {
-			log_error("chunk %s: checksum mismatch (corrupt store object)", ref->key);
-			rc = -EIO;
-			goto out;
-		}
+	hash_sha256_hex(frame.data, frame.len, hex);
+	if (strcmp(hex, ref->key)) {
+		log_error("chunk %s: checksum mismatch: the object's SHA-256 is %s "
+			  "(corrupt or substituted store object)", ref->key, hex);
+		rc = -EIO;
+		goto out;
+	}
+	/* Base chunks are named by key alone (their length is in the base
+	 * file's entry), so 0 means "not known here". */
+	if (ref->stored_len && frame.len != ref->stored_len) {
+		log_error("chunk %s: %zu bytes, its entry says %" PRIu32 " (corrupt entry)",
+			  ref->key, frame.len, ref->stored_len);
+		rc = -EIO;
+		goto out;
 	}
 	rc = codec_frame_info(frame.data, frame.len, &info);
 	if (rc < 0 || info.raw_len != raw_len || (info.needs_base && !ref->base_key[0])) {
@@ -440,7 +448,7 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	}
 	pthread_mutex_unlock(&c->lock);
 
-	rc = load(c, ref, raw_len, 0, &e);
+	rc = load(c, ref, raw_len, &e);
 
 	pthread_mutex_lock(&c->lock);
 	if (rc == 0)
@@ -471,7 +479,7 @@ int chunks_verify(struct chunks *c, const struct chunk_ref *ref, size_t raw_len)
 
 	if (!ref->key[0])
 		return 0;	/* nothing stored; the base chunk is checked itself */
-	rc = load(c, ref, raw_len, 1, &e);
+	rc = load(c, ref, raw_len, &e);
 	if (e)
 		centry_free(e);
 	return rc;

@@ -357,6 +357,10 @@ static int target_get(struct ckfs *fs, const struct handle *h, struct hl_target 
 		goto out;
 	}
 	/* The caller logs these, once, with the status it records. */
+	if (c->bad_key) {
+		rc = -EIO;
+		goto out;
+	}
 	if (c->rec.dir == CKPT_STATE ||
 	    fs_ckpt_has_writers(fs, c->rec.job, c->rec.dir, c->rec.name)) {
 		rc = -EINVAL;
@@ -561,6 +565,9 @@ long ctl_hotload_write(struct ckfs *fs, struct handle *h, const char *buf, size_
 			snprintf(res.error, sizeof(res.error), "%s",
 				 h->ctl_dir == CKPT_STATE ? "train-state checkpoints are not hotloaded"
 							  : "files are still open for writing");
+		else if (rc == -EIO)
+			snprintf(res.error, sizeof(res.error), "%s",
+				 "a store object of this checkpoint is corrupt (see fsck)");
 		goto done;
 	}
 	files = calloc(t.n_files ? t.n_files : 1, sizeof(*files));

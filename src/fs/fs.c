@@ -58,8 +58,8 @@ int jsonl_build(struct ckfs *fs, struct buf *out)
 			cJSON *o;
 			char snap[600], path[600], *s;
 
-			if (ckpt_is_expired(c, now))
-				continue;
+			if (ckpt_is_expired(c, now) || c->bad_record)
+				continue;	/* a lost record has nothing true to say */
 			o = cJSON_CreateObject();
 			if (!o)
 				return -ENOMEM;

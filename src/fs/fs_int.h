@@ -28,6 +28,16 @@ struct ckpt {
 	struct ent_slot *ents;
 	size_t n_ents, cap_ents;
 	int reused;		/* view_refresh() bookkeeping */
+	/*
+	 * Corruption found in the store, turned into EIO rather than hiding
+	 * the checkpoint or file (doc/FORMAT.md §1.4). bad_key names the first
+	 * corrupt object. With bad_record, rec is made up from the key and
+	 * every access is EIO; otherwise an entry was corrupt, and a name
+	 * the good entries do not resolve is EIO, as are promote and hotload.
+	 */
+	char *bad_key;
+	struct store_stat bad_st;
+	int bad_record;
 };
 
 /* The cached listing of one (job, dir). */

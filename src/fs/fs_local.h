@@ -45,6 +45,7 @@ int ckpt_has_writers(struct ckfs *fs, const char *job, enum ckpt_dir dir,
 int is_under(const char *path, const char *dir);
 int is_dir_in(struct ckfs *fs, struct ckpt *c, const struct fpath *p);
 int parent_is_dir(struct ckfs *fs, struct ckpt *c, const struct fpath *p);
+int ckpt_corrupt_refuses(struct ckfs *fs, struct ckpt *c, const struct fpath *p);
 
 /* tree.c */
 void fill_file(struct stat *st, mode_t perm, uint64_t size, int64_t mtime_ns);

@@ -189,3 +189,18 @@ int parent_is_dir(struct ckfs *fs, struct ckpt *c, const struct fpath *p)
 	return is_dir_in(fs, c, &q);
 }
 
+
+/*
+ * Does the corruption recorded in @c make @p unreadable? A lost record
+ * loses the whole checkpoint. A lost entry loses a file whose name is
+ * unknown (the name is inside the entry), so any name the good entries do
+ * not resolve might be it: EIO, never a confident ENOENT. Lock held.
+ */
+int ckpt_corrupt_refuses(struct ckfs *fs, struct ckpt *c, const struct fpath *p)
+{
+	if (c->bad_record || p->type == P_HOTLOAD)
+		return 1;
+	if (p->type != P_INNER)
+		return 0;
+	return !find_slot(c, p->rel, NULL) && !is_dir_in(fs, c, p) && !find_wslot(fs, p);
+}

@@ -216,6 +216,10 @@ int parse_path(struct ckfs *fs, const char *path, struct fpath *p)
 		c = find_ckpt(fs, p->job, p->dir, p->ckpt);
 		if (c && strcmp(c->rec.name, p->ckpt))
 			snprintf(p->ckpt, sizeof(p->ckpt), "%s", c->rec.name);
+		if (c && c->bad_key && ckpt_corrupt_refuses(fs, c, p)) {
+			log_error("%s: store object %s is corrupt (EIO)", path, c->bad_key);
+			rc = -EIO;
+		}
 		pthread_mutex_unlock(&fs->lock);
 	}
 	return rc;

@@ -34,7 +34,7 @@ struct ckpt *latest_of_kind(struct view *v, enum ckpt_kind kind)
 	for (i = 0; i < v->n; i++) {
 		struct ckpt *c = v->ckpts[i];
 
-		if (c->rec.kind == kind && !ckpt_is_expired(c, now) &&
+		if (c->rec.kind == kind && !c->bad_record && !ckpt_is_expired(c, now) &&
 		    (!best || c->rec.created > best->rec.created))
 			best = c;
 	}

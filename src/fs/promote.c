@@ -110,6 +110,10 @@ int promote(struct ckfs *fs, const struct fpath *src, const char *id)
 	mv = get_view(fs, "", CKPT_MODEL);
 	if (!c) {
 		rc = -ENOENT;
+	} else if (c->bad_key) {
+		log_error("promote %s -> models/%s: store object %s is corrupt (EIO)",
+			  src->ckpt, id, c->bad_key);
+		rc = -EIO;
 	} else if (c->rec.dir == CKPT_STATE) {
 		log_error("promote %s -> models/%s: train-state checkpoints are not "
 			  "promotable (EINVAL)", src->ckpt, id);

@@ -44,6 +44,7 @@ void ckpt_free(struct ckpt *c)
 		slot_release(&c->ents[i]);
 	free(c->ents);
 	ckpt_record_release(&c->rec);
+	free(c->bad_key);
 	free(c);
 }
 
@@ -175,10 +176,39 @@ static struct ent_slot *old_slot(struct ckpt *old, const char *key)
 	return NULL;
 }
 
-/* Build the checkpoint for keys [from, to) of one name segment. */
+/* Remember the first corrupt object of @c; 1 if it is news (to be logged). */
+static int mark_bad(struct ckpt *c, const struct ckpt *old, const struct listed *item)
+{
+	int known = old && old->bad_key && !strcmp(old->bad_key, item->key) &&
+		    same_stat(&old->bad_st, &item->st);
+
+	if (!c->bad_key) {
+		c->bad_key = strdup(item->key);
+		c->bad_st = item->st;
+	}
+	return !known;
+}
+
+/*
+ * A record that does not parse, or is not the record of its key, still
+ * names a checkpoint that exists: keep it, with a record made from the
+ * key, so that reads fail with EIO instead of the name vanishing.
+ */
+static int fake_record(struct ckpt *c, const struct view *v, const char *name)
+{
+	ckpt_record_release(&c->rec);
+	c->rec.job = strdup(v->job);
+	c->rec.dir = v->dir;
+	c->rec.name = strdup(name);
+	c->rec.kind = KIND_BASE;
+	c->bad_record = 1;
+	return c->rec.job && c->rec.name ? 0 : -ENOMEM;
+}
+
+/* Build the checkpoint @name for keys [from, to) of one name segment. */
 static struct ckpt *build_ckpt(struct store *st, struct view *v, struct ckpt *old,
-			       struct listed *items, size_t from, size_t to,
-			       size_t plen)
+			       const char *name, struct listed *items, size_t from,
+			       size_t to, size_t plen)
 {
 	struct ckpt *c = calloc(1, sizeof(*c));
 	struct listed *rec = NULL, *attrs = NULL;
@@ -202,11 +232,29 @@ static struct ckpt *build_ckpt(struct store *st, struct view *v, struct ckpt *ol
 		 * copy the record, do not steal it. */
 		if (ckpt_record_copy(&old->rec, &c->rec) < 0)
 			goto fail;
+		if (old->bad_record) {
+			c->bad_record = 1;
+			mark_bad(c, old, rec);
+		}
 	} else {
+		int rc;
+
 		buf_reset(&b);
-		if (store_get(st, rec->key, &b) < 0 ||
-		    ckpt_record_parse((const char *)b.data, b.len, &c->rec) < 0)
+		rc = store_get(st, rec->key, &b);
+		if (rc == -ENOENT)
+			goto fail;	/* removed since the listing */
+		if (rc == 0)
+			rc = ckpt_record_parse((const char *)b.data, b.len, &c->rec);
+		if (rc == 0)
+			rc = ckpt_record_check(&c->rec, v->job, v->dir, name);
+		if (rc == -EBADMSG) {
+			if (mark_bad(c, old, rec))
+				log_debug("catalog: %s: malformed checkpoint record", rec->key);
+			if (fake_record(c, v, name) < 0)
+				goto fail;
+		} else if (rc < 0) {
 			goto fail;
+		}
 	}
 	c->rec_st = rec->st;
 	if (attrs) {
@@ -219,6 +267,8 @@ static struct ckpt *build_ckpt(struct store *st, struct view *v, struct ckpt *ol
 		}
 		c->attrs_st = attrs->st;
 	}
+	if (c->bad_record)
+		goto done;	/* whatever the entries say, the record is lost */
 	for (i = from; i < to; i++) {
 		const char *leaf = strchr(items[i].key + plen, '/') + 1;
 		struct ent_slot *os;
@@ -230,6 +280,10 @@ static struct ckpt *build_ckpt(struct store *st, struct view *v, struct ckpt *ol
 		if (os && same_stat(&os->st, &items[i].st)) {
 			e = os->e;
 			os->e = NULL;
+		} else if (old && old->bad_key && !strcmp(old->bad_key, items[i].key) &&
+			   same_stat(&old->bad_st, &items[i].st)) {
+			mark_bad(c, old, &items[i]);	/* known bad, unchanged */
+			continue;
 		} else {
 			buf_reset(&b);
 			if (store_get(st, items[i].key, &b) < 0)
@@ -237,9 +291,11 @@ static struct ckpt *build_ckpt(struct store *st, struct view *v, struct ckpt *ol
 			e = calloc(1, sizeof(*e));
 			if (!e)
 				goto fail;
-			if (entry_parse((const char *)b.data, b.len, e) < 0) {
-				log_error("catalog: %s: malformed entry, ignored", items[i].key);
-				free(e);
+			if (entry_parse((const char *)b.data, b.len, e) < 0 ||
+			    entry_check_key(e, items[i].key) < 0) {
+				if (mark_bad(c, old, &items[i]))
+					log_debug("catalog: %s: malformed entry", items[i].key);
+				entry_free(e);
 				continue;
 			}
 		}
@@ -250,7 +306,7 @@ static struct ckpt *build_ckpt(struct store *st, struct view *v, struct ckpt *ol
 		c->ents[c->n_ents - 1].st = items[i].st;
 		items[i].key = NULL;	/* ownership moved to the slot */
 	}
-	(void)v;
+done:
 	buf_release(&b);
 	return c;
 fail:
@@ -306,7 +362,15 @@ int view_refresh(struct store *st, struct view *v, double ttl)
 			char *dec = name_key_decode(name);
 			struct ckpt *old = dec ? view_find_any(v, dec) : NULL;
 
-			c = build_ckpt(st, v, old, l.items, i, j, plen);
+			/* A key that no checkpoint could have made cannot be
+			 * shown as a directory name (a '/' broke listings). */
+			if (!dec || name_check_component(dec) < 0) {
+				log_debug("catalog: %s%s: not a checkpoint name, ignored",
+					  prefix, name);
+				c = NULL;
+			} else {
+				c = build_ckpt(st, v, old, dec, l.items, i, j, plen);
+			}
 			free(dec);
 			/*
 			 * Keep the old struct (and so every pointer the caller

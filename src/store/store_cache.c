@@ -16,6 +16,13 @@
  * kept in memory only; at open the index is rebuilt from the files, oldest
  * first by their atime/mtime.
  *
+ * Integrity: a key "chunks/<h2>/<sha256>" names its content (doc/FORMAT.md
+ * §1), so such an object is checked against its key before it is kept and
+ * again whenever it is served from disk. A bad download is fetched once
+ * more and never kept; a bad cached file (disk fault, a bad copy kept by
+ * an older build) is dropped and fetched again, so one fault never turns
+ * into EIO for good.
+ *
  * Locking: one mutex guards the index and every change to objects/ (rename,
  * unlink, mkdir, rmdir), so directory pruning cannot race an insert. Network
  * fetches and temp-file writes run without it. Concurrent misses on one key
@@ -36,6 +43,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/hash.h"
 #include "util/io.h"
 #include "util/log.h"
 
@@ -81,6 +89,33 @@ static struct cache_store *to_cache(struct store *st)
 static bool is_cached_key(const char *key)
 {
 	return !strncmp(key, CACHE_PREFIX, strlen(CACHE_PREFIX));
+}
+
+/* Does @key have the form chunks/<h2>/<64 lowercase hex>, <h2> its first
+ * two digits? Then the object's SHA-256 must be that hex. */
+static bool names_content(const char *key)
+{
+	const char *hex = key + strlen(CACHE_PREFIX) + 3;
+	size_t i;
+
+	if (!is_cached_key(key) || strlen(key) != strlen(CACHE_PREFIX) + 3 + HASH_SHA256_HEX_LEN ||
+	    key[strlen(CACHE_PREFIX) + 2] != '/' || memcmp(key + strlen(CACHE_PREFIX), hex, 2))
+		return false;
+	for (i = 0; i < HASH_SHA256_HEX_LEN; i++)
+		if (!((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f')))
+			return false;
+	return true;
+}
+
+/* False only for a content-named object whose bytes are not that content. */
+static bool content_ok(const char *key, const struct buf *b)
+{
+	char hex[HASH_SHA256_HEX_LEN + 1];
+
+	if (!names_content(key))
+		return true;
+	hash_sha256_hex(b->data, b->len, hex);
+	return !strcmp(hex, key + strlen(CACHE_PREFIX) + 3);
 }
 
 /* ---- the index: a chained hash table plus an LRU list ---- */
@@ -310,6 +345,22 @@ static void append_range(const struct buf *whole, uint64_t off, size_t len,
 	*rc = buf_append(out, whole->data + off, n);
 }
 
+/* read_range() of a content-named object, read whole and checked first:
+ * -EBADMSG if the file is not the object its key names. */
+static int read_verified(int fd, const char *key, uint64_t off, size_t len,
+			 struct buf *out)
+{
+	struct buf whole = BUF_INIT;
+	int rc = read_range(fd, 0, STORE_TO_END, &whole);
+
+	if (rc == 0 && !content_ok(key, &whole))
+		rc = -EBADMSG;
+	if (rc == 0)
+		append_range(&whole, off, len, out, &rc);
+	buf_release(&whole);
+	return rc;
+}
+
 /* ---- the store operations ---- */
 
 /* Fetch @key whole from inner and, if it fits, keep it. @e is our loading
@@ -319,17 +370,29 @@ static int fill(struct cache_store *c, struct centry *e, const char *key,
 {
 	struct buf whole = BUF_INIT;
 	char tmp[64] = "", path[PATH_MAX];
-	bool keep;
+	bool keep, verified;
+	uint64_t fetched = 0;	/* by a first, bad download */
 	int rc, wrc = -1;
 
 	rc = store_get(c->inner, key, &whole);
-	if (rc == 0 && whole.len <= c->max_bytes) {
+	if (rc == 0 && !content_ok(key, &whole)) {
+		/* A download damaged in flight: try once more. */
+		log_debug("cache %s: %s: download does not match its key, fetching again",
+			  c->dir, key);
+		fetched = whole.len;
+		buf_reset(&whole);
+		rc = store_get(c->inner, key, &whole);
+	}
+	/* Still bad: passed up unkept; the reader's own check reports it. */
+	verified = rc == 0 && content_ok(key, &whole);
+	if (verified && whole.len <= c->max_bytes) {
 		wrc = write_tmp(c, &whole, tmp);
 		if (wrc < 0)
 			log_warn("cache %s: cannot write %s: %s", c->dir, key, strerror(-wrc));
 	}
 
 	pthread_mutex_lock(&c->lock);
+	c->stats.inner_bytes += fetched;
 	if (rc == 0)
 		c->stats.inner_bytes += whole.len;
 	keep = rc == 0 && wrc == 0 && !e->stale;
@@ -368,6 +431,7 @@ static int cache_get_range(struct store *st, const char *key, uint64_t off,
 	char path[PATH_MAX];
 	struct centry *e;
 	size_t start = out->len;
+	bool refetched = false;
 	int fd, rc;
 
 	if (!is_cached_key(key) || store_key_check(key) < 0)
@@ -394,10 +458,25 @@ static int cache_get_range(struct store *st, const char *key, uint64_t off,
 		lru_push_front(c, e);
 		c->stats.hits++;
 		pthread_mutex_unlock(&c->lock);
-		rc = read_range(fd, off, len, out);
+		if (names_content(key)) {
+			rc = read_verified(fd, key, off, len, out);
+		} else {
+			rc = read_range(fd, off, len, out);
+		}
 		close(fd);
 		if (rc == 0)
 			return 0;
+		out->len = start;
+		if (rc == -EBADMSG && !refetched) {
+			log_warn("cache %s: %s does not match its key; dropped, fetching it again",
+				 c->dir, path);
+			pthread_mutex_lock(&c->lock);
+			e = find(c, key);
+			if (e && !e->loading)
+				drop(c, e);
+			refetched = true;
+			continue;	/* now a miss: fill() fetches and checks */
+		}
 		/* A damaged cache file must not fail the read: go to the source. */
 		log_warn("cache %s: reading %s: %s; reading from the store", c->dir,
 			 path, strerror(-rc));

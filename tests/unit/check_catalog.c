@@ -5,6 +5,8 @@
  */
 #include <check.h>
 
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -621,6 +623,209 @@ START_TEST(test_entry_parse_rejects)
 }
 END_TEST
 
+/*
+ * Issue 9 item 11: a number in store JSON is range-checked before it is
+ * cast. Each of these used to reach a float-to-integer cast (undefined
+ * behaviour clang's -fsanitize=float-cast-overflow reports) or be accepted
+ * as a wrapped value; each must now be refused as corrupt.
+ */
+#define REC_FMT "{\"job\":\"j\",\"dir\":\"sampler\",\"name\":\"n\",\"kind\":\"base\"," \
+		"\"base\":null,\"created\":%s,\"session\":\"0\"}"
+#define NUM_FILE_FMT "{\"path\":\"f\",\"type\":\"file\",\"mode\":%s,\"mtime_ns\":%s," \
+		     "\"size\":%s,\"chunk_size\":%s,\"chunks\":[{\"k\":\"%s\",\"n\":%s}]}"
+START_TEST(test_store_json_numbers_range_checked)
+{
+	static const char *const huge[] = {
+		"1e300", "-1e300", "1e400", "-1e400", "4294967296", "18446744073709551616",
+		"9223372036854775808", "-1", "1.5",
+	};
+	static const char *const ok[] = { "420", "0", "4000", "4096", "10" };
+	char k[CHUNK_KEY_LEN + 1];
+	size_t i, f;
+
+	fake_key(k, 1);
+	/* The template parses with sane values. */
+	{
+		char *j = NULL;
+		struct entry e;
+
+		ck_assert_int_gt(asprintf(&j, NUM_FILE_FMT, ok[0], ok[1], ok[2], ok[3], k, ok[4]), 0);
+		ck_assert_int_eq(entry_parse(j, strlen(j), &e), 0);
+		entry_release(&e);
+		free(j);
+	}
+	for (i = 0; i < ARRAY_SIZE(huge); i++) {
+		struct ckpt_record r;
+		struct ckpt_attrs a;
+		char *j = NULL;
+
+		/* mode, mtime_ns, size, chunk_size, n in turn */
+		for (f = 0; f < 5; f++) {
+			const char *v[5] = { ok[0], ok[1], ok[2], ok[3], ok[4] };
+
+			v[f] = huge[i];
+			if ((f == 1 || f == 2) && !strcmp(huge[i], "4294967296"))
+				continue;	/* a valid mtime or size */
+			ck_assert_int_gt(asprintf(&j, NUM_FILE_FMT, v[0], v[1], v[2], v[3], k,
+						  v[4]), 0);
+			expect_reject_json(j);
+			free(j);
+		}
+		/* ttl: every value but the in-range integer 4294967296 */
+		ck_assert_int_gt(asprintf(&j, "{\"ttl\":%s}", huge[i]), 0);
+		if (strcmp(huge[i], "4294967296"))
+			ck_assert_msg(ckpt_attrs_parse(j, strlen(j), &a) == -EBADMSG,
+				      "ttl accepted: %s", j);
+		free(j);
+		/* created is a real number; only the out-of-range ones fail */
+		if (strchr(huge[i], 'e')) {
+			ck_assert_int_gt(asprintf(&j, REC_FMT, huge[i]), 0);
+			ck_assert_msg(ckpt_record_parse(j, strlen(j), &r) == -EBADMSG,
+				      "created accepted: %s", j);
+			free(j);
+		}
+	}
+}
+END_TEST
+
+/* Swap items 0 and 1 (copies: cJSON_InsertItemInArray drops items here). */
+static void swap_items(cJSON *arr)
+{
+	cJSON *a = cJSON_Duplicate(cJSON_GetArrayItem(arr, 0), 1);
+	cJSON *b = cJSON_Duplicate(cJSON_GetArrayItem(arr, 1), 1);
+
+	ck_assert(a && b);
+	cJSON_ReplaceItemInArray(arr, 0, b);
+	cJSON_ReplaceItemInArray(arr, 1, a);
+}
+
+/* Issue 9 item 5: version 2 entries carry a checksum over their chunk
+ * list, so swapped, retyped or dropped refs are corrupt, not wrong bytes. */
+START_TEST(test_entry_sum_binds_chunk_refs)
+{
+	struct entry *e = make_file("m.safetensors", 3 * 4096, 4096);
+	struct buf b = BUF_INIT;
+	struct entry back;
+	cJSON *o, *arr, *c1;
+	char *txt;
+
+	fake_key(e->chunks[1].base_key, 50);
+	ck_assert_int_eq(entry_format(e, &b), 0);
+	o = cJSON_ParseWithLength((const char *)b.data, b.len);
+	ck_assert_ptr_nonnull(o);
+	ck_assert_int_eq(cJSON_GetObjectItem(o, "version")->valueint, 2);
+	ck_assert(cJSON_IsString(cJSON_GetObjectItem(o, "sum")));
+	ck_assert_int_eq(entry_parse((const char *)b.data, b.len, &back), 0);
+	entry_release(&back);
+
+	/* Swap two refs (and back). */
+	arr = cJSON_GetObjectItem(o, "chunks");
+	swap_items(arr);
+	txt = cJSON_PrintUnformatted(o);
+	expect_reject_json(txt);
+	free(txt);
+	swap_items(arr);
+	txt = cJSON_PrintUnformatted(o);
+	ck_assert_int_eq(entry_parse(txt, strlen(txt), &back), 0);	/* restored */
+	entry_release(&back);
+	free(txt);
+	/* A ref turned into an all-zero delta, a stored length changed, the
+	 * path or size changed, the sum dropped or a newer version. */
+	c1 = cJSON_GetArrayItem(arr, 1);
+	cJSON_ReplaceItemInObject(c1, "k", cJSON_CreateNull());
+	cJSON_ReplaceItemInObject(c1, "n", cJSON_CreateNumber(0));
+	txt = cJSON_PrintUnformatted(o);
+	expect_reject_json(txt);
+	free(txt);
+	cJSON_Delete(o);
+	o = cJSON_ParseWithLength((const char *)b.data, b.len);
+	cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "chunks"), 2), "n",
+				  cJSON_CreateNumber(7));
+	txt = cJSON_PrintUnformatted(o);
+	expect_reject_json(txt);
+	free(txt);
+	cJSON_Delete(o);
+	o = cJSON_ParseWithLength((const char *)b.data, b.len);
+	cJSON_ReplaceItemInObject(o, "path", cJSON_CreateString("other.safetensors"));
+	txt = cJSON_PrintUnformatted(o);
+	expect_reject_json(txt);
+	free(txt);
+	cJSON_DeleteItemFromObject(o, "sum");
+	txt = cJSON_PrintUnformatted(o);
+	expect_reject_json(txt);
+	free(txt);
+	/* Without "version" and "sum" it is a version 1 entry: still read. */
+	cJSON_DeleteItemFromObject(o, "version");
+	txt = cJSON_PrintUnformatted(o);
+	ck_assert_int_eq(entry_parse(txt, strlen(txt), &back), 0);
+	ck_assert_str_eq(back.path, "other.safetensors");
+	entry_release(&back);
+	free(txt);
+	cJSON_AddNumberToObject(o, "version", 3);
+	txt = cJSON_PrintUnformatted(o);
+	expect_reject_json(txt);
+	free(txt);
+	cJSON_Delete(o);
+	buf_release(&b);
+	entry_free(e);
+}
+END_TEST
+
+/* A chunk item with "b" and no "k" used to read as an all-zero delta (a
+ * copy of the base chunk); "k" must be present, null only with n == 0. */
+START_TEST(test_entry_item_needs_k)
+{
+	char k1[CHUNK_KEY_LEN + 1], k2[CHUNK_KEY_LEN + 1], c[600];
+
+	fake_key(k1, 1);
+	fake_key(k2, 2);
+	snprintf(c, sizeof(c), "[{\"k\":\"%s\",\"n\":10},{\"b\":\"%s\",\"n\":3}]", k1, k2);
+	expect_entry_reject(FILE_FMT, "f", c);
+	snprintf(c, sizeof(c), "[{\"k\":\"%s\",\"n\":10},{\"b\":\"%s\",\"n\":0}]", k1, k2);
+	expect_entry_reject(FILE_FMT, "f", c);
+	snprintf(c, sizeof(c), "[{\"k\":\"%s\",\"n\":10},{\"k\":null,\"b\":\"%s\",\"n\":3}]", k1, k2);
+	expect_entry_reject(FILE_FMT, "f", c);
+	snprintf(c, sizeof(c), "[{\"k\":\"%s\",\"n\":10},{\"k\":\"%s\",\"b\":7,\"n\":3}]", k1, k2);
+	expect_entry_reject(FILE_FMT, "f", c);
+	{
+		struct entry e;
+		char *j = NULL;
+
+		snprintf(c, sizeof(c), "[{\"k\":\"%s\",\"n\":10},{\"k\":null,\"b\":\"%s\",\"n\":0}]",
+			 k1, k2);
+		ck_assert_int_gt(asprintf(&j, FILE_FMT, "f", c), 0);
+		ck_assert_int_eq(entry_parse(j, strlen(j), &e), 0);
+		ck_assert_str_eq(e.chunks[1].key, "");
+		ck_assert_str_eq(e.chunks[1].base_key, k2);
+		entry_release(&e);
+		free(j);
+	}
+}
+END_TEST
+
+START_TEST(test_entry_path_and_key)
+{
+	static const char *const bad[] = { "a//b", "a/", "./a", "a/../b", "..", "a/./b" };
+	char k1[CHUNK_KEY_LEN + 1], k2[CHUNK_KEY_LEN + 1], good[400];
+	struct entry *e = make_file("sub/w.bin", 10, 4096);
+	char *key = catalog_entry_key("j", CKPT_SAMPLER, "c", "sub/w.bin");
+	char *other = catalog_entry_key("j", CKPT_SAMPLER, "c", "sub/x.bin");
+	size_t i;
+
+	fake_key(k1, 1);
+	fake_key(k2, 2);
+	snprintf(good, sizeof(good), "[{\"k\":\"%s\",\"n\":10},{\"k\":\"%s\",\"n\":3}]", k1, k2);
+	for (i = 0; i < ARRAY_SIZE(bad); i++)
+		expect_entry_reject(FILE_FMT, bad[i], good);
+	ck_assert_int_eq(entry_check_key(e, key), 0);
+	ck_assert_int_eq(entry_check_key(e, other), -EBADMSG);
+	ck_assert_int_eq(entry_check_key(e, "entries/x.json"), -EBADMSG);
+	free(key);
+	free(other);
+	entry_free(e);
+}
+END_TEST
+
 START_TEST(test_entry_copy)
 {
 	struct entry *e = make_file("x/y", 10000, 4096), c;
@@ -866,6 +1071,120 @@ START_TEST(test_record_get_malformed)
 	ck_assert_int_eq(catalog_record_get(st, "j", CKPT_SAMPLER, "bad", &got), -EBADMSG);
 	ck_assert(testutil_log_has("malformed checkpoint record"));
 	free(key);
+}
+END_TEST
+
+/* Issue 9 item 5: a record is the record of its key, or corrupt. */
+START_TEST(test_record_get_checks_key)
+{
+	struct ckpt_record r = rec("j", CKPT_SAMPLER, "x", KIND_BASE, NULL), got;
+	struct buf b = BUF_INIT;
+	char *ky = catalog_record_key("j", CKPT_SAMPLER, "y");
+
+	ck_assert_int_eq(catalog_record_create(st, &r), 0);
+	ck_assert_int_eq(catalog_record_get(st, "j", CKPT_SAMPLER, "x", &got), 0);
+	ckpt_record_release(&got);
+	/* x's record copied under y's key */
+	ck_assert_int_eq(ckpt_record_format(&r, &b), 0);
+	ck_assert_int_eq(store_put(st, ky, b.data, b.len), 0);
+	ck_assert_int_eq(catalog_record_get(st, "j", CKPT_SAMPLER, "y", &got), -EBADMSG);
+	ck_assert(testutil_log_has("not the record of its key"));
+	ck_assert_ptr_null(got.name);
+	/* wrong job, wrong dir, a name with '/' */
+	ck_assert_int_eq(ckpt_record_check(&r, "j", CKPT_SAMPLER, "x"), 0);
+	ck_assert_int_eq(ckpt_record_check(&r, "k", CKPT_SAMPLER, "x"), -EBADMSG);
+	ck_assert_int_eq(ckpt_record_check(&r, "j", CKPT_STATE, "x"), -EBADMSG);
+	r.name = (char *)"x/y";
+	ck_assert_int_eq(ckpt_record_check(&r, "j", CKPT_SAMPLER, "x/y"), -EBADMSG);
+	/* a model's record names its source job, which models/ keys lack */
+	r.name = (char *)"m1";
+	r.dir = CKPT_MODEL;
+	ck_assert_int_eq(ckpt_record_check(&r, "", CKPT_MODEL, "m1"), 0);
+	buf_release(&b);
+	free(ky);
+}
+END_TEST
+
+struct bad_keys {
+	char keys[8][256];
+	int n, problems;
+};
+
+static void bad_key_cb(const char *key, const char *why, void *arg)
+{
+	struct bad_keys *bk = arg;
+
+	ck_assert_ptr_nonnull(why);
+	if (bk->n < 8)
+		snprintf(bk->keys[bk->n++], sizeof(bk->keys[0]), "%s", key);
+}
+
+static int bad_problem_cb(const char *where, enum ckpt_dir dir, const char *name,
+			  int err, void *arg)
+{
+	(void)where;
+	(void)dir;
+	(void)name;
+	ck_assert_int_eq(err, -EBADMSG);
+	((struct bad_keys *)arg)->problems++;
+	return 0;
+}
+
+static int bk_has(const struct bad_keys *bk, const char *key)
+{
+	for (int i = 0; i < bk->n; i++)
+		if (!strcmp(bk->keys[i], key))
+			return 1;
+	return 0;
+}
+
+/* fsck's walk names every corrupt record and entry by key. */
+START_TEST(test_walk_names_bad_keys)
+{
+	static const struct catalog_walk_ops ops = {
+		.on_problem = bad_problem_cb, .on_bad_key = bad_key_cb,
+	};
+	struct ckpt_record a = rec("j", CKPT_SAMPLER, "a", KIND_BASE, NULL);
+	struct ckpt_record b = rec("j", CKPT_SAMPLER, "b", KIND_BASE, NULL);
+	struct entry *f = make_file("f", 10, 4096), *g = make_file("g", 10, 4096);
+	char *brec = catalog_record_key("j", CKPT_SAMPLER, "b");
+	char *gkey = catalog_entry_key("j", CKPT_SAMPLER, "a", "g");
+	char *moved = catalog_entry_key("j", CKPT_SAMPLER, "a", "h");
+	struct bad_keys bk = { 0 };
+	struct buf buf = BUF_INIT;
+
+	ck_assert_int_eq(catalog_record_create(st, &a), 0);
+	ck_assert_int_eq(catalog_entry_put(st, "j", CKPT_SAMPLER, "a", f), 0);
+	ck_assert_int_eq(catalog_entry_put(st, "j", CKPT_SAMPLER, "a", g), 0);
+	ck_assert_int_eq(catalog_walk(st, 1, &ops, &bk), 0);
+	ck_assert_int_eq(bk.n, 0);
+
+	ck_assert_int_eq(store_put(st, brec, "{\"job\"", 6), 0);	/* truncated */
+	ck_assert_int_eq(store_get(st, gkey, &buf), 0);
+	ck_assert_int_eq(store_put(st, moved, buf.data, buf.len), 0);	/* misplaced */
+	ck_assert_int_eq(store_remove(st, gkey), 0);
+	ck_assert_int_eq(catalog_walk(st, 1, &ops, &bk), 0);
+	ck_assert_int_eq(bk.n, 2);
+	ck_assert(bk_has(&bk, brec));
+	ck_assert(bk_has(&bk, moved));
+	ck_assert_int_eq(bk.problems, 2);
+	(void)b;
+	buf_release(&buf);
+	free(brec);
+	free(gkey);
+	free(moved);
+	entry_free(f);
+	entry_free(g);
+}
+END_TEST
+
+/* format.json's version is range-checked too (it was cast to int). */
+START_TEST(test_init_store_huge_version)
+{
+	static const char huge[] = "{\"format\":\"ckptfs\",\"version\":1e300}";
+
+	ck_assert_int_eq(store_put(st, "format.json", huge, strlen(huge)), 0);
+	ck_assert_int_eq(catalog_init_store(st), -EBADMSG);
 }
 END_TEST
 
@@ -1273,6 +1592,10 @@ int main(void)
 	tcase_add_test(tc, test_entry_parse_size_overflow);
 	tcase_add_test(tc, test_entry_parse_rejects);
 	tcase_add_test(tc, test_entry_copy);
+	tcase_add_test(tc, test_store_json_numbers_range_checked);
+	tcase_add_test(tc, test_entry_sum_binds_chunk_refs);
+	tcase_add_test(tc, test_entry_item_needs_k);
+	tcase_add_test(tc, test_entry_path_and_key);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("keys");
@@ -1290,6 +1613,9 @@ int main(void)
 	tcase_add_test(tc, test_init_store_bad_marker);
 	tcase_add_test(tc, test_record_store);
 	tcase_add_test(tc, test_record_get_malformed);
+	tcase_add_test(tc, test_record_get_checks_key);
+	tcase_add_test(tc, test_walk_names_bad_keys);
+	tcase_add_test(tc, test_init_store_huge_version);
 	tcase_add_test(tc, test_attrs_store);
 	tcase_add_test(tc, test_list_jobs_and_ckpts);
 	tcase_add_test(tc, test_load_entries);

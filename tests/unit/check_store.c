@@ -38,6 +38,7 @@
 #include "store/store.h"
 #include "testutil.h"
 #include "util/buf.h"
+#include "util/hash.h"
 #include "util/log.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -1448,6 +1449,109 @@ START_TEST(cache_second_read_is_local)
 }
 END_TEST
 
+/* "chunks/<h2>/<sha256 of data>": a key that names its content. */
+static void content_key(const uint8_t *data, size_t n, char key[128])
+{
+	char hex[HASH_SHA256_HEX_LEN + 1];
+
+	hash_sha256_hex(data, n, hex);
+	snprintf(key, 128, "chunks/%.2s/%s", hex, hex);
+}
+
+/*
+ * Issue 9 item 8: a download that does not match its key is never kept, so
+ * once the store object is repaired the cache serves the right bytes (it
+ * used to keep the bad copy and serve it for good).
+ */
+START_TEST(cache_bad_download_not_kept)
+{
+	size_t n = 300 * 1024 + 5;
+	uint8_t *data = random_bytes(n, 21), *bad = malloc(n);
+	struct cache_env ce;
+	struct store *local;
+	struct buf got = BUF_INIT;
+	char key[128];
+
+	memcpy(bad, data, n);
+	bad[n / 2] ^= 0x40;
+	content_key(data, n, key);
+	cache_env_open(&ce, 16 * MiB);
+	ck_assert_int_eq(open_local(&local), 0);
+	ck_assert_int_eq(store_put(local, key, bad, n), 0);
+
+	/* Served as the store has it (the reader's check fails it), not kept. */
+	ck_assert_int_eq(store_get(ce.st, key, &got), 0);
+	ck_assert(got.len == n && !memcmp(got.data, bad, n));
+	ck_assert_uint_eq(stats_of(ce.st).cached_objects, 0);
+	ck_assert_uint_eq(stats_of(ce.st).inner_bytes, 2 * n);	/* fetched once more */
+
+	ck_assert_int_eq(store_put(local, key, data, n), 0);	/* repaired */
+	buf_reset(&got);
+	ck_assert_int_eq(store_get(ce.st, key, &got), 0);
+	ck_assert(got.len == n && !memcmp(got.data, data, n));
+	ck_assert_uint_eq(stats_of(ce.st).cached_objects, 1);
+	buf_reset(&got);
+	ck_assert_int_eq(store_get_range(ce.st, key, 10, 100, &got), 0);
+	ck_assert(got.len == 100 && !memcmp(got.data, data + 10, 100));
+	ck_assert_uint_eq(stats_of(ce.st).hits, 1);
+	buf_release(&got);
+	store_free(local);
+	store_free(ce.st);
+	free(data);
+	free(bad);
+}
+END_TEST
+
+/* A cached file damaged on disk is dropped and fetched again, whole or by
+ * range; the rewritten copy is the good one. */
+START_TEST(cache_bad_cached_file_refetched)
+{
+	size_t n = 200 * 1024 + 9;
+	uint8_t *data = random_bytes(n, 22);
+	struct cache_env ce;
+	struct store_cache_stats cs;
+	struct buf got = BUF_INIT;
+	char key[128], path[4300];
+	FILE *f;
+	int round;
+
+	content_key(data, n, key);
+	cache_env_open(&ce, 16 * MiB);
+	ck_assert_int_eq(store_put(ce.st, key, data, n), 0);
+	ck_assert_int_eq(store_get(ce.st, key, &got), 0);	/* miss: kept */
+	ck_assert_uint_eq(stats_of(ce.st).cached_objects, 1);
+	snprintf(path, sizeof(path), "%s/objects/%s", ce.dir, key);
+	for (round = 0; round < 2; round++) {
+		f = fopen(path, "r+b");
+		ck_assert_ptr_nonnull(f);
+		ck_assert_int_eq(fseek(f, (long)(n / 3), SEEK_SET), 0);
+		ck_assert_int_eq(fputc(data[n / 3] ^ 0x01, f), data[n / 3] ^ 0x01);
+		fclose(f);
+		buf_reset(&got);
+		if (round == 0) {
+			ck_assert_int_eq(store_get(ce.st, key, &got), 0);
+			ck_assert(got.len == n && !memcmp(got.data, data, n));
+		} else {
+			ck_assert_int_eq(store_get_range(ce.st, key, n / 3 - 1, 3, &got), 0);
+			ck_assert(got.len == 3 && !memcmp(got.data, data + n / 3 - 1, 3));
+		}
+		ck_assert(log_has("does not match its key"));
+	}
+	cs = stats_of(ce.st);
+	ck_assert_uint_eq(cs.misses, 3);
+	ck_assert_uint_eq(cs.cached_objects, 1);
+	ck_assert_uint_eq(cs.cached_bytes, n);
+	/* The copy on disk is the good one again: a hit, no new fetch. */
+	buf_reset(&got);
+	ck_assert_int_eq(store_get(ce.st, key, &got), 0);
+	ck_assert(got.len == n && !memcmp(got.data, data, n));
+	ck_assert_uint_eq(stats_of(ce.st).misses, 3);
+	buf_release(&got);
+	store_free(ce.st);
+	free(data);
+}
+END_TEST
+
 static uint64_t du_objects(const char *dir)
 {
 	char cmd[4200];
@@ -1722,7 +1826,8 @@ int main(void)
 	const TTest *const cache_only[] = {
 		cache_second_read_is_local, cache_write_through, cache_eviction_lru_bounded,
 		cache_index_survives_reopen, cache_write_and_remove_invalidate,
-		cache_concurrent_misses_fetch_once,
+		cache_concurrent_misses_fetch_once, cache_bad_download_not_kept,
+		cache_bad_cached_file_refetched,
 	};
 	Suite *s = suite_create("store");
 	TCase *tc;
