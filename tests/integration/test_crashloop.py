@@ -162,6 +162,7 @@ class CrashLoop(MountTest):
                     self.assertIn(name, listed, "acknowledged %s lost" % rel)
                 if f["state"] == "absent":
                     self.assertNotIn(name, listed, "unacknowledged %s visible" % rel)
+                f["present"] = name in listed
                 if name in listed:
                     self.assertEqual(sha256_file(p), f["sha"], "wrong bytes in %s" % rel)
                 listed.discard(name)
@@ -183,15 +184,17 @@ class CrashLoop(MountTest):
         m.stop()
         r = self.run_ckptfs("fsck", self.store)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        states = [f["state"] for k, f in record.items() if "state" in f]
+        files = [f for f in record.values() if "state" in f]
+        states = [f["state"] for f in files]
         acked = states.count("acked")
+        maybe_in = sum(1 for f in files if f["state"] == "maybe" and f["present"])
         leftovers = []
         if not self.s3:
             leftovers = os.listdir(os.path.join(self.store, ".tmp"))
         print("crashloop: seed %d, %d trials in %.1f s: %d files acknowledged and "
-              "byte-exact, %d close() failed, %d unacknowledged and absent; fsck "
-              "clean; %d temp files left in .tmp" %
-              (seed, trials, time.time() - t0, acked, states.count("maybe"),
+              "byte-exact, %d close() failed (%d of them committed, byte-exact), %d "
+              "unacknowledged and absent; fsck clean; %d temp files left in .tmp" %
+              (seed, trials, time.time() - t0, acked, states.count("maybe"), maybe_in,
                states.count("absent"), len(leftovers)))
 
 
