@@ -22,7 +22,7 @@
 #include "util/buf.h"
 
 /* Decoded sizes beyond this are skipped: they only make runs slower. */
-#define MAX_RAW (8u << 20)
+#define MAX_RAW (512u << 10)
 
 static struct codec_ctx *ctx;
 
