@@ -188,14 +188,15 @@ class CrashLoop(MountTest):
         states = [f["state"] for f in files]
         acked = states.count("acked")
         maybe_in = sum(1 for f in files if f["state"] == "maybe" and f["present"])
-        leftovers = []
+        tmp_note = ""
         if not self.s3:
-            leftovers = os.listdir(os.path.join(self.store, ".tmp"))
+            tmp_note = "; %d temp files left in .tmp" % len(
+                os.listdir(os.path.join(self.store, ".tmp")))
         print("crashloop: seed %d, %d trials in %.1f s: %d files acknowledged and "
               "byte-exact, %d close() failed (%d of them committed, byte-exact), %d "
-              "unacknowledged and absent; fsck clean; %d temp files left in .tmp" %
+              "unacknowledged and absent; fsck clean%s" %
               (seed, trials, time.time() - t0, acked, states.count("maybe"), maybe_in,
-               states.count("absent"), len(leftovers)))
+               states.count("absent"), tmp_note))
 
 
 @requires_fuse
