@@ -1819,6 +1819,7 @@ END_TEST
 /* Puts of every kind, failed exclusive creates included, leave .tmp empty. */
 START_TEST(local_tmp_puts_leave_nothing)
 {
+	bool exists[7] = { false };
 	struct store *st;
 	char key[64];
 
@@ -1829,7 +1830,9 @@ START_TEST(local_tmp_puts_leave_nothing)
 		if (i % 2)
 			ck_assert_int_eq(store_put(st, key, "v", 1), 0);
 		else
-			ck_assert_int_ge(0, store_put_if_absent(st, key, "v", 1));
+			ck_assert_int_eq(store_put_if_absent(st, key, "v", 1),
+					 exists[i % 7] ? -EEXIST : 0);
+		exists[i % 7] = true;
 	}
 	ck_assert_uint_eq(tmp_count(), 0);
 	store_free(st);
