@@ -27,6 +27,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1882,6 +1883,73 @@ START_TEST(local_tmp_stale_swept_live_kept)
 }
 END_TEST
 
+struct put_thread {
+	struct store *st;
+	int id;
+	int failures;
+};
+
+static void *put_loop(void *arg)
+{
+	struct put_thread *t = arg;
+	struct buf got = BUF_INIT;
+	char key[64], val[64];
+
+	for (int i = 0; i < 150; i++) {
+		int n = snprintf(val, sizeof(val), "writer %d put %d", t->id, i);
+
+		snprintf(key, sizeof(key), "w%d/k%d", t->id, i % 5);
+		buf_reset(&got);
+		if (store_put(t->st, key, val, (size_t)n) != 0 ||
+		    store_get(t->st, key, &got) != 0 || got.len != (size_t)n ||
+		    memcmp(got.data, val, (size_t)n) != 0)
+			t->failures++;
+	}
+	buf_release(&got);
+	return NULL;
+}
+
+static atomic_int sweeping;
+
+static void *sweep_loop(void *arg)
+{
+	uint64_t n;
+
+	while (atomic_load(&sweeping))
+		store_local_sweep_tmp(arg, 0, &n);
+	return NULL;
+}
+
+/*
+ * Never a live writer's: a sweep with no age margin at all, looping beside
+ * four writers, takes none of their temp files (O_TMPFILE mode, where a
+ * temp file is locked before it has a name).
+ */
+START_TEST(local_tmp_sweep_spares_live_writers)
+{
+	struct put_thread t[4];
+	pthread_t th[4], sw;
+	struct store *st;
+
+	if (!open_local_mode(1, &st))
+		return;
+	atomic_store(&sweeping, 1);
+	ck_assert_int_eq(pthread_create(&sw, NULL, sweep_loop, st), 0);
+	for (int i = 0; i < 4; i++) {
+		t[i] = (struct put_thread){ .st = st, .id = i };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, put_loop, &t[i]), 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	atomic_store(&sweeping, 0);
+	pthread_join(sw, NULL);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(t[i].failures, 0);
+	ck_assert_uint_eq(tmp_count(), 0);
+	store_free(st);
+}
+END_TEST
+
 /* Only the local store has temp files to sweep. */
 START_TEST(local_tmp_sweep_other_backend)
 {
@@ -1904,6 +1972,7 @@ static TCase *local_tmp_tcase(void)
 	tcase_add_loop_test(tc, local_tmp_same_pid_leftovers_do_not_collide, 0, 2);
 	tcase_add_loop_test(tc, local_tmp_puts_leave_nothing, 0, 2);
 	tcase_add_test(tc, local_tmp_stale_swept_live_kept);
+	tcase_add_test(tc, local_tmp_sweep_spares_live_writers);
 	tcase_add_test(tc, local_tmp_sweep_other_backend);
 	return tc;
 }
