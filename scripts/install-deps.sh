@@ -1,10 +1,12 @@
 #!/bin/sh
 # install-deps.sh: the Debian 12 packages ckptfs needs to build, test and
-# benchmark. Run as root (or with sudo). Safe to run again.
+# benchmark. Run as root (or with sudo). Safe to run again. clang-14 and
+# libclang-rt-14-dev are for scripts/test.sh's sanitizer pass (clang's UBSan
+# checks float-to-integer casts, GCC's does not) and the libFuzzer harnesses.
 set -eu
 PKGS="meson ninja-build gcc pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev \
 libcjson-dev libzstd-dev libxxhash-dev libssl-dev check attr scdoc python3 \
-python3-numpy zstd xdelta3 curl procps"
+python3-numpy zstd xdelta3 curl procps clang-14 libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "catalog/catalog.h"
+#include "store/store_local.h"
 #include "util/log.h"
 
 int keyset_add(struct keyset *s, const char *k)
@@ -215,6 +216,16 @@ int gc_run(struct store *st, int64_t grace_s, int dry_run, double now,
 	rc = store_list(st, "chunks/", sweep_cb, &s);
 	if (rc == 0)
 		rc = s.rc;
+	/* A local store's temp files of daemons killed mid-put (other stores
+	 * have none: -EOPNOTSUPP). The age rule is the store's, not @grace_s:
+	 * a temp file is never referenced, only possibly still being written. */
+	if (!dry_run) {
+		int trc = store_local_sweep_tmp(st, STORE_LOCAL_TMP_STALE_S, NULL);
+
+		if (trc < 0 && trc != -EOPNOTSUPP)
+			log_warn("gc: could not sweep stale temporary files: %s",
+				 strerror(-trc));
+	}
 out:
 	keyset_release(&live);
 	return rc;

@@ -6,6 +6,10 @@
  * put_if_absent, hard-links) it into place and fsyncs the parent directory,
  * so a crash leaves the old object or the new one, never a partial one.
  * All path work is *at() relative to one directory fd.
+ *
+ * Temp files (store_local.h has the rules): unnamed (O_TMPFILE) where the
+ * filesystem allows it, else random names; locked while named; leftovers of
+ * dead daemons swept at open and by gc.
  */
 #include "store/store.h"
 
@@ -13,12 +17,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "store/store_local.h"
 
 #include "util/io.h"
 #include "util/log.h"
@@ -27,8 +35,17 @@ struct local_store {
 	struct store base;	/* first member: casts between the two are valid */
 	int root_fd;
 	char *root;
-	pthread_mutex_t tmp_lock;
-	uint64_t tmp_seq;
+	int use_tmpfile;	/* 1: O_TMPFILE + linkat work in .tmp */
+};
+
+/* ".tmp/" + 32 hex digits + NUL */
+#define TMP_NAME_LEN 40
+
+/* A temp file being written: its fd (locked while named) and its name, ""
+ * while it has none (O_TMPFILE). */
+struct tmp_file {
+	int fd;
+	char name[TMP_NAME_LEN];
 };
 
 static struct local_store *to_local(struct store *st)
@@ -92,27 +109,130 @@ static int parent_fsync(struct local_store *ls, const char *key)
 	return fsync_dirat(ls->root_fd, path);
 }
 
-/* Write @data to a fresh durable temp file; its name goes to @tmp. */
-static int write_tmp(struct local_store *ls, const void *data, size_t len,
-		     char tmp[64])
+/* A ".tmp/<32 hex>" name. Random, not <pid>-<seq>: a restarted daemon
+ * often has the same PID (always 1 in a container) and must never meet a
+ * dead one's leftover under the name it wants. */
+static int random_tmp_name(char name[TMP_NAME_LEN])
 {
-	uint64_t seq;
-	int fd, rc;
+	static const char hex[] = "0123456789abcdef";
+	uint8_t r[16];
+	size_t got = 0, i;
+	char *p;
 
-	pthread_mutex_lock(&ls->tmp_lock);
-	seq = ++ls->tmp_seq;
-	pthread_mutex_unlock(&ls->tmp_lock);
-	snprintf(tmp, 64, ".tmp/%ld-%llu", (long)getpid(), (unsigned long long)seq);
-	fd = openat(ls->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0)
+	while (got < sizeof(r)) {
+		ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		got += (size_t)n;
+	}
+	p = name + snprintf(name, TMP_NAME_LEN, ".tmp/");
+	for (i = 0; i < sizeof(r); i++) {
+		*p++ = hex[r[i] >> 4];
+		*p++ = hex[r[i] & 15];
+	}
+	*p = '\0';
+	return 0;
+}
+
+/* Give the unnamed file @fd the name @dst. linkat(AT_EMPTY_PATH) would need
+ * CAP_DAC_READ_SEARCH; the /proc link is what open(2) documents for
+ * O_TMPFILE without privileges. */
+static int link_fd(int root_fd, int fd, const char *dst)
+{
+	char proc[40];
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, proc, root_fd, dst, AT_SYMLINK_FOLLOW) < 0)
 		return -errno;
-	rc = io_write_all(fd, data, len);
-	if (rc == 0 && fsync(fd) < 0)
-		rc = -errno;
-	if (close(fd) < 0 && rc == 0)
+	return 0;
+}
+
+/* Link the unnamed @t to a fresh random name in .tmp (it stays locked). */
+static int name_tmp(struct local_store *ls, struct tmp_file *t)
+{
+	int tries, rc = -EIO;
+
+	for (tries = 0; tries < 8; tries++) {
+		rc = random_tmp_name(t->name);
+		if (rc == 0)
+			rc = link_fd(ls->root_fd, t->fd, t->name);
+		if (rc != -EEXIST)
+			break;
+	}
+	if (rc < 0)
+		t->name[0] = '\0';
+	return rc;
+}
+
+/* Create a temp file, locked before anyone can find it by name. */
+static int open_tmp(struct local_store *ls, struct tmp_file *t)
+{
+	int tries;
+
+	t->name[0] = '\0';
+	if (ls->use_tmpfile) {
+		t->fd = openat(ls->root_fd, ".tmp", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+		if (t->fd < 0)
+			return -errno;
+		/* Held through name_tmp(): the name never exists unlocked. */
+		if (flock(t->fd, LOCK_EX) < 0) {
+			int e = errno;
+
+			close(t->fd);
+			return -e;
+		}
+		return 0;
+	}
+	for (tries = 0; tries < 8; tries++) {
+		int rc = random_tmp_name(t->name);
+
+		if (rc < 0)
+			return rc;
+		t->fd = openat(ls->root_fd, t->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+			       0644);
+		if (t->fd >= 0)
+			break;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	if (t->fd < 0)
+		return -EIO;	/* eight 128-bit collisions: getrandom is broken */
+	/* Unlocked only for this instant; sweeps skip files that young. */
+	if (flock(t->fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+
+		unlinkat(ls->root_fd, t->name, 0);
+		close(t->fd);
+		return -e;
+	}
+	return 0;
+}
+
+/* Drop @t: unlink its name if it still has one, then unlock by closing. */
+static void close_tmp(struct local_store *ls, struct tmp_file *t)
+{
+	if (t->name[0])
+		unlinkat(ls->root_fd, t->name, 0);
+	close(t->fd);
+}
+
+/* Write @data to a fresh durable temp file @t (open on success). */
+static int write_tmp(struct local_store *ls, const void *data, size_t len,
+		     struct tmp_file *t)
+{
+	int rc = open_tmp(ls, t);
+
+	if (rc < 0)
+		return rc;
+	rc = io_write_all(t->fd, data, len);
+	if (rc == 0 && fsync(t->fd) < 0)
 		rc = -errno;
 	if (rc < 0)
-		unlinkat(ls->root_fd, tmp, 0);
+		close_tmp(ls, t);
 	return rc;
 }
 
@@ -120,31 +240,42 @@ static int do_put(struct store *st, const char *key, const void *data,
 		  size_t len, int exclusive)
 {
 	struct local_store *ls = to_local(st);
-	char tmp[64];
+	struct tmp_file t;
 	int rc, tries;
 
 	rc = store_key_check(key);
 	if (rc < 0)
 		return rc;
-	rc = write_tmp(ls, data, len, tmp);
+	rc = write_tmp(ls, data, len, &t);
 	if (rc < 0)
 		goto out;
+	/* rename() needs a name to move; an exclusive create links the
+	 * unnamed file straight to its key. */
+	if (!exclusive && !t.name[0]) {
+		rc = name_tmp(ls, &t);
+		if (rc < 0) {
+			close_tmp(ls, &t);
+			goto out;
+		}
+	}
 	/* A concurrent remove() may prune an empty parent between mkdir and
 	 * rename; then the rename sees ENOENT and we make the parents again. */
 	for (tries = 0; tries < 5; tries++) {
 		rc = make_parents(ls, key);
 		if (rc < 0)
 			break;
-		if (exclusive)
-			rc = linkat(ls->root_fd, tmp, ls->root_fd, key, 0);
+		if (exclusive && !t.name[0])
+			rc = link_fd(ls->root_fd, t.fd, key);
+		else if (exclusive)
+			rc = linkat(ls->root_fd, t.name, ls->root_fd, key, 0) < 0 ? -errno : 0;
 		else
-			rc = renameat(ls->root_fd, tmp, ls->root_fd, key);
-		rc = rc < 0 ? -errno : 0;
+			rc = renameat(ls->root_fd, t.name, ls->root_fd, key) < 0 ? -errno : 0;
 		if (rc != -ENOENT)
 			break;
 	}
-	if (exclusive || rc < 0)
-		unlinkat(ls->root_fd, tmp, 0);
+	if (!exclusive && rc == 0)
+		t.name[0] = '\0';	/* renamed: the name is the key now */
+	close_tmp(ls, &t);
 	if (rc == 0)
 		rc = parent_fsync(ls, key);
 out:
@@ -392,7 +523,6 @@ static void local_destroy(struct store *st)
 	struct local_store *ls = to_local(st);
 
 	close(ls->root_fd);
-	pthread_mutex_destroy(&ls->tmp_lock);
 	free(ls->root);
 	free(ls);
 }
@@ -407,6 +537,94 @@ static const struct store_ops local_ops = {
 	.remove        = local_remove,
 	.destroy       = local_destroy,
 };
+
+/* Can .tmp hold an O_TMPFILE that we can later link by name? Some
+ * filesystems (and a missing /proc) say no; then temp files are named. */
+static int probe_tmpfile(int root_fd)
+{
+	char name[TMP_NAME_LEN];
+	int fd, ok;
+
+	fd = openat(root_fd, ".tmp", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return 0;
+	ok = random_tmp_name(name) == 0 && link_fd(root_fd, fd, name) == 0;
+	if (ok)
+		unlinkat(root_fd, name, 0);
+	close(fd);
+	return ok;
+}
+
+int store_local_sweep_tmp(struct store *st, int64_t min_age_s, uint64_t *removed)
+{
+	struct local_store *ls;
+	uint64_t n = 0, bytes = 0;
+	struct dirent *de;
+	time_t now = time(NULL);
+	DIR *d;
+	int dfd;
+
+	if (removed)
+		*removed = 0;
+	if (st->ops != &local_ops)
+		return -EOPNOTSUPP;
+	ls = to_local(st);
+	dfd = openat(ls->root_fd, ".tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	d = fdopendir(dfd);
+	if (!d) {
+		int e = errno;
+
+		close(dfd);
+		return -e;
+	}
+	while ((de = readdir(d)) != NULL) {
+		struct stat sb, fsb;
+		int fd;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(sb.st_mode))
+			continue;
+		if ((int64_t)now - (int64_t)sb.st_mtime < min_age_s)
+			continue;
+		fd = openat(dfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		/* A live writer holds its lock until the name is gone; the
+		 * inode check makes sure we lock what we stat'ed. */
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &fsb) == 0 &&
+		    fsb.st_ino == sb.st_ino && fsb.st_dev == sb.st_dev &&
+		    unlinkat(dfd, de->d_name, 0) == 0) {
+			n++;
+			bytes += (uint64_t)sb.st_size;
+		}
+		close(fd);
+	}
+	closedir(d);
+	if (n)
+		log_info("local store %s: removed %llu stale temporary files (%llu bytes) "
+			 "from .tmp", ls->root, (unsigned long long)n,
+			 (unsigned long long)bytes);
+	if (removed)
+		*removed = n;
+	return 0;
+}
+
+int store_local_set_tmpfile(struct store *st, int on)
+{
+	struct local_store *ls;
+
+	if (st->ops != &local_ops)
+		return -EOPNOTSUPP;
+	ls = to_local(st);
+	if (on && !probe_tmpfile(ls->root_fd))
+		return -EOPNOTSUPP;
+	ls->use_tmpfile = on;
+	return 0;
+}
 
 int store_local_open(const char *dir, int create, struct store **out)
 {
@@ -441,7 +659,15 @@ int store_local_open(const char *dir, int create, struct store **out)
 	ls->base.ops = &local_ops;
 	ls->root_fd = fd;
 	ls->root = strdup(dir);
-	pthread_mutex_init(&ls->tmp_lock, NULL);
+	if (!ls->root) {
+		close(fd);
+		free(ls);
+		return -ENOMEM;
+	}
+	ls->use_tmpfile = probe_tmpfile(fd);
+	/* Leftovers of a daemon killed mid-put; failing to read .tmp only
+	 * leaves garbage, which gc retries. */
+	(void)store_local_sweep_tmp(&ls->base, STORE_LOCAL_TMP_STALE_S, NULL);
 	*out = &ls->base;
 	return 0;
 }

@@ -35,6 +35,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "store/store_s3_parse.h"
 #include "util/log.h"
 
 #define POOL_MAX		32		/* idle handles (= warm connections) kept */
@@ -1346,4 +1347,15 @@ fail:
 	buf_release(&xml);
 	s3_destroy(&s->base);
 	return rc;
+}
+
+int s3_list_page_parse(const char *bucket, const char *prefix, const char *xml,
+		       size_t len, store_list_cb cb, void *arg, char *token,
+		       size_t token_size, bool *truncated)
+{
+	/* list_page() reads only the bucket and the prefix of its store. */
+	struct s3_store s = { .bucket = (char *)bucket, .prefix = (char *)prefix };
+	struct buf page = { .data = (uint8_t *)xml, .len = len, .cap = len };
+
+	return list_page(&s, &page, cb, arg, token, token_size, truncated);
 }

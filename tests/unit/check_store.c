@@ -23,19 +23,23 @@
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "store/store.h"
+#include "store/store_local.h"
 #include "testutil.h"
 #include "util/buf.h"
 #include "util/hash.h"
@@ -1812,6 +1816,271 @@ static TCase *backend_tcase(int b)
 	return tc;
 }
 
+/* ---- local store temp files (issue 9 item 9) ----
+ *
+ * Loop index 0: named random temp files; 1: O_TMPFILE (skipped where the
+ * test directory's filesystem lacks it).
+ */
+
+/* Make <workdir>/store/.tmp/<name> holding @len bytes, with mtime @age_s in
+ * the past. Returns the path (static buffer). */
+static const char *make_leftover(const char *name, size_t len, long age_s)
+{
+	static char path[4096];
+	char dir[4096];
+	struct timespec ts[2];
+	FILE *f;
+
+	snprintf(dir, sizeof(dir), "%s/store", workdir);
+	mkdir(dir, 0755);
+	snprintf(dir, sizeof(dir), "%s/store/.tmp", workdir);
+	mkdir(dir, 0755);
+	snprintf(path, sizeof(path), "%s/store/.tmp/%s", workdir, name);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	for (size_t i = 0; i < len; i++)
+		fputc('x', f);
+	ck_assert_int_eq(fclose(f), 0);
+	clock_gettime(CLOCK_REALTIME, &ts[0]);
+	ts[0].tv_sec -= age_s;
+	ts[1] = ts[0];
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+	return path;
+}
+
+static bool leftover_exists(const char *name)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/store/.tmp/%s", workdir, name);
+	return access(path, F_OK) == 0;
+}
+
+static size_t tmp_count(void)
+{
+	char dir[4096];
+	struct dirent *de;
+	size_t n = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/store/.tmp", workdir);
+	d = opendir(dir);
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* Open the local store in the temp-file mode of loop index @i; false (and
+ * the store closed) if this filesystem cannot do that mode. */
+static bool open_local_mode(int i, struct store **st)
+{
+	ck_assert_int_eq(open_local(st), 0);
+	if (store_local_set_tmpfile(*st, i) == 0)
+		return true;
+	ck_assert_int_eq(i, 1);
+	store_free(*st);
+	fprintf(stderr, "SKIP: no O_TMPFILE under %s\n", workdir);
+	return false;
+}
+
+/*
+ * A daemon killed mid-put left temp files under the names a restarted
+ * daemon with the same PID (PID 1 in every container) would pick first.
+ * The restarted daemon's creates must not report "exists" for new keys.
+ */
+START_TEST(local_tmp_same_pid_leftovers_do_not_collide)
+{
+	struct store *st;
+	struct buf got = BUF_INIT;
+	char name[64];
+	int seq;
+
+	for (seq = 1; seq <= 64; seq++) {
+		snprintf(name, sizeof(name), "%ld-%d", (long)getpid(), seq);
+		make_leftover(name, 10, 0);	/* young: the open sweep keeps them */
+	}
+	if (!open_local_mode(_i, &st))
+		return;
+	ck_assert_int_eq(store_put_if_absent(st, "jobs/a/checkpoint.json", "rec", 3), 0);
+	ck_assert_int_eq(store_put(st, "jobs/a/attrs.json", "attrs", 5), 0);
+	ck_assert_int_eq(store_put_if_absent(st, "jobs/b/checkpoint.json", "rec2", 4), 0);
+	ck_assert_int_eq(store_put_if_absent(st, "jobs/a/checkpoint.json", "other", 5),
+			 -EEXIST);
+	ck_assert_int_eq(store_get(st, "jobs/a/checkpoint.json", &got), 0);
+	ck_assert_uint_eq(got.len, 3);
+	ck_assert_mem_eq(got.data, "rec", 3);
+	buf_reset(&got);
+	ck_assert_int_eq(store_get(st, "jobs/a/attrs.json", &got), 0);
+	ck_assert_mem_eq(got.data, "attrs", 5);
+	/* Nothing of ours is left beside the 64 young leftovers. */
+	ck_assert_uint_eq(tmp_count(), 64);
+	buf_release(&got);
+	store_free(st);
+}
+END_TEST
+
+/* Puts of every kind, failed exclusive creates included, leave .tmp empty. */
+START_TEST(local_tmp_puts_leave_nothing)
+{
+	bool exists[7] = { false };
+	struct store *st;
+	char key[64];
+
+	if (!open_local_mode(_i, &st))
+		return;
+	for (int i = 0; i < 50; i++) {
+		snprintf(key, sizeof(key), "k/%d", i % 7);
+		if (i % 2)
+			ck_assert_int_eq(store_put(st, key, "v", 1), 0);
+		else
+			ck_assert_int_eq(store_put_if_absent(st, key, "v", 1),
+					 exists[i % 7] ? -EEXIST : 0);
+		exists[i % 7] = true;
+	}
+	ck_assert_uint_eq(tmp_count(), 0);
+	store_free(st);
+}
+END_TEST
+
+/*
+ * Stale leftovers go at open and at a sweep; a young file (a writer between
+ * create and lock, or on another host) and a locked one (a live writer) stay.
+ */
+START_TEST(local_tmp_stale_swept_live_kept)
+{
+	struct store *st;
+	uint64_t n = 99;
+	int lock_fd;
+
+	make_leftover("1-1", 4096, 2 * 3600);			/* old-style name */
+	make_leftover("1-2", 10, STORE_LOCAL_TMP_STALE_S + 5);
+	make_leftover("0123456789abcdef0123456789abcdef", 10, 2 * 3600);
+	make_leftover("young", 10, STORE_LOCAL_TMP_STALE_S - 120);
+	lock_fd = open(make_leftover("locked", 10, 2 * 3600), O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(lock_fd, 0);
+	ck_assert_int_eq(flock(lock_fd, LOCK_EX), 0);
+
+	ck_assert_int_eq(open_local(&st), 0);
+	ck_assert(!leftover_exists("1-1"));
+	ck_assert(!leftover_exists("1-2"));
+	ck_assert(!leftover_exists("0123456789abcdef0123456789abcdef"));
+	ck_assert(leftover_exists("young"));
+	ck_assert(leftover_exists("locked"));
+	ck_assert(log_has("removed 3 stale temporary files (4116 bytes)"));
+
+	/* A later leftover goes at the next sweep (gc runs one). */
+	make_leftover("4242-7", 10, 3 * 3600);
+	ck_assert_int_eq(store_local_sweep_tmp(st, STORE_LOCAL_TMP_STALE_S, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert(!leftover_exists("4242-7"));
+	ck_assert(leftover_exists("locked"));
+
+	/* Its writer gone, the locked one is a leftover too. */
+	close(lock_fd);
+	ck_assert_int_eq(store_local_sweep_tmp(st, STORE_LOCAL_TMP_STALE_S, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert(!leftover_exists("locked"));
+	ck_assert(leftover_exists("young"));
+	store_free(st);
+}
+END_TEST
+
+struct put_thread {
+	struct store *st;
+	int id;
+	int failures;
+};
+
+static void *put_loop(void *arg)
+{
+	struct put_thread *t = arg;
+	struct buf got = BUF_INIT;
+	char key[64], val[64];
+
+	for (int i = 0; i < 150; i++) {
+		int n = snprintf(val, sizeof(val), "writer %d put %d", t->id, i);
+
+		snprintf(key, sizeof(key), "w%d/k%d", t->id, i % 5);
+		buf_reset(&got);
+		if (store_put(t->st, key, val, (size_t)n) != 0 ||
+		    store_get(t->st, key, &got) != 0 || got.len != (size_t)n ||
+		    memcmp(got.data, val, (size_t)n) != 0)
+			t->failures++;
+	}
+	buf_release(&got);
+	return NULL;
+}
+
+static atomic_int sweeping;
+
+static void *sweep_loop(void *arg)
+{
+	uint64_t n;
+
+	while (atomic_load(&sweeping))
+		store_local_sweep_tmp(arg, 0, &n);
+	return NULL;
+}
+
+/*
+ * Never a live writer's: a sweep with no age margin at all, looping beside
+ * four writers, takes none of their temp files (O_TMPFILE mode, where a
+ * temp file is locked before it has a name).
+ */
+START_TEST(local_tmp_sweep_spares_live_writers)
+{
+	struct put_thread t[4];
+	pthread_t th[4], sw;
+	struct store *st;
+
+	if (!open_local_mode(1, &st))
+		return;
+	atomic_store(&sweeping, 1);
+	ck_assert_int_eq(pthread_create(&sw, NULL, sweep_loop, st), 0);
+	for (int i = 0; i < 4; i++) {
+		t[i] = (struct put_thread){ .st = st, .id = i };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, put_loop, &t[i]), 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	atomic_store(&sweeping, 0);
+	pthread_join(sw, NULL);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(t[i].failures, 0);
+	ck_assert_uint_eq(tmp_count(), 0);
+	store_free(st);
+}
+END_TEST
+
+/* Only the local store has temp files to sweep. */
+START_TEST(local_tmp_sweep_other_backend)
+{
+	struct store *st;
+	uint64_t n = 5;
+
+	ck_assert_int_eq(open_cache(&st), 0);
+	ck_assert_int_eq(store_local_sweep_tmp(st, 0, &n), -EOPNOTSUPP);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(store_local_set_tmpfile(st, 0), -EOPNOTSUPP);
+	store_free(st);
+}
+END_TEST
+
+static TCase *local_tmp_tcase(void)
+{
+	TCase *tc = tcase_create("local-tmp");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_loop_test(tc, local_tmp_same_pid_leftovers_do_not_collide, 0, 2);
+	tcase_add_loop_test(tc, local_tmp_puts_leave_nothing, 0, 2);
+	tcase_add_test(tc, local_tmp_stale_swept_live_kept);
+	tcase_add_test(tc, local_tmp_sweep_spares_live_writers);
+	tcase_add_test(tc, local_tmp_sweep_other_backend);
+	return tc;
+}
+
 int main(void)
 {
 	const TTest *const s3_real[] = {
@@ -1878,6 +2147,8 @@ int main(void)
 		       "CKPTFS_TEST_S3_SECRET_KEY (scripts/s3-start.sh prints them)\n", skipped);
 		fflush(stdout);
 	}
+
+	suite_add_tcase(s, local_tmp_tcase());
 
 	sr = srunner_create(s);
 	srunner_run_all(sr, getenv("CK_VERBOSITY") ? CK_ENV : CK_VERBOSE);
