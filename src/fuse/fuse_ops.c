@@ -7,6 +7,7 @@
 #include "fuse/ckfuse.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <fuse.h>
 #include <stdint.h>
@@ -27,9 +28,18 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	conn->max_write = 1u << 20;
 	conn->max_readahead = 1u << 20;
 	conn->want |= conn->capable & FUSE_CAP_ASYNC_READ;
-	cfg->use_ino = 0;
+	/* Inode numbers come from src/fs (a hash of what the path names), so
+	 * they stay the same when the kernel forgets and looks up again. */
+	cfg->use_ino = 1;
+	cfg->readdir_ino = 0;
 	cfg->nullpath_ok = 1;
-	cfg->hard_remove = 1;		/* no .fuse_hidden files on unlink */
+	/*
+	 * An open file that is unlinked is renamed by libfuse to
+	 * ".fuse_hidden<n>" (src/fs/ghost.c makes that rename the unlink), so
+	 * fstat() on its descriptor has a path to ask about; with hard_remove
+	 * it had none and failed with ESTALE.
+	 */
+	cfg->hard_remove = 0;
 	cfg->auto_cache = 1;		/* drop cached pages when mtime/size change */
 	cfg->attr_timeout = 1.0;
 	cfg->entry_timeout = 1.0;
@@ -223,6 +233,32 @@ static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
 	return 0;
 }
 
+/* A file is one entry under one name: no hard links (link(2) documents
+ * EPERM for a filesystem that does not support them). */
+static int op_link(const char *from, const char *to)
+{
+	(void)from;
+	(void)to;
+	return -EPERM;
+}
+
+/* Regular files only: a checkpoint holds no devices, FIFOs or sockets. */
+static int op_mknod(const char *path, mode_t mode, dev_t rdev)
+{
+	uint64_t fh;
+	int rc;
+
+	(void)rdev;
+	if (!S_ISREG(mode))
+		return -EPERM;
+	rc = fs_create(fs_of(), path, mode, O_WRONLY | O_EXCL, &fh);
+	if (rc == 0) {
+		rc = fs_flush(fs_of(), fh);
+		fs_release(fs_of(), fh);
+	}
+	return rc;
+}
+
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	int rc = fs_create(fs_of(), path, mode, fi->flags, &fi->fh);
@@ -313,6 +349,8 @@ static const struct fuse_operations ckfuse_ops = {
 	.rename      = op_rename,
 	.chmod       = op_chmod,
 	.chown       = op_chown,
+	.link        = op_link,
+	.mknod       = op_mknod,
 	.truncate    = op_truncate,
 	.open        = op_open,
 	.read        = op_read,
