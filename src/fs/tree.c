@@ -856,8 +856,11 @@ int fs_utimens(struct ckfs *fs, const char *path, const struct timespec tv[2])
 	if (rc < 0)
 		return rc;
 	/* The mount tree's own directories have no stored times. */
-	if (p.type != P_INNER && p.type != P_CKPT)
+	if (p.type != P_INNER && p.type != P_CKPT) {
+		log_warn("utimens %s: only checkpoints and what they hold have times (EPERM)",
+			 path);
 		return -EPERM;
+	}
 	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
@@ -893,8 +896,11 @@ int fs_chmod(struct ckfs *fs, const char *path, mode_t mode)
 
 	if (rc < 0)
 		return rc;
-	if (p.type != P_INNER && p.type != P_CKPT)
+	if (p.type != P_INNER && p.type != P_CKPT) {
+		log_warn("chmod %s: only checkpoints and what they hold have modes (EPERM)",
+			 path);
 		return -EPERM;
+	}
 	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;

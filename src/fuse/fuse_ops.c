@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fs/fs.h"
+#include "util/log.h"
 
 static struct ckfs *fs_of(void)
 {
@@ -224,12 +225,13 @@ static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 
 static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
-	(void)path;
 	(void)fi;
 	/* Files belong to the mounting user; chown to anyone else is refused
 	 * (cp -a then keeps going, as on any filesystem without chown rights). */
-	if ((uid != (uid_t)-1 && uid != getuid()) || (gid != (gid_t)-1 && gid != getgid()))
+	if ((uid != (uid_t)-1 && uid != getuid()) || (gid != (gid_t)-1 && gid != getgid())) {
+		log_warn("chown %s: files belong to the mount's owner (EPERM)", path);
 		return -EPERM;
+	}
 	return 0;
 }
 
@@ -237,8 +239,7 @@ static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
  * EPERM for a filesystem that does not support them). */
 static int op_link(const char *from, const char *to)
 {
-	(void)from;
-	(void)to;
+	log_warn("link %s -> %s: hard links are not supported (EPERM)", to, from);
 	return -EPERM;
 }
 
@@ -249,8 +250,10 @@ static int op_mknod(const char *path, mode_t mode, dev_t rdev)
 	int rc;
 
 	(void)rdev;
-	if (!S_ISREG(mode))
+	if (!S_ISREG(mode)) {
+		log_warn("mknod %s: only regular files are supported (EPERM)", path);
 		return -EPERM;
+	}
 	rc = fs_create(fs_of(), path, mode, O_WRONLY | O_EXCL, &fh);
 	if (rc == 0) {
 		rc = fs_flush(fs_of(), fh);
