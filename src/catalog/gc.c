@@ -8,6 +8,8 @@
 #include "catalog/catalog.h"
 #include "util/log.h"
 
+#define GC_MODELS_PREFIX "models/"
+
 int keyset_add(struct keyset *s, const char *k)
 {
 	if (s->n == s->cap) {
@@ -145,6 +147,75 @@ int gc_mark(struct store *st, struct keyset *live)
 	return rc;
 }
 
+/* ---- promotions in flight ---- */
+
+struct inflight {
+	struct store *st;
+	struct keyset *live;
+	int64_t since;		/* entries older than this are leftovers */
+	char recorded[256];	/* "<id>/" of the last model with a record */
+	int rc;
+};
+
+static int inflight_cb(const char *key, const struct store_stat *sst, void *arg)
+{
+	struct inflight *f = arg;
+	const char *id = key + strlen(GC_MODELS_PREFIX), *slash = strchr(id, '/');
+	size_t idlen = slash ? (size_t)(slash - id) + 1 : 0;
+	struct buf b = BUF_INIT;
+	struct entry e;
+	int rc;
+
+	if (!slash || idlen >= sizeof(f->recorded))
+		return 0;
+	/* Listings are sorted: "<id>/checkpoint.json" comes before
+	 * "<id>/entries/...", so a model's record is seen first. */
+	if (!strcmp(slash + 1, "checkpoint.json")) {
+		memcpy(f->recorded, id, idlen);
+		f->recorded[idlen] = '\0';
+		return 0;
+	}
+	if (strncmp(slash + 1, "entries/", 8) || !strncmp(f->recorded, id, idlen) ||
+	    sst->mtime < f->since)
+		return 0;
+	rc = store_get(f->st, key, &b);
+	if (rc == -ENOENT)
+		return 0;	/* the promotion failed and cleaned up */
+	if (rc == 0) {
+		rc = entry_parse((const char *)b.data, b.len, &e);
+		if (rc == 0) {
+			rc = mark_entry(NULL, NULL, &e, f->live);
+			entry_release(&e);
+		}
+	}
+	buf_release(&b);
+	if (rc < 0) {
+		log_error("gc: %s unreadable: %s", key, strerror(-rc));
+		f->rc = rc;
+		return rc;
+	}
+	return 0;
+}
+
+/*
+ * A promotion stores its model's entries before the record that makes
+ * catalog_walk() see them, and materializes chunks no other entry names:
+ * mark what the entries of a record-less model name too, unless they are
+ * older than any promotion takes (leftovers of one that crashed, which
+ * the next promotion to that id clears).
+ */
+static int mark_inflight(struct store *st, struct keyset *live, int64_t since)
+{
+	struct inflight f = { .st = st, .live = live, .since = since };
+	int rc = store_list(st, GC_MODELS_PREFIX, inflight_cb, &f);
+
+	if (rc == 0)
+		rc = f.rc;
+	if (rc == 0)
+		keyset_sort(live);
+	return rc;
+}
+
 struct sweep {
 	struct store *st;
 	const struct keyset *live;
@@ -205,6 +276,10 @@ int gc_run(struct store *st, int64_t grace_s, int dry_run, double now,
 	if (rc < 0)
 		goto out;
 	rc = gc_mark(st, &live);
+	if (rc == 0)
+		rc = mark_inflight(st, &live,
+				   (int64_t)now - (grace_s > GC_PROMOTION_WINDOW ? grace_s :
+						    GC_PROMOTION_WINDOW));
 	if (rc < 0) {
 		log_error("gc: could not read every manifest (%s); nothing deleted",
 			  strerror(-rc));

@@ -9,7 +9,15 @@
  * every backend, re-stored with a fresh mtime) before the entry naming it,
  * so a chunk younger than the grace period may belong to a write in flight
  * and is never deleted. Every chunk any entry of any job or model names —
- * including the base chunks a delta reads — is live.
+ * including the base chunks a delta reads — is live, and so is every chunk
+ * named by the entries of a model whose record is not written yet (a
+ * promotion in flight), unless those entries are older than
+ * GC_PROMOTION_WINDOW (and the grace period): leftovers of a crash.
+ *
+ * Promotion (src/fs/promote.c) adds: after publishing a model it makes
+ * every chunk the model names young (store touch) and checks each still
+ * exists, so a pass that marked before the model existed cannot take them
+ * unnoticed; the promotion fails with EIO and removes the model instead.
  */
 #ifndef CKPT_GC_H
 #define CKPT_GC_H
@@ -17,6 +25,9 @@
 #include <stdint.h>
 
 #include "store/store.h"
+
+/* Seconds a promotion may take between its first entry and its record. */
+#define GC_PROMOTION_WINDOW 3600
 
 struct gc_report {
 	uint64_t expired;	/* checkpoints removed for their TTL */

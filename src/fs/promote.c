@@ -81,21 +81,126 @@ static int clear_prefix_cb(const char *key, const struct store_stat *st, void *a
 	return store_remove(arg, key);
 }
 
+static int same_entry(const struct entry *a, const struct entry *b)
+{
+	size_t i;
+
+	if (strcmp(a->path, b->path) || a->is_dir != b->is_dir || a->size != b->size ||
+	    a->mtime_ns != b->mtime_ns || a->n_chunks != b->n_chunks)
+		return 0;
+	for (i = 0; i < a->n_chunks; i++)
+		if (strcmp(a->chunks[i].key, b->chunks[i].key) ||
+		    strcmp(a->chunks[i].base_key, b->chunks[i].base_key))
+			return 0;
+	return 1;
+}
+
+/* What the source holds now, read from the store (not the cached view). */
+struct recheck {
+	const struct entry *copied;
+	size_t n, seen;
+	int changed;
+};
+
+static int recheck_entry(struct entry *e, void *arg)
+{
+	struct recheck *r = arg;
+	size_t i;
+
+	for (i = 0; i < r->n; i++)
+		if (!strcmp(r->copied[i].path, e->path))
+			break;
+	if (i == r->n || !same_entry(&r->copied[i], e))
+		r->changed = 1;
+	else
+		r->seen++;
+	entry_free(e);
+	return 0;
+}
+
+/*
+ * Is the source still the checkpoint whose entries were copied, file for
+ * file? A promotion racing `rm -r` (or a rewrite) must not publish what
+ * was copied half-way through it. 0; -ENOENT if the checkpoint or a file
+ * went away; -EBUSY if a file changed or was added.
+ */
+static int source_unchanged(struct ckfs *fs, const struct ckpt_record *was,
+			    const struct entry *copied, size_t n)
+{
+	struct ckpt_record now;
+	struct recheck r = { .copied = copied, .n = n };
+	int rc = catalog_record_get(fs->st, was->job, was->dir, was->name, &now);
+
+	if (rc < 0)
+		return rc;
+	/* Removed and made again under the same name is another checkpoint. */
+	if (strcmp(now.session, was->session) || now.created != was->created)
+		rc = -ENOENT;
+	ckpt_record_release(&now);
+	if (rc == 0)
+		rc = catalog_load_entries(fs->st, was->job, was->dir, was->name,
+					  recheck_entry, &r);
+	if (rc == 0 && r.changed)
+		rc = -EBUSY;
+	else if (rc == 0 && r.seen != n)
+		rc = -ENOENT;
+	return rc;
+}
+
+/*
+ * Pin the chunks of the model just published. A gc pass that marked
+ * before the model's record existed does not count them as live, and a
+ * chunk the model shares with its source keeps the source's age, so once
+ * the source is removed (rm -r, TTL) that pass may delete it. gc looks at
+ * a chunk's age again right before deleting it, so first make every chunk
+ * young (touch), then check each is still there, as a delta commit does.
+ * 0, or -EIO naming a chunk that is gone.
+ */
+static int pin_chunks(struct ckfs *fs, const struct entry *ents, size_t n, char *gone,
+		      size_t gone_cap)
+{
+	struct keyset keys = { 0 };
+	size_t i, j;
+	int rc = 0, pass;
+
+	for (i = 0; rc == 0 && i < n; i++)
+		for (j = 0; rc == 0 && j < ents[i].n_chunks; j++)
+			if (ents[i].chunks[j].key[0])
+				rc = keyset_add(&keys, ents[i].chunks[j].key);
+	keyset_sort(&keys);
+	for (pass = 0; rc == 0 && pass < 2; pass++) {
+		for (i = 0; rc == 0 && i < keys.n; i++) {
+			struct store_stat sst;
+			char key[128];
+
+			catalog_chunk_key(keys.v[i], key, sizeof(key));
+			rc = pass == 0 ? store_touch(fs->st, key) : store_head(fs->st, key, &sst);
+			if (rc == -ENOENT) {
+				snprintf(gone, gone_cap, "%s", keys.v[i]);
+				rc = -EIO;
+			}
+		}
+	}
+	keyset_release(&keys);
+	return rc;
+}
+
 /*
  * Promote checkpoint @src to model @id (DESIGN.md section 5). Base and LoRA
  * checkpoints share their chunks (no copy); a delta is materialized into
  * full frames first, so the model needs no base. The model's record is
  * written last and exclusively: a crash leaves no model, a race leaves one.
  */
-int promote(struct ckfs *fs, const struct fpath *src, const char *id)
+static int promote_once(struct ckfs *fs, const struct fpath *src, const char *id,
+			int last_try)
 {
-	struct ckpt_record rec = { 0 };
-	struct entry *ents = NULL;
+	struct ckpt_record rec = { 0 }, src_rec = { 0 };
+	struct entry *ents = NULL, *orig = NULL;
 	struct view *mv;
 	struct ckpt *c;
-	char *prefix = NULL;
-	size_t n = 0, i;
-	int rc = name_check_model_id(id);
+	char *prefix = NULL, gone[CHUNK_KEY_LEN + 1] = "";
+	size_t n = 0, n_orig = 0, i;
+	int rc = name_check_model_id(id), logged = 0, published = 0;
 
 	if (rc < 0) {
 		log_error("promote %s -> models/%s: a model id is 1-63 characters of "
@@ -109,6 +214,7 @@ int promote(struct ckfs *fs, const struct fpath *src, const char *id)
 		mv->refreshed = 0;
 	mv = get_view(fs, "", CKPT_MODEL);
 	if (!c) {
+		log_error("promote %s -> models/%s: no such checkpoint (ENOENT)", src->ckpt, id);
 		rc = -ENOENT;
 	} else if (c->rec.dir == CKPT_STATE) {
 		log_error("promote %s -> models/%s: train-state checkpoints are not "
@@ -136,23 +242,26 @@ int promote(struct ckfs *fs, const struct fpath *src, const char *id)
 		if (asprintf(&rec.source_snapshot, "%s-%s", c->rec.name, c->rec.session) < 0)
 			rec.source_snapshot = NULL;
 		ents = calloc(c->n_ents ? c->n_ents : 1, sizeof(*ents));
-		if (!rec.job || !rec.name || !rec.promoted_from || !rec.source_snapshot || !ents)
+		orig = calloc(c->n_ents ? c->n_ents : 1, sizeof(*orig));
+		if (!rec.job || !rec.name || !rec.promoted_from || !rec.source_snapshot ||
+		    !ents || !orig)
 			rc = -ENOMEM;
+		if (rc == 0)
+			rc = ckpt_record_copy(&c->rec, &src_rec);
 		for (i = 0; rc == 0 && i < c->n_ents; i++) {
 			rc = entry_copy(c->ents[i].e, &ents[n]);
 			if (rc == 0)
 				n++;
+			if (rc == 0)
+				rc = entry_copy(c->ents[i].e, &orig[n_orig]);
+			if (rc == 0)
+				n_orig++;
 		}
 	}
 	pthread_mutex_unlock(&fs->lock);
 	if (rc < 0)
 		goto out;
 
-	for (i = 0; rc == 0 && i < n; i++)
-		if (!ents[i].is_dir)
-			rc = materialize(fs, &ents[i]);
-	if (rc < 0)
-		goto out;
 	/* Leftovers of an earlier promotion to this id that crashed before
 	 * its record: clear them, or they would join the new model. */
 	prefix = catalog_ckpt_prefix("", CKPT_MODEL, id);
@@ -160,16 +269,79 @@ int promote(struct ckfs *fs, const struct fpath *src, const char *id)
 		rc = -ENOMEM;
 		goto out;
 	}
+	{
+		/* Another mount may have published this id since the view was
+		 * read: its entries are not leftovers. */
+		struct ckpt_record other;
+
+		rc = catalog_record_get(fs->st, "", CKPT_MODEL, id, &other);
+		if (rc == 0) {
+			ckpt_record_release(&other);
+			log_error("promote %s -> models/%s: the model exists (EEXIST)",
+				  src->ckpt, id);
+			logged = 1;
+			rc = -EEXIST;
+			goto out;
+		}
+		if (rc != -ENOENT)
+			goto out;
+	}
 	rc = store_list(fs->st, prefix, clear_prefix_cb, fs->st);
-	for (i = 0; rc == 0 && i < n; i++)
-		rc = catalog_entry_put(fs->st, "", CKPT_MODEL, id, &ents[i]);
+	/*
+	 * Each file's entry right after its chunks: gc marks the entries of a
+	 * model still without a record (a promotion in flight), so what was
+	 * materialized is unprotected only while its own file is encoded.
+	 */
+	for (i = 0; rc == 0 && i < n; i++) {
+		if (!ents[i].is_dir)
+			rc = materialize(fs, &ents[i]);
+		if (rc == 0)
+			rc = catalog_entry_put(fs->st, "", CKPT_MODEL, id, &ents[i]);
+	}
+	if (rc < 0 && rc != -ENOMEM)
+		store_list(fs->st, prefix, clear_prefix_cb, fs->st);
+	/*
+	 * The copy is the whole checkpoint only if the source still holds
+	 * exactly what was copied now that the copy is stored; from here on
+	 * removing the source no longer matters.
+	 */
+	if (rc == 0) {
+		rc = source_unchanged(fs, &src_rec, orig, n_orig);
+		if (rc == -ENOENT || rc == -EBUSY) {
+			log_error("promote %s -> models/%s: the checkpoint was %s while it was "
+				  "copied; nothing published (%s)", src->ckpt, id,
+				  rc == -ENOENT ? "removed" : "changed",
+				  rc == -ENOENT ? "ENOENT" : "EBUSY");
+			logged = 1;
+		}
+		if (rc < 0)
+			store_list(fs->st, prefix, clear_prefix_cb, fs->st);
+	}
 	if (rc == 0)
 		rc = catalog_record_create(fs->st, &rec);
-	if (rc == -EEXIST)
+	if (rc == -EEXIST) {
 		log_error("promote %s -> models/%s: the model exists (EEXIST)", src->ckpt, id);
+		logged = 1;
+	}
+	published = rc == 0;
 	if (rc == 0)
-		log_info("promoted %s/%s -> models/%s%s", src->job, src->ckpt, id,
-			 "");
+		rc = pin_chunks(fs, ents, n, gone, sizeof(gone));
+	if (rc < 0 && published) {
+		/* Never leave a model that cannot be read. */
+		catalog_ckpt_remove(fs->st, "", CKPT_MODEL, id);
+		if (rc == -EIO && gone[0] && !last_try) {
+			log_info("promote %s -> models/%s: chunk %s was deleted (by gc) while "
+				 "promoting; trying again", src->ckpt, id, gone);
+			rc = -EAGAIN;
+			logged = 1;
+		} else if (rc == -EIO && gone[0]) {
+			log_error("promote %s -> models/%s: chunk %s was deleted (by gc) while "
+				  "promoting; model removed (EIO)", src->ckpt, id, gone);
+			logged = 1;
+		}
+	}
+	if (rc == 0)
+		log_info("promoted %s/%s -> models/%s", src->job, src->ckpt, id);
 out:
 	pthread_mutex_lock(&fs->lock);
 	mv = get_view(fs, "", CKPT_MODEL);
@@ -178,10 +350,15 @@ out:
 	pthread_mutex_unlock(&fs->lock);
 	for (i = 0; i < n; i++)
 		entry_release(&ents[i]);
+	for (i = 0; i < n_orig; i++)
+		entry_release(&orig[i]);
 	free(ents);
+	free(orig);
 	free(prefix);
 	ckpt_record_release(&rec);
-	if (rc < 0 && rc != -EINVAL && rc != -EBUSY && rc != -EEXIST && rc != -ENOENT)
+	ckpt_record_release(&src_rec);
+	if (rc < 0 && !logged && rc != -EINVAL && rc != -EBUSY && rc != -EEXIST &&
+	    rc != -ENOENT)
 		log_error("promote %s -> models/%s: %s", src->ckpt, id, strerror(-rc));
 	return rc;
 }
@@ -239,3 +416,21 @@ int fs_readlink(struct ckfs *fs, const char *path, char *buf, size_t size)
 	return 0;
 }
 
+
+/*
+ * A chunk that vanished under a promotion (only a gc with a grace period
+ * shorter than the promotion can do that) is stored again by the next try,
+ * as long as the source is still there.
+ */
+#define PROMOTE_TRIES 3
+
+int promote(struct ckfs *fs, const struct fpath *src, const char *id)
+{
+	int rc, try;
+
+	for (try = 1;; try++) {
+		rc = promote_once(fs, src, id, try == PROMOTE_TRIES);
+		if (rc != -EAGAIN)
+			return rc;
+	}
+}

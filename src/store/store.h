@@ -24,6 +24,8 @@
  *    depth), in lexicographic order; a non-zero return from @cb stops the
  *    listing and is returned.
  *  - remove() deletes a key; removing an absent key returns 0 (as S3 does).
+ *  - touch() makes an existing object's mtime now without changing its
+ *    bytes (gc reads the age of a chunk from it); -ENOENT if absent.
  *  - Errors are -errno: -ENOENT absent, -EEXIST exists, -EACCES denied,
  *    -ETIMEDOUT deadline passed, -ENOSPC full, -EIO anything else.
  */
@@ -62,6 +64,7 @@ struct store_ops {
 	int (*list)(struct store *st, const char *prefix, store_list_cb cb,
 		    void *arg);
 	int (*remove)(struct store *st, const char *key);
+	int (*touch)(struct store *st, const char *key);
 	/* Free everything; NULL-safe through store_free(). */
 	void (*destroy)(struct store *st);
 };
@@ -132,6 +135,8 @@ static inline int store_list(struct store *st, const char *prefix, store_list_cb
 { return st->ops->list(st, prefix, cb, arg); }
 static inline int store_remove(struct store *st, const char *key)
 { return st->ops->remove(st, key); }
+static inline int store_touch(struct store *st, const char *key)
+{ return st->ops->touch(st, key); }
 
 /* 0 if @key obeys the key rules above, else -EINVAL. */
 int store_key_check(const char *key);

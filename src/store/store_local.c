@@ -397,6 +397,17 @@ static void local_destroy(struct store *st)
 	free(ls);
 }
 
+static int local_touch(struct store *st, const char *key)
+{
+	struct local_store *ls = to_local(st);
+
+	if (store_key_check(key) < 0)
+		return -EINVAL;
+	if (utimensat(ls->root_fd, key, NULL, 0) < 0)
+		return (errno == ENOTDIR || errno == ENOENT) ? -ENOENT : -errno;
+	return 0;
+}
+
 static const struct store_ops local_ops = {
 	.name          = "local",
 	.put           = local_put,
@@ -405,6 +416,7 @@ static const struct store_ops local_ops = {
 	.head          = local_head,
 	.list          = local_list,
 	.remove        = local_remove,
+	.touch         = local_touch,
 	.destroy       = local_destroy,
 };
 

@@ -73,6 +73,7 @@ struct s3_req {
 	size_t body_len;
 	const char *range;	/* "bytes=a-b" or NULL */
 	bool if_none_match;	/* create only if absent */
+	const char *copy_source;	/* PUT: "x-amz-copy-source" value, or NULL */
 	struct buf *out;	/* a 2xx body is appended here; NULL: dropped */
 
 	/* Per-try state. */
@@ -479,6 +480,18 @@ static int setup_try(struct s3_store *s, struct s3_req *r, const char *url,
 		rc = add_header(hdrs, s->token_hdr);
 	if (rc == 0 && r->if_none_match)
 		rc = add_header(hdrs, "If-None-Match: *");
+	if (rc == 0 && r->copy_source) {
+		char *hdr = NULL;
+
+		rc = asprintf(&hdr, "x-amz-copy-source: %s", r->copy_source) < 0 ? -ENOMEM : 0;
+		if (rc == 0)
+			rc = add_header(hdrs, hdr);
+		/* Copying an object onto itself is allowed only when something
+		 * changes: the metadata, here replaced by none. */
+		if (rc == 0)
+			rc = add_header(hdrs, "x-amz-metadata-directive: REPLACE");
+		free(hdr);
+	}
 	if (rc == 0 && r->range) {
 		snprintf(range, sizeof(range), "Range: %s", r->range);
 		rc = add_header(hdrs, range);
@@ -1139,6 +1152,41 @@ static void s3_destroy(struct store *st)
 	free(s);
 }
 
+/* S3 has no "touch": copy the object onto itself, which gives it a new
+ * Last-Modified and keeps its bytes. */
+static int s3_touch(struct store *st, const char *key)
+{
+	struct s3_store *s = to_s3(st);
+	struct buf src = BUF_INIT, body = BUF_INIT;
+	struct s3_req r = { .method = "PUT", .key = key, .out = &body };
+	int rc;
+
+	if (store_key_check(key) < 0)
+		return -EINVAL;
+	rc = buf_printf(&src, "/%s/", s->bucket);
+	if (rc == 0)
+		rc = pct_encode(&src, s->prefix, true);
+	if (rc == 0)
+		rc = pct_encode(&src, key, true);
+	if (rc == 0)
+		rc = buf_append(&src, "", 1);
+	if (rc == 0) {
+		r.copy_source = (const char *)src.data;
+		rc = s3_request(s, &r);
+	}
+	/* A copy can fail after its 200 header was sent: the error is then
+	 * in the body. */
+	if (rc == 0 && body.len && memmem(body.data, body.len, "<Error>", 7)) {
+		log_error("s3 copy %s/%s onto itself: %.*s", s->bucket, key,
+			  (int)(body.len > 300 ? 300 : body.len), (const char *)body.data);
+		rc = -EIO;
+	}
+	req_release(&r);
+	buf_release(&src);
+	buf_release(&body);
+	return rc;
+}
+
 static const struct store_ops s3_ops = {
 	.name          = "s3",
 	.put           = s3_put,
@@ -1147,6 +1195,7 @@ static const struct store_ops s3_ops = {
 	.head          = s3_head,
 	.list          = s3_list,
 	.remove        = s3_remove,
+	.touch         = s3_touch,
 	.destroy       = s3_destroy,
 };
 
