@@ -219,9 +219,9 @@ int ckpt_attrs_format(const struct ckpt_attrs *a, struct buf *out)
 		return -ENOMEM;
 	cJSON_AddNumberToObject(o, "ttl", (double)a->ttl);
 	/* Only when set, so stores written before these existed read the same. */
-	if (a->mode)
-		cJSON_AddNumberToObject(o, "mode", (double)a->mode);
-	if (a->mtime_ns) {
+	if (a->mode & 07777)
+		cJSON_AddNumberToObject(o, "mode", (double)(a->mode & 07777));
+	if (a->mtime_ns > 0) {
 		char ns[32];
 
 		snprintf(ns, sizeof(ns), "%" PRId64, a->mtime_ns);

@@ -5,6 +5,9 @@
  */
 #include <check.h>
 
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -1246,6 +1249,96 @@ START_TEST(test_gc_keeps_live_and_young)
 }
 END_TEST
 
+/* ---- gc and promotion (issue 9 item 4) ---- */
+
+/* Make the object @key of the local test store look @age seconds old. */
+static void age_object(const char *key, time_t age)
+{
+	char path[PATH_MAX];
+	struct timespec ts[2] = { { .tv_sec = time(NULL) - age }, { .tv_sec = time(NULL) - age } };
+
+	snprintf(path, sizeof(path), "%s/%s", workdir, key);
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+START_TEST(test_gc_marks_promotion_in_flight)
+{
+	struct chunk_ref ref = { 0 };
+	struct entry e = { .path = (char *)"w", .mode = 0644, .size = 10, .chunk_size = 4096,
+			   .chunks = &ref, .n_chunks = 1 };
+	struct gc_report rep;
+	char key[128], *ekey;
+	struct store_stat sst;
+
+	/* A promotion has stored a model entry but not its record yet. */
+	memcpy(ref.key, hexkey('6'), CHUNK_KEY_LEN + 1);
+	ck_assert_int_eq(catalog_entry_put(st, "", CKPT_MODEL, "m1", &e), 0);
+	catalog_chunk_key(hexkey('6'), key, sizeof(key));
+	ck_assert_int_eq(store_put(st, key, "x", 1), 0);
+	age_object(key, 100);
+	catalog_chunk_key(hexkey('7'), key, sizeof(key));
+	ck_assert_int_eq(store_put(st, key, "y", 1), 0);	/* garbage */
+	age_object(key, 100);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)time(NULL), &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+	catalog_chunk_key(hexkey('6'), key, sizeof(key));
+	ck_assert_int_eq(store_head(st, key, &sst), 0);
+
+	/* Entries older than any promotion takes are a crash's leftovers:
+	 * they pin nothing. */
+	ekey = catalog_entry_key("", CKPT_MODEL, "m1", "w");
+	age_object(ekey, GC_PROMOTION_WINDOW + 100);
+	free(ekey);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)time(NULL), &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+	ck_assert_int_eq(store_head(st, key, &sst), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_gc_spares_touched_chunk)
+{
+	struct gc_report rep;
+	char old[128], touched[128];
+	struct store_stat sst;
+
+	/* Two unreferenced chunks past the grace period; one is touched (as
+	 * a promotion does to the chunks it shares) and so is young again. */
+	catalog_chunk_key(hexkey('8'), old, sizeof(old));
+	catalog_chunk_key(hexkey('9'), touched, sizeof(touched));
+	ck_assert_int_eq(store_put(st, old, "o", 1), 0);
+	ck_assert_int_eq(store_put(st, touched, "t", 1), 0);
+	age_object(old, 7200);
+	age_object(touched, 7200);
+	ck_assert_int_eq(store_touch(st, touched), 0);
+	ck_assert_int_eq(gc_run(st, 3600, 0, (double)time(NULL), &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+	ck_assert_uint_eq(rep.kept_young, 1);
+	ck_assert_int_eq(store_head(st, old, &sst), -ENOENT);
+	ck_assert_int_eq(store_head(st, touched, &sst), 0);
+	ck_assert_int_eq(store_touch(st, old), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_attrs_keep_dir_metadata)
+{
+	struct ckpt_attrs a = { .ttl = 5, .mode = 0710, .mtime_ns = 1500000000123456789LL }, b;
+	struct buf out = BUF_INIT;
+
+	ck_assert_int_eq(ckpt_attrs_format(&a, &out), 0);
+	ck_assert_int_eq(ckpt_attrs_parse((const char *)out.data, out.len, &b), 0);
+	ck_assert_int_eq(b.ttl, 5);
+	ck_assert_uint_eq(b.mode, 0710);
+	ck_assert_int_eq(b.mtime_ns, 1500000000123456789LL);
+	buf_release(&out);
+	/* Absent: defaults; out of range: malformed. */
+	ck_assert_int_eq(ckpt_attrs_parse("{\"ttl\":0}", 10, &b), 0);
+	ck_assert_uint_eq(b.mode, 0);
+	ck_assert_int_eq(b.mtime_ns, 0);
+	ck_assert_int_eq(ckpt_attrs_parse("{\"ttl\":0,\"mode\":99999}", 23, &b), -EBADMSG);
+	ck_assert_int_eq(ckpt_attrs_parse("{\"ttl\":0,\"mtime_ns\":\"x\"}", 25, &b), -EBADMSG);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("catalog");
@@ -1296,6 +1389,15 @@ int main(void)
 	tcase_add_test(tc, test_ckpt_remove);
 	tcase_add_test(tc, test_gc_mark_and_run);
 	tcase_add_test(tc, test_gc_keeps_live_and_young);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("gc-promotion");
+	tcase_add_unchecked_fixture(tc, testutil_base_setup, testutil_base_teardown);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_gc_marks_promotion_in_flight);
+	tcase_add_test(tc, test_gc_spares_touched_chunk);
+	tcase_add_test(tc, test_attrs_keep_dir_metadata);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("gc");
