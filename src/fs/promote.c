@@ -373,8 +373,11 @@ int fs_symlink(struct ckfs *fs, const char *target, const char *path)
 
 	if (rc < 0)
 		return rc;
-	if (p.type != P_CKPT || p.dir != CKPT_MODEL)
-		return -EPERM;	/* symlinks exist only as promotions */
+	if (p.type != P_CKPT || p.dir != CKPT_MODEL) {
+		log_warn("symlink %s: symbolic links exist only as promotions into "
+			 "models/ (EPERM)", path);
+		return -EPERM;
+	}
 	if (fs->cfg.read_only)
 		return -EROFS;
 	n = path_split(target, c, l, 63);
