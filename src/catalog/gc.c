@@ -69,7 +69,13 @@ int gc_sweep_decision(const struct keyset *live, const char *key, int64_t mtime,
 	hex = hex ? hex + 1 : key;
 	if (keyset_has(live, hex))
 		return 0;
-	if (mtime > cutoff)
+	/*
+	 * Mtimes have whole seconds: an object modified in the cutoff's own
+	 * second may be younger than the cutoff, so it is young. With grace 0
+	 * this is what keeps a chunk touched by a promotion after this pass
+	 * began (src/fs/promote.c).
+	 */
+	if (mtime >= cutoff)
 		return -1;
 	return 1;
 }
@@ -246,7 +252,7 @@ static int sweep_cb(const char *key, const struct store_stat *sst, void *arg)
 		rc = store_head(s->st, key, &now);
 		if (rc == -ENOENT)
 			return 0;
-		if (rc == 0 && now.mtime > s->cutoff) {
+		if (rc == 0 && gc_sweep_decision(s->live, key, now.mtime, s->cutoff) < 0) {
 			s->r->kept_young++;
 			return 0;
 		}

@@ -1160,11 +1160,12 @@ START_TEST(test_gc_sweep_decision)
 	catalog_chunk_key(hexkey('a'), key, sizeof(key));
 	ck_assert_int_eq(gc_sweep_decision(&live, key, 0, 1000), 0);
 	ck_assert_int_eq(gc_sweep_decision(&live, key, 5000, 1000), 0);
-	/* Unreferenced: young ones are kept (a write may be in flight), the
-	 * cutoff itself counts as old. */
+	/* Unreferenced: young ones are kept (a write may be in flight); the
+	 * cutoff's own second counts as young (whole-second mtimes). */
 	catalog_chunk_key(hexkey('b'), key, sizeof(key));
 	ck_assert_int_eq(gc_sweep_decision(&live, key, 1001, 1000), -1);
-	ck_assert_int_eq(gc_sweep_decision(&live, key, 1000, 1000), 1);
+	ck_assert_int_eq(gc_sweep_decision(&live, key, 1000, 1000), -1);
+	ck_assert_int_eq(gc_sweep_decision(&live, key, 999, 1000), 1);
 	ck_assert_int_eq(gc_sweep_decision(&live, key, 10, 1000), 1);
 	keyset_release(&live);
 	/* An empty set marks nothing live and sorts without trouble. */
