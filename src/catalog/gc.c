@@ -2,6 +2,7 @@
 #include "catalog/gc.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,13 +70,7 @@ int gc_sweep_decision(const struct keyset *live, const char *key, int64_t mtime,
 	hex = hex ? hex + 1 : key;
 	if (keyset_has(live, hex))
 		return 0;
-	/*
-	 * Mtimes have whole seconds: an object modified in the cutoff's own
-	 * second may be younger than the cutoff, so it is young. With grace 0
-	 * this is what keeps a chunk touched by a promotion after this pass
-	 * began (src/fs/promote.c).
-	 */
-	if (mtime >= cutoff)
+	if (mtime > cutoff)
 		return -1;
 	return 1;
 }
@@ -226,6 +221,7 @@ struct sweep {
 	struct store *st;
 	const struct keyset *live;
 	int64_t cutoff;
+	int64_t cutoff_ns;	/* the same instant, to the nanosecond */
 	int dry_run;
 	struct gc_report *r;
 	int rc;
@@ -252,7 +248,14 @@ static int sweep_cb(const char *key, const struct store_stat *sst, void *arg)
 		rc = store_head(s->st, key, &now);
 		if (rc == -ENOENT)
 			return 0;
-		if (rc == 0 && gc_sweep_decision(s->live, key, now.mtime, s->cutoff) < 0) {
+		/*
+		 * To the nanosecond where the store knows it: a chunk touched by
+		 * a promotion after this pass began (src/fs/promote.c) is young
+		 * even with grace 0, whose cutoff second it shares.
+		 */
+		if (rc == 0 && (now.mtime > s->cutoff ||
+				(now.mtime_ns ? now.mtime_ns : now.mtime * 1000000000) >
+				s->cutoff_ns)) {
 			s->r->kept_young++;
 			return 0;
 		}
@@ -293,6 +296,12 @@ int gc_run(struct store *st, int64_t grace_s, int dry_run, double now,
 	}
 	r->live = live.n;
 	s.cutoff = (int64_t)now - grace_s;
+	{
+		/* Clamped: a cast of a double out of range is undefined. */
+		double c = ((double)now - (double)grace_s) * 1e9;
+
+		s.cutoff_ns = c >= 9.2e18 ? INT64_MAX : c <= 0 ? 0 : (int64_t)c;
+	}
 	rc = store_list(st, "chunks/", sweep_cb, &s);
 	if (rc == 0)
 		rc = s.rc;

@@ -50,9 +50,10 @@ void keyset_release(struct keyset *s);
 
 /*
  * The sweep rule, pure: delete the chunk object @key (a "chunks/xx/<hex>"
- * key) with mtime @mtime iff nothing references it and it was last
- * modified before the second @cutoff (now - grace; an mtime equal to it is
- * young). Returns 1 delete, 0 keep live, -1 keep young.
+ * key) with mtime @mtime iff nothing references it and it is not younger
+ * than @cutoff (now - grace). Returns 1 delete, 0 keep live, -1 keep young.
+ * Right before deleting, gc_run() looks again (head), to the nanosecond
+ * where the store knows it.
  */
 int gc_sweep_decision(const struct keyset *live, const char *key, int64_t mtime,
 		      int64_t cutoff);

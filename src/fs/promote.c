@@ -220,16 +220,16 @@ static int promote_once(struct ckfs *fs, const struct fpath *src, const char *id
 		log_error("promote %s -> models/%s: train-state checkpoints are not "
 			  "promotable (EINVAL)", src->ckpt, id);
 		rc = -EINVAL;
+	} else if (ckpt_has_writers(fs, src->job, src->dir, src->ckpt)) {
+		log_error("promote %s -> models/%s: files are still open for writing (EBUSY)",
+			  src->ckpt, id);
+		rc = -EBUSY;
 	} else if (!promotable(c)) {
 		/* Also what `rm -r` leaves just before its rmdir: publishing
 		 * that would make an empty model of a checkpoint being removed. */
 		log_error("promote %s -> models/%s: the checkpoint holds no file (EINVAL)",
 			  src->ckpt, id);
 		rc = -EINVAL;
-	} else if (ckpt_has_writers(fs, src->job, src->dir, src->ckpt)) {
-		log_error("promote %s -> models/%s: files are still open for writing (EBUSY)",
-			  src->ckpt, id);
-		rc = -EBUSY;
 	} else if (!mv) {
 		rc = -EIO;
 	} else if (view_find_any(mv, id)) {

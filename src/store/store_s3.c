@@ -89,6 +89,7 @@ struct s3_req {
 	char etag[128];
 	curl_off_t length;	/* Content-Length, -1 if unknown */
 	curl_off_t mtime;	/* Last-Modified (HEAD), -1 if unknown */
+	int64_t touched_ns;	/* x-amz-meta-ckptfs-touched (HEAD), 0 if none */
 	/* An earlier try may have been applied by the server even though we
 	 * saw no answer (the connection broke after the body was sent). */
 	bool maybe_applied;
@@ -386,12 +387,26 @@ static size_t on_write(char *p, size_t size, size_t n, void *u)
 	return len;
 }
 
+/* Metadata a touch() leaves: when it happened, in nanoseconds, since S3's
+ * Last-Modified has whole seconds only. */
+#define TOUCHED_HDR "x-amz-meta-ckptfs-touched"
+
 static size_t on_header(char *p, size_t size, size_t n, void *u)
 {
 	struct s3_req *r = u;
 	size_t len = size * n, vlen;
 	const char *v;
 
+	if (len > sizeof(TOUCHED_HDR) && !strncasecmp(p, TOUCHED_HDR ":", sizeof(TOUCHED_HDR))) {
+		char num[32];
+
+		vlen = len - sizeof(TOUCHED_HDR);
+		if (vlen >= sizeof(num))
+			vlen = sizeof(num) - 1;
+		memcpy(num, p + sizeof(TOUCHED_HDR), vlen);
+		num[vlen] = '\0';
+		r->touched_ns = strtoll(num, NULL, 10);
+	}
 	if (len > 5 && !strncasecmp(p, "ETag:", 5)) {
 		v = p + 5;
 		while (v < p + len && (*v == ' ' || *v == '\t'))
@@ -490,6 +505,17 @@ static int setup_try(struct s3_store *s, struct s3_req *r, const char *url,
 		 * changes: the metadata, here replaced by none. */
 		if (rc == 0)
 			rc = add_header(hdrs, "x-amz-metadata-directive: REPLACE");
+		free(hdr);
+		hdr = NULL;
+		if (rc == 0) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			rc = asprintf(&hdr, TOUCHED_HDR ": %lld", (long long)ts.tv_sec *
+				      1000000000LL + ts.tv_nsec) < 0 ? -ENOMEM : 0;
+		}
+		if (rc == 0)
+			rc = add_header(hdrs, hdr);
 		free(hdr);
 	}
 	if (rc == 0 && r->range) {
@@ -667,6 +693,7 @@ static int s3_request(struct s3_store *s, struct s3_req *r)
 		r->status = 0;
 		r->code[0] = r->etag[0] = '\0';
 		r->length = r->mtime = -1;
+		r->touched_ns = 0;
 		r->body_pos = 0;
 		r->reserved = r->nomem = false;
 		buf_reset(&r->errbody);
@@ -999,6 +1026,9 @@ static int s3_head(struct store *st, const char *key, struct store_stat *out)
 	if (rc == 0) {
 		out->size = r.length > 0 ? (uint64_t)r.length : 0;
 		out->mtime = r.mtime >= 0 ? (int64_t)r.mtime : 0;
+		out->mtime_ns = out->mtime * 1000000000;
+		if (r.touched_ns > out->mtime_ns)
+			out->mtime_ns = r.touched_ns;
 		snprintf(out->version, sizeof(out->version), "%.47s", r.etag);
 	}
 	req_release(&r);

@@ -1160,12 +1160,11 @@ START_TEST(test_gc_sweep_decision)
 	catalog_chunk_key(hexkey('a'), key, sizeof(key));
 	ck_assert_int_eq(gc_sweep_decision(&live, key, 0, 1000), 0);
 	ck_assert_int_eq(gc_sweep_decision(&live, key, 5000, 1000), 0);
-	/* Unreferenced: young ones are kept (a write may be in flight); the
-	 * cutoff's own second counts as young (whole-second mtimes). */
+	/* Unreferenced: young ones are kept (a write may be in flight), the
+	 * cutoff itself counts as old. */
 	catalog_chunk_key(hexkey('b'), key, sizeof(key));
 	ck_assert_int_eq(gc_sweep_decision(&live, key, 1001, 1000), -1);
-	ck_assert_int_eq(gc_sweep_decision(&live, key, 1000, 1000), -1);
-	ck_assert_int_eq(gc_sweep_decision(&live, key, 999, 1000), 1);
+	ck_assert_int_eq(gc_sweep_decision(&live, key, 1000, 1000), 1);
 	ck_assert_int_eq(gc_sweep_decision(&live, key, 10, 1000), 1);
 	keyset_release(&live);
 	/* An empty set marks nothing live and sorts without trouble. */
@@ -1320,6 +1319,37 @@ START_TEST(test_gc_spares_touched_chunk)
 }
 END_TEST
 
+START_TEST(test_gc_recheck_to_the_nanosecond)
+{
+	struct gc_report rep;
+	char before[128], after[128], path[PATH_MAX];
+	struct store_stat sst;
+	time_t t = time(NULL) - 100;
+	struct timespec ts[2];
+
+	/* A pass that began at t + 0.5 s with grace 0: its cutoff second is
+	 * t. A chunk last modified at t + 0.2 s is older than the pass and
+	 * goes; one touched at t + 0.8 s (after the pass began, in the same
+	 * second) stays. */
+	catalog_chunk_key(hexkey('c'), before, sizeof(before));
+	catalog_chunk_key(hexkey('d'), after, sizeof(after));
+	ck_assert_int_eq(store_put(st, before, "b", 1), 0);
+	ck_assert_int_eq(store_put(st, after, "a", 1), 0);
+	ts[0].tv_sec = ts[1].tv_sec = t;
+	ts[0].tv_nsec = ts[1].tv_nsec = 200000000;
+	snprintf(path, sizeof(path), "%s/%s", workdir, before);
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+	ts[0].tv_nsec = ts[1].tv_nsec = 800000000;
+	snprintf(path, sizeof(path), "%s/%s", workdir, after);
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)t + 0.5, &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+	ck_assert_uint_eq(rep.kept_young, 1);
+	ck_assert_int_eq(store_head(st, before, &sst), -ENOENT);
+	ck_assert_int_eq(store_head(st, after, &sst), 0);
+}
+END_TEST
+
 START_TEST(test_attrs_keep_dir_metadata)
 {
 	struct ckpt_attrs a = { .ttl = 5, .mode = 0710, .mtime_ns = 1500000000123456789LL }, b;
@@ -1398,6 +1428,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_gc_marks_promotion_in_flight);
 	tcase_add_test(tc, test_gc_spares_touched_chunk);
+	tcase_add_test(tc, test_gc_recheck_to_the_nanosecond);
 	tcase_add_test(tc, test_attrs_keep_dir_metadata);
 	suite_add_tcase(s, tc);
 
