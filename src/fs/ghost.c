@@ -64,6 +64,7 @@ static struct wslot *ghost_wslot(struct ckfs *fs, const struct ghost *g)
 	return NULL;
 }
 
+/* Only libfuse renames to a hidden name; src/fuse refuses to create one. */
 int ghost_hide(struct ckfs *fs, const char *from, const char *to)
 {
 	struct ghost *g = calloc(1, sizeof(*g));

@@ -125,9 +125,26 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 			  fill_one, &fc);
 }
 
+/*
+ * ".fuse_hidden*" is how libfuse renames an open file that is unlinked
+ * (src/fs/ghost.c): a user's file by that name would vanish from view.
+ */
+static int reserved_name(const char *op, const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	base = base ? base + 1 : path;
+	if (strncmp(base, ".fuse_hidden", 12))
+		return 0;
+	log_warn("%s %s: names starting with .fuse_hidden are reserved (EPERM)", op, path);
+	return -EPERM;
+}
+
 static int op_mkdir(const char *path, mode_t mode)
 {
-	return fs_mkdir(fs_of(), path, mode);
+	int rc = reserved_name("mkdir", path);
+
+	return rc ? rc : fs_mkdir(fs_of(), path, mode);
 }
 
 static int op_rmdir(const char *path)
@@ -250,6 +267,9 @@ static int op_mknod(const char *path, mode_t mode, dev_t rdev)
 	int rc;
 
 	(void)rdev;
+	rc = reserved_name("mknod", path);
+	if (rc)
+		return rc;
 	if (!S_ISREG(mode)) {
 		log_warn("mknod %s: only regular files are supported (EPERM)", path);
 		return -EPERM;
@@ -264,9 +284,9 @@ static int op_mknod(const char *path, mode_t mode, dev_t rdev)
 
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-	int rc = fs_create(fs_of(), path, mode, fi->flags, &fi->fh);
+	int rc = reserved_name("create", path);
 
-	return rc;
+	return rc ? rc : fs_create(fs_of(), path, mode, fi->flags, &fi->fh);
 }
 
 static int op_open(const char *path, struct fuse_file_info *fi)

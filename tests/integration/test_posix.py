@@ -285,12 +285,15 @@ class Refused(MountTest):
         self.assertErrno(errno.EPERM, os.utime, m.path("sampler"), (1, 1))
         self.assertErrno(errno.EPERM, os.chmod, m.path("sampler"), 0o700)
         self.assertErrno(errno.EPERM, os.symlink, "f", os.path.join(c, "lnk"))
+        self.assertErrno(errno.EPERM, open, os.path.join(c, ".fuse_hidden0000000100000002"), "w")
+        self.assertErrno(errno.EPERM, os.mkdir, os.path.join(c, ".fuse_hiddenX"))
         # A regular file by mknod is just an empty file.
         os.mknod(os.path.join(c, "empty"), 0o600 | stat.S_IFREG)
         self.assertEqual(os.stat(os.path.join(c, "empty")).st_size, 0)
         self.assertEqual(sorted(os.listdir(c)), ["empty", "f"])
         log = m.log()
-        for what in ("link ", "mknod ", "chown ", "utimens ", "chmod "):
+        for what in ("link ", "mknod ", "chown ", "utimens ", "chmod ", "symlink ",
+                     "are reserved"):
             self.assertIn(what, log)
 
 
