@@ -11,7 +11,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ckptfs_testlib import MountTest, requires_fuse
+from ckptfs_testlib import MountTest as _MountTest, requires_fuse
 
 NOBODY = 65534
 
@@ -79,6 +79,19 @@ except OSError as e:
 
 def setpriv_usable():
     return os.geteuid() == 0 and shutil.which("setpriv") is not None
+
+
+class MountTest(_MountTest):
+    """Every mount still running at the end is stopped the checked way:
+    the daemon must exit 0 with no sanitizer report in its log."""
+
+    def tearDown(self):
+        try:
+            for m in self.mounts:
+                if m.proc is not None:
+                    m.stop()
+        finally:
+            super().tearDown()
 
 
 @requires_fuse

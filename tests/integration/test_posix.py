@@ -22,8 +22,21 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ckptfs_testlib import (MountTest, perturb_safetensors, random_file, requires_fuse,
-                            sha256_tree, write_safetensors)
+from ckptfs_testlib import (MountTest as _MountTest, perturb_safetensors, random_file,
+                            requires_fuse, sha256_tree, write_safetensors)
+
+
+class MountTest(_MountTest):
+    """Every mount still running at the end is stopped the checked way:
+    the daemon must exit 0 with no sanitizer report in its log."""
+
+    def tearDown(self):
+        try:
+            for m in self.mounts:
+                if m.proc is not None:
+                    m.stop()
+        finally:
+            super().tearDown()
 
 
 def tree_inodes(root):
