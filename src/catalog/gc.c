@@ -1,6 +1,7 @@
 /* gc.c: TTL expiry and chunk mark-and-sweep (see gc.h for the safety rules). */
 #include "catalog/gc.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -158,6 +159,24 @@ struct inflight {
 	int rc;
 };
 
+/* A promotion's pin: {"chunks":["<sha256>", ...]}, the keys of chunks it
+ * is about to store (src/fs/promote.c). */
+static int mark_pin(const char *json, size_t len, struct keyset *live)
+{
+	cJSON *o = cJSON_ParseWithLength(json, len), *k;
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "chunks");
+	int rc = cJSON_IsArray(a) ? 0 : -EBADMSG;
+
+	cJSON_ArrayForEach(k, a) {
+		if (rc == 0 && (!cJSON_IsString(k) || strlen(k->valuestring) != CHUNK_KEY_LEN))
+			rc = -EBADMSG;
+		if (rc == 0)
+			rc = keyset_add(live, k->valuestring);
+	}
+	cJSON_Delete(o);
+	return rc;
+}
+
 static int inflight_cb(const char *key, const struct store_stat *sst, void *arg)
 {
 	struct inflight *f = arg;
@@ -165,7 +184,7 @@ static int inflight_cb(const char *key, const struct store_stat *sst, void *arg)
 	size_t idlen = slash ? (size_t)(slash - id) + 1 : 0;
 	struct buf b = BUF_INIT;
 	struct entry e;
-	int rc;
+	int rc, pin;
 
 	if (!slash || idlen >= sizeof(f->recorded))
 		return 0;
@@ -176,13 +195,16 @@ static int inflight_cb(const char *key, const struct store_stat *sst, void *arg)
 		f->recorded[idlen] = '\0';
 		return 0;
 	}
-	if (strncmp(slash + 1, "entries/", 8) || !strncmp(f->recorded, id, idlen) ||
+	pin = !strncmp(slash + 1, "pins/", 5);
+	if ((!pin && strncmp(slash + 1, "entries/", 8)) || !strncmp(f->recorded, id, idlen) ||
 	    sst->mtime < f->since)
 		return 0;
 	rc = store_get(f->st, key, &b);
 	if (rc == -ENOENT)
 		return 0;	/* the promotion failed and cleaned up */
-	if (rc == 0) {
+	if (rc == 0 && pin) {
+		rc = mark_pin((const char *)b.data, b.len, f->live);
+	} else if (rc == 0) {
 		rc = entry_parse((const char *)b.data, b.len, &e);
 		if (rc == 0) {
 			rc = mark_entry(NULL, NULL, &e, f->live);
@@ -200,8 +222,9 @@ static int inflight_cb(const char *key, const struct store_stat *sst, void *arg)
 
 /*
  * A promotion stores its model's entries before the record that makes
- * catalog_walk() see them, and materializes chunks no other entry names:
- * mark what the entries of a record-less model name too, unless they are
+ * catalog_walk() see them, and materializes chunks no other entry names
+ * (it pins their keys before storing them): mark what the entries and pins
+ * of a record-less model name too, unless they are
  * older than any promotion takes (leftovers of one that crashed, which
  * the next promotion to that id clears).
  */

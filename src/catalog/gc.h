@@ -10,8 +10,8 @@
  * so a chunk younger than the grace period may belong to a write in flight
  * and is never deleted. Every chunk any entry of any job or model names —
  * including the base chunks a delta reads — is live, and so is every chunk
- * named by the entries of a model whose record is not written yet (a
- * promotion in flight), unless those entries are older than
+ * named by the entries or pins of a model whose record is not written yet
+ * (a promotion in flight), unless those are older than
  * GC_PROMOTION_WINDOW (and the grace period): leftovers of a crash.
  *
  * Promotion (src/fs/promote.c) adds: after publishing a model it makes

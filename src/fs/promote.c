@@ -17,43 +17,115 @@
 #include "catalog/gc.h"
 #include "fs/fs_int.h"
 #include "fs/view.h"
+#include "util/hash.h"
 #include "util/log.h"
 #include "util/name.h"
 #include "fs/fs_local.h"
 
 /* ---------------------------------------------------------------- promote */
 
-/* Re-encode one chunk whole (base XOR delta -> full frame). */
-static int materialize_chunk(struct ckfs *fs, const struct entry *e, size_t i,
-			     const struct st_layout *layout, struct chunk_ref *out)
+/*
+ * Materialized chunks are new objects that no entry names until their
+ * file's entry is stored, and a gc pass that begins meanwhile would take
+ * them (with a grace period shorter than the promotion). So their keys are
+ * written first, in a pin ("models/<id>/pins/<n>.json", which gc reads for
+ * a model without a record: a promotion in flight), and the frames after:
+ * a chunk exists only once something names it. Frames wait in memory in
+ * batches of PIN_BATCH between their pin and their put.
+ */
+#define PIN_BATCH 4
+
+struct materializer {
+	struct ckfs *fs;
+	const char *id;
+	struct codec_ctx *ctx;
+	unsigned pins;			/* pins written so far */
+	size_t n;			/* frames waiting */
+	struct buf frames[PIN_BATCH];
+	struct chunk_ref refs[PIN_BATCH];
+	struct chunk_ref *dst[PIN_BATCH];	/* where each ref goes once stored */
+};
+
+static char *pin_key(const char *id, unsigned n)
+{
+	char *prefix = catalog_ckpt_prefix("", CKPT_MODEL, id), *key = NULL;
+
+	if (prefix && asprintf(&key, "%spins/%u.json", prefix, n) < 0)
+		key = NULL;
+	free(prefix);
+	return key;
+}
+
+/* Pin the waiting frames' keys, then store the frames. */
+static int flush_frames(struct materializer *m)
+{
+	struct buf pin = BUF_INIT;
+	char *key = pin_key(m->id, m->pins);
+	size_t i;
+	int rc = key ? buf_append_str(&pin, "{\"chunks\":[") : -ENOMEM;
+
+	for (i = 0; rc == 0 && i < m->n; i++)
+		rc = buf_printf(&pin, "%s\"%s\"", i ? "," : "", m->refs[i].key);
+	if (rc == 0)
+		rc = buf_append_str(&pin, "]}\n");
+	if (rc == 0 && m->n)
+		rc = store_put(m->fs->st, key, pin.data, pin.len);
+	if (rc == 0 && m->n)
+		m->pins++;
+	for (i = 0; rc == 0 && i < m->n; i++) {
+		char ckey[128];
+
+		catalog_chunk_key(m->refs[i].key, ckey, sizeof(ckey));
+		rc = store_put(m->fs->st, ckey, m->frames[i].data, m->frames[i].len);
+		if (rc == 0)
+			*m->dst[i] = m->refs[i];
+	}
+	for (i = 0; i < m->n; i++)
+		buf_release(&m->frames[i]);
+	m->n = 0;
+	buf_release(&pin);
+	free(key);
+	return rc;
+}
+
+/* Re-encode chunk @i of @e whole (base XOR delta -> full frame). */
+static int materialize_chunk(struct materializer *m, struct entry *e, size_t i,
+			     const struct st_layout *layout)
 {
 	uint64_t off = (uint64_t)i * e->chunk_size;
 	size_t len = e->size - off < e->chunk_size ? (size_t)(e->size - off) : e->chunk_size;
 	struct codec_span spans[256];
 	const struct chunk_data *d;
+	struct buf *frame = &m->frames[m->n];
+	struct chunk_ref *ref = &m->refs[m->n];
 	size_t nspans = 0;
 	int rc;
 
-	rc = chunks_get(fs->chunks, &e->chunks[i], len, &d);
+	rc = chunks_get(m->fs->chunks, &e->chunks[i], len, &d);
 	if (rc < 0)
 		return rc;
 	if (layout)
 		nspans = st_layout_chunk_spans(layout, off, len, spans, 256);
-	rc = chunks_store(fs->chunks, d->data, len, NULL, NULL, spans, nspans, out);
-	chunks_put(fs->chunks, d);
-	return rc;
+	buf_reset(frame);
+	rc = codec_encode(m->ctx, d->data, len, NULL, spans, nspans, 0, frame);
+	chunks_put(m->fs->chunks, d);
+	if (rc < 0)
+		return rc;
+	memset(ref, 0, sizeof(*ref));
+	hash_sha256_hex(frame->data, frame->len, ref->key);
+	ref->stored_len = (uint32_t)frame->len;
+	m->dst[m->n++] = &e->chunks[i];
+	return m->n == PIN_BATCH ? flush_frames(m) : 0;
 }
 
 /* Make @e independent of any base: every chunk a full frame. */
-static int materialize(struct ckfs *fs, struct entry *e)
+static int materialize(struct materializer *m, struct entry *e)
 {
 	struct st_layout layout = ST_LAYOUT_INIT;
 	int have_layout = 0, rc = 0;
 	size_t i;
 
 	for (i = 0; i < e->n_chunks && rc == 0; i++) {
-		struct chunk_ref ref;
-
 		if (!e->chunks[i].base_key[0])
 			continue;	/* already a full frame: shared, not copied */
 		if (!have_layout && e->n_chunks) {
@@ -61,16 +133,16 @@ static int materialize(struct ckfs *fs, struct entry *e)
 			size_t len = e->size < e->chunk_size ? (size_t)e->size : e->chunk_size;
 
 			have_layout = -1;
-			if (chunks_get(fs->chunks, &e->chunks[0], len, &d) == 0) {
+			if (chunks_get(m->fs->chunks, &e->chunks[0], len, &d) == 0) {
 				if (st_layout_parse(d->data, len, &layout) == 0)
 					have_layout = 1;
-				chunks_put(fs->chunks, d);
+				chunks_put(m->fs->chunks, d);
 			}
 		}
-		rc = materialize_chunk(fs, e, i, have_layout == 1 ? &layout : NULL, &ref);
-		if (rc == 0)
-			e->chunks[i] = ref;
+		rc = materialize_chunk(m, e, i, have_layout == 1 ? &layout : NULL);
 	}
+	if (rc == 0)
+		rc = flush_frames(m);
 	st_layout_release(&layout);
 	return rc;
 }
@@ -199,6 +271,7 @@ static int promote_once(struct ckfs *fs, const struct fpath *src, const char *id
 	struct view *mv;
 	struct ckpt *c;
 	char *prefix = NULL, gone[CHUNK_KEY_LEN + 1] = "";
+	struct materializer mat = { .fs = fs, .id = id };
 	size_t n = 0, n_orig = 0, i;
 	int rc = name_check_model_id(id), logged = 0, published = 0;
 
@@ -298,9 +371,12 @@ static int promote_once(struct ckfs *fs, const struct fpath *src, const char *id
 	 * model still without a record (a promotion in flight), so what was
 	 * materialized is unprotected only while its own file is encoded.
 	 */
+	mat.ctx = codec_ctx_new();
+	if (!mat.ctx)
+		rc = -ENOMEM;
 	for (i = 0; rc == 0 && i < n; i++) {
 		if (!ents[i].is_dir)
-			rc = materialize(fs, &ents[i]);
+			rc = materialize(&mat, &ents[i]);
 		if (rc == 0)
 			rc = catalog_entry_put(fs->st, "", CKPT_MODEL, id, &ents[i]);
 	}
@@ -346,9 +422,20 @@ static int promote_once(struct ckfs *fs, const struct fpath *src, const char *id
 			logged = 1;
 		}
 	}
+	if (rc == 0 && mat.pins) {
+		/* The entries and the record protect the chunks now. */
+		char *pins = NULL;
+
+		if (asprintf(&pins, "%spins/", prefix) >= 0)
+			store_list(fs->st, pins, clear_prefix_cb, fs->st);
+		free(pins);
+	}
 	if (rc == 0)
 		log_info("promoted %s/%s -> models/%s", src->job, src->ckpt, id);
 out:
+	for (i = 0; i < mat.n; i++)
+		buf_release(&mat.frames[i]);
+	codec_ctx_free(mat.ctx);
 	pthread_mutex_lock(&fs->lock);
 	mv = get_view(fs, "", CKPT_MODEL);
 	if (mv)

@@ -1295,6 +1295,35 @@ START_TEST(test_gc_marks_promotion_in_flight)
 }
 END_TEST
 
+START_TEST(test_gc_marks_promotion_pins)
+{
+	static const char pin_fmt[] = "{\"chunks\":[\"%s\"]}";
+	struct gc_report rep;
+	char key[128], pin[128];
+	struct store_stat sst;
+	int n;
+
+	/* A promotion pins the key of a chunk before storing it (the chunk
+	 * may even exist from an earlier try). */
+	catalog_chunk_key(hexkey('e'), key, sizeof(key));
+	ck_assert_int_eq(store_put(st, key, "x", 1), 0);
+	age_object(key, 100);
+	n = snprintf(pin, sizeof(pin), pin_fmt, hexkey('e'));
+	ck_assert_int_eq(store_put(st, "models/m2/pins/0.json", pin, (size_t)n), 0);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)time(NULL), &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 0);
+	ck_assert_int_eq(store_head(st, key, &sst), 0);
+	/* A malformed pin could name anything: the pass deletes nothing. */
+	ck_assert_int_eq(store_put(st, "models/m2/pins/1.json", "{\"chunks\":3}", 12), 0);
+	ck_assert_int_ne(gc_run(st, 0, 0, (double)time(NULL), &rep), 0);
+	ck_assert_int_eq(store_remove(st, "models/m2/pins/1.json"), 0);
+	/* Once the pin is gone (the model published or failed), it is garbage. */
+	ck_assert_int_eq(store_remove(st, "models/m2/pins/0.json"), 0);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)time(NULL), &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+}
+END_TEST
+
 START_TEST(test_gc_spares_touched_chunk)
 {
 	struct gc_report rep;
@@ -1427,6 +1456,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_gc_marks_promotion_in_flight);
+	tcase_add_test(tc, test_gc_marks_promotion_pins);
 	tcase_add_test(tc, test_gc_spares_touched_chunk);
 	tcase_add_test(tc, test_gc_recheck_to_the_nanosecond);
 	tcase_add_test(tc, test_attrs_keep_dir_metadata);
