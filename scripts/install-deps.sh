@@ -6,7 +6,7 @@
 set -eu
 PKGS="meson ninja-build gcc pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev \
 libcjson-dev libzstd-dev libxxhash-dev libssl-dev check attr scdoc python3 \
-python3-numpy zstd xdelta3 curl procps clang-14 libclang-rt-14-dev"
+python3-numpy zstd xdelta3 curl procps rsync util-linux clang-14 libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

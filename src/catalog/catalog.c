@@ -239,9 +239,44 @@ int ckpt_attrs_format(const struct ckpt_attrs *a, struct buf *out)
 	if (!o)
 		return -ENOMEM;
 	cJSON_AddNumberToObject(o, "ttl", (double)a->ttl);
+	/* Only when set, so stores written before these existed read the same. */
+	if (a->mode & 07777)
+		cJSON_AddNumberToObject(o, "mode", (double)(a->mode & 07777));
+	if (a->mtime_ns > 0) {
+		char ns[32];
+
+		snprintf(ns, sizeof(ns), "%" PRId64, a->mtime_ns);
+		cJSON_AddStringToObject(o, "mtime_ns", ns);
+	}
 	rc = json_to_buf(o, out);
 	cJSON_Delete(o);
 	return rc;
+}
+
+/* The optional directory "mode" (0..07777) and "mtime_ns" (a decimal string). */
+static int attrs_dir_meta(const cJSON *o, struct ckpt_attrs *out)
+{
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "mode");
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "mtime_ns");
+
+	if (m) {
+		if (!cJSON_IsNumber(m) || !(m->valuedouble >= 0 && m->valuedouble <= 07777))
+			return -EBADMSG;
+		out->mode = (uint32_t)m->valuedouble;
+	}
+	if (t) {
+		char *end;
+		long long v;
+
+		if (!cJSON_IsString(t))
+			return -EBADMSG;
+		errno = 0;
+		v = strtoll(t->valuestring, &end, 10);
+		if (errno || end == t->valuestring || *end || v < 0)
+			return -EBADMSG;
+		out->mtime_ns = (int64_t)v;
+	}
+	return 0;
 }
 
 int ckpt_attrs_parse(const char *json, size_t len, struct ckpt_attrs *out)
@@ -254,6 +289,10 @@ int ckpt_attrs_parse(const char *json, size_t len, struct ckpt_attrs *out)
 	if (cJSON_IsObject(o) && json_int(o, "ttl", 0, JSON_INT_MAX, &ttl) == 0) {
 		out->ttl = ttl;
 		rc = 0;
+	}
+	if (rc == 0 && attrs_dir_meta(o, out) < 0) {
+		memset(out, 0, sizeof(*out));
+		rc = -EBADMSG;
 	}
 	cJSON_Delete(o);
 	return rc;

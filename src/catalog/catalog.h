@@ -59,6 +59,8 @@ struct ckpt_record {
 /* Mutable attributes, replaced as a whole. */
 struct ckpt_attrs {
 	int64_t ttl;		/* seconds after creation; 0 = none */
+	uint32_t mode;		/* directory permission bits; 0 = default (0755) */
+	int64_t mtime_ns;	/* directory mtime set by utimens; 0 = created */
 };
 
 /* One chunk of a file: the frame key ("" when the delta chunk is all zero)

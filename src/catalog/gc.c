@@ -1,13 +1,17 @@
 /* gc.c: TTL expiry and chunk mark-and-sweep (see gc.h for the safety rules). */
 #include "catalog/gc.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "catalog/catalog.h"
 #include "store/store_local.h"
 #include "util/log.h"
+
+#define GC_MODELS_PREFIX "models/"
 
 int keyset_add(struct keyset *s, const char *k)
 {
@@ -146,10 +150,102 @@ int gc_mark(struct store *st, struct keyset *live)
 	return rc;
 }
 
+/* ---- promotions in flight ---- */
+
+struct inflight {
+	struct store *st;
+	struct keyset *live;
+	int64_t since;		/* entries older than this are leftovers */
+	char recorded[256];	/* "<id>/" of the last model with a record */
+	int rc;
+};
+
+/* A promotion's pin: {"chunks":["<sha256>", ...]}, the keys of chunks it
+ * is about to store (src/fs/promote.c). */
+static int mark_pin(const char *json, size_t len, struct keyset *live)
+{
+	cJSON *o = cJSON_ParseWithLength(json, len), *k;
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "chunks");
+	int rc = cJSON_IsArray(a) ? 0 : -EBADMSG;
+
+	cJSON_ArrayForEach(k, a) {
+		if (rc == 0 && (!cJSON_IsString(k) || strlen(k->valuestring) != CHUNK_KEY_LEN))
+			rc = -EBADMSG;
+		if (rc == 0)
+			rc = keyset_add(live, k->valuestring);
+	}
+	cJSON_Delete(o);
+	return rc;
+}
+
+static int inflight_cb(const char *key, const struct store_stat *sst, void *arg)
+{
+	struct inflight *f = arg;
+	const char *id = key + strlen(GC_MODELS_PREFIX), *slash = strchr(id, '/');
+	size_t idlen = slash ? (size_t)(slash - id) + 1 : 0;
+	struct buf b = BUF_INIT;
+	struct entry e;
+	int rc, pin;
+
+	if (!slash || idlen >= sizeof(f->recorded))
+		return 0;
+	/* Listings are sorted: "<id>/checkpoint.json" comes before
+	 * "<id>/entries/...", so a model's record is seen first. */
+	if (!strcmp(slash + 1, "checkpoint.json")) {
+		memcpy(f->recorded, id, idlen);
+		f->recorded[idlen] = '\0';
+		return 0;
+	}
+	pin = !strncmp(slash + 1, "pins/", 5);
+	if ((!pin && strncmp(slash + 1, "entries/", 8)) || !strncmp(f->recorded, id, idlen) ||
+	    sst->mtime < f->since)
+		return 0;
+	rc = store_get(f->st, key, &b);
+	if (rc == -ENOENT)
+		return 0;	/* the promotion failed and cleaned up */
+	if (rc == 0 && pin) {
+		rc = mark_pin((const char *)b.data, b.len, f->live);
+	} else if (rc == 0) {
+		rc = entry_parse((const char *)b.data, b.len, &e);
+		if (rc == 0) {
+			rc = mark_entry(NULL, NULL, &e, f->live);
+			entry_release(&e);
+		}
+	}
+	buf_release(&b);
+	if (rc < 0) {
+		log_error("gc: %s unreadable: %s", key, strerror(-rc));
+		f->rc = rc;
+		return rc;
+	}
+	return 0;
+}
+
+/*
+ * A promotion stores its model's entries before the record that makes
+ * catalog_walk() see them, and materializes chunks no other entry names
+ * (it pins their keys before storing them): mark what the entries and pins
+ * of a record-less model name too, unless they are
+ * older than any promotion takes (leftovers of one that crashed, which
+ * the next promotion to that id clears).
+ */
+static int mark_inflight(struct store *st, struct keyset *live, int64_t since)
+{
+	struct inflight f = { .st = st, .live = live, .since = since };
+	int rc = store_list(st, GC_MODELS_PREFIX, inflight_cb, &f);
+
+	if (rc == 0)
+		rc = f.rc;
+	if (rc == 0)
+		keyset_sort(live);
+	return rc;
+}
+
 struct sweep {
 	struct store *st;
 	const struct keyset *live;
 	int64_t cutoff;
+	int64_t cutoff_ns;	/* the same instant, to the nanosecond */
 	int dry_run;
 	struct gc_report *r;
 	int rc;
@@ -176,7 +272,14 @@ static int sweep_cb(const char *key, const struct store_stat *sst, void *arg)
 		rc = store_head(s->st, key, &now);
 		if (rc == -ENOENT)
 			return 0;
-		if (rc == 0 && now.mtime > s->cutoff) {
+		/*
+		 * To the nanosecond where the store knows it: a chunk touched by
+		 * a promotion after this pass began (src/fs/promote.c) is young
+		 * even with grace 0, whose cutoff second it shares.
+		 */
+		if (rc == 0 && (now.mtime > s->cutoff ||
+				(now.mtime_ns ? now.mtime_ns : now.mtime * 1000000000) >
+				s->cutoff_ns)) {
 			s->r->kept_young++;
 			return 0;
 		}
@@ -206,6 +309,10 @@ int gc_run(struct store *st, int64_t grace_s, int dry_run, double now,
 	if (rc < 0)
 		goto out;
 	rc = gc_mark(st, &live);
+	if (rc == 0)
+		rc = mark_inflight(st, &live,
+				   (int64_t)now - (grace_s > GC_PROMOTION_WINDOW ? grace_s :
+						    GC_PROMOTION_WINDOW));
 	if (rc < 0) {
 		log_error("gc: could not read every manifest (%s); nothing deleted",
 			  strerror(-rc));
@@ -213,6 +320,12 @@ int gc_run(struct store *st, int64_t grace_s, int dry_run, double now,
 	}
 	r->live = live.n;
 	s.cutoff = (int64_t)now - grace_s;
+	{
+		/* Clamped: a cast of a double out of range is undefined. */
+		double c = ((double)now - (double)grace_s) * 1e9;
+
+		s.cutoff_ns = c >= 9.2e18 ? INT64_MAX : c <= 0 ? 0 : (int64_t)c;
+	}
 	rc = store_list(st, "chunks/", sweep_cb, &s);
 	if (rc == 0)
 		rc = s.rc;

@@ -9,7 +9,15 @@
  * every backend, re-stored with a fresh mtime) before the entry naming it,
  * so a chunk younger than the grace period may belong to a write in flight
  * and is never deleted. Every chunk any entry of any job or model names —
- * including the base chunks a delta reads — is live.
+ * including the base chunks a delta reads — is live, and so is every chunk
+ * named by the entries or pins of a model whose record is not written yet
+ * (a promotion in flight), unless those are older than
+ * GC_PROMOTION_WINDOW (and the grace period): leftovers of a crash.
+ *
+ * Promotion (src/fs/promote.c) adds: after publishing a model it makes
+ * every chunk the model names young (store touch) and checks each still
+ * exists, so a pass that marked before the model existed cannot take them
+ * unnoticed; the promotion fails with EIO and removes the model instead.
  */
 #ifndef CKPT_GC_H
 #define CKPT_GC_H
@@ -17,6 +25,9 @@
 #include <stdint.h>
 
 #include "store/store.h"
+
+/* Seconds a promotion may take between its first entry and its record. */
+#define GC_PROMOTION_WINDOW 3600
 
 struct gc_report {
 	uint64_t expired;	/* checkpoints removed for their TTL */
@@ -41,6 +52,8 @@ void keyset_release(struct keyset *s);
  * The sweep rule, pure: delete the chunk object @key (a "chunks/xx/<hex>"
  * key) with mtime @mtime iff nothing references it and it is not younger
  * than @cutoff (now - grace). Returns 1 delete, 0 keep live, -1 keep young.
+ * Right before deleting, gc_run() looks again (head), to the nanosecond
+ * where the store knows it.
  */
 int gc_sweep_decision(const struct keyset *live, const char *key, int64_t mtime,
 		      int64_t cutoff);

@@ -264,7 +264,13 @@ int admin_gc_main(int argc, char **argv)
 	}
 	if (open_store(argv[optind], &st) < 0)
 		return 2;
-	rc = gc_run(st, grace, dry_run, (double)time(NULL), &r);
+	{
+		/* To the nanosecond: gc orders touches against this instant. */
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		rc = gc_run(st, grace, dry_run, (double)now.tv_sec + now.tv_nsec / 1e9, &r);
+	}
 	printf("gc: %" PRIu64 " expired checkpoint%s %s; %s %" PRIu64 " unreferenced chunks (%"
 	       PRIu64 " bytes); %" PRIu64 " live; kept %" PRIu64
 	       " younger than the %lds grace period\n",

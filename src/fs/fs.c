@@ -265,6 +265,7 @@ void fs_free(struct ckfs *fs)
 	}
 	while (fs->wslots)
 		free_wslot(fs, fs->wslots);
+	ghost_free_all(fs);
 	ctl_free(fs);
 	pool_free(fs->pool);
 	chunks_free(fs->chunks);

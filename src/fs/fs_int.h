@@ -81,6 +81,7 @@ struct handle {
 	int write_access;
 	int dirty;		/* H_DEPLOY: content changed since open */
 	long last_chunk;
+	uint64_t ino;		/* st_ino of the path it was opened by */
 	char *ctl_job;		/* H_HOTLOAD: the checkpoint; H_DEPLOY: name */
 	char *ctl_name;
 	enum ckpt_dir ctl_dir;
@@ -118,6 +119,7 @@ struct ckfs {
 	struct hl_status *hl_statuses;
 	struct handle *deploy_open;	/* H_DEPLOY handles, linked by next */
 	int hl_inflight;		/* under lock: hotloads running (control.c) */
+	struct ghost *ghosts;		/* files unlinked while open (ghost.c) */
 
 	pthread_t gc_thread;		/* periodic gc, when gc_interval > 0 */
 	int gc_running, gc_stop;

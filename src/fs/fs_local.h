@@ -49,6 +49,9 @@ int ckpt_corrupt_refuses(struct ckfs *fs, struct ckpt *c, const struct fpath *p)
 
 /* tree.c */
 void fill_file(struct stat *st, mode_t perm, uint64_t size, int64_t mtime_ns);
+/* A stable inode number for what @p names: the same for the same job,
+ * dir, checkpoint and relative path, whatever the kernel forgets. */
+uint64_t fpath_ino(const struct fpath *p);
 uint64_t ckpt_logical(const struct ckpt *c);
 uint64_t ckpt_stored(const struct ckpt *c);
 
@@ -71,6 +74,13 @@ int commit_slot(struct ckfs *fs, struct wslot *ws);
 
 /* xattr.c */
 int promotable(const struct ckpt *c);
+
+/* ghost.c: open files unlinked by libfuse's ".fuse_hidden" rename */
+int ghost_is_hidden(const char *path);
+int ghost_hide(struct ckfs *fs, const char *from, const char *to);
+int ghost_getattr(struct ckfs *fs, const char *path, struct stat *st);
+int ghost_unlink(struct ckfs *fs, const char *path);
+void ghost_free_all(struct ckfs *fs);
 
 /* fs.c */
 int jsonl_build(struct ckfs *fs, struct buf *out);

@@ -130,6 +130,7 @@ int fs_create(struct ckfs *fs, const char *path, mode_t mode, int flags, uint64_
 	h->type = H_WRITER;
 	h->ws = ws;
 	h->write_access = 1;
+	h->ino = fpath_ino(&p);
 	*fh = (uint64_t)(uintptr_t)h;
 	h = NULL;
 out:
@@ -158,6 +159,7 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 		return -ENOMEM;
 	h->magic = FS_HANDLE_MAGIC;
 	h->last_chunk = -2;
+	h->ino = fpath_ino(&p);
 	if (p.type == P_JSONL) {
 		if (wants_write) {
 			rc = -EACCES;
@@ -523,19 +525,46 @@ int fs_fgetattr(struct ckfs *fs, uint64_t fh, struct stat *st)
 {
 	struct handle *h = to_handle(fh);
 
-	(void)fs;
 	switch (h->type) {
-	case H_WRITER:
-		fill_file(st, writer_mode(h->ws->w), writer_size(h->ws->w),
-			  writer_mtime(h->ws->w));
-		return 0;
-	case H_ENTRY:
-		fill_file(st, h->ent.mode, h->ent.size, h->ent.mtime_ns);
-		return 0;
-	default:
-		fill_file(st, 0444, h->content.len, (int64_t)time(NULL) * 1000000000);
+	case H_WRITER: {
+		struct wslot *ws = h->ws;
+		struct fpath p;
+
+		fill_file(st, writer_mode(ws->w), writer_size(ws->w), writer_mtime(ws->w));
+		st->st_ino = (ino_t)h->ino;
+		/* A rename moves the file to the inode number of its new name. */
+		pthread_mutex_lock(&fs->lock);
+		if (!ws->unlinked) {
+			memset(&p, 0, sizeof(p));
+			p.type = P_INNER;
+			p.dir = ws->dir;
+			snprintf(p.job, sizeof(p.job), "%s", ws->job);
+			snprintf(p.ckpt, sizeof(p.ckpt), "%s", ws->ckpt);
+			snprintf(p.rel, sizeof(p.rel), "%s", ws->relpath);
+			st->st_ino = (ino_t)fpath_ino(&p);
+		} else {
+			st->st_nlink = 0;
+		}
+		pthread_mutex_unlock(&fs->lock);
 		return 0;
 	}
+	case H_ENTRY:
+		fill_file(st, h->ent.mode, h->ent.size, h->ent.mtime_ns);
+		break;
+	default: {
+		/* The modes getattr reports for these paths: with
+		 * default_permissions the kernel checks what it last saw. */
+		int writable = !fs->cfg.read_only &&
+			       (h->type == H_DEPLOY ||
+				(h->type == H_HOTLOAD && !strcmp(h->ctl_job, fs->job)));
+
+		fill_file(st, writable ? 0644 : 0444, h->content.len,
+			  (int64_t)time(NULL) * 1000000000);
+		break;
+	}
+	}
+	st->st_ino = (ino_t)h->ino;
+	return 0;
 }
 
 

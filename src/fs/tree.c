@@ -18,6 +18,7 @@
 #include "catalog/gc.h"
 #include "fs/fs_int.h"
 #include "fs/view.h"
+#include "util/hash.h"
 #include "util/log.h"
 #include "util/name.h"
 #include "fs/fs_local.h"
@@ -54,6 +55,48 @@ static mode_t dir_perm(const struct ckfs *fs, int own)
 	return (own && !fs->cfg.read_only) ? 0755 : 0555;
 }
 
+/*
+ * Directories the mount owner may change: the own job's, and models/
+ * (`ln -s` and `rm -r` there promote and unpromote). With allow_other the
+ * kernel checks these modes (default_permissions), so they must allow
+ * the owner exactly what the operations allow, and others nothing more.
+ */
+static int may_change(const struct ckfs *fs, const struct fpath *p)
+{
+	return !fs->cfg.read_only && (p->own || p->dir == CKPT_MODEL);
+}
+
+/* A directory's reported mode: as stored (chmod, mkdir -m), else 0755;
+ * without write bits where nothing may change. */
+static mode_t stored_dir_perm(const struct ckfs *fs, const struct fpath *p, uint32_t stored)
+{
+	mode_t m = stored ? (mode_t)(stored & 07777) : 0755;
+
+	return may_change(fs, p) ? m : (m & ~(mode_t)0222);
+}
+
+uint64_t fpath_ino(const struct fpath *p)
+{
+	char buf[sizeof(p->job) + sizeof(p->ckpt) + sizeof(p->rel) + 8];
+	enum ptype t = p->type == P_HOTLOAD ? P_INNER : p->type;
+	int n;
+	uint64_t ino;
+
+	/* models/.pinned/ID is models/ID; snapshot aliases were resolved to
+	 * the real name by parse_path(). */
+	if (t == P_PINNED)
+		t = P_KINDDIR;
+	n = snprintf(buf, sizeof(buf), "%d%c%s%c%d%c%s%c%s", (int)t, 0, p->job, 0,
+		     (int)p->dir, 0, p->ckpt, 0, p->rel);
+	if (n < 0)
+		n = 0;
+	ino = hash_xxh3(buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf));
+	/* 0 is no inode, 1 is libfuse's root id, 0xffffffff its "unknown". */
+	if (ino < 2 || ino == 0xffffffffu)
+		ino += 2;
+	return ino;
+}
+
 uint64_t ckpt_logical(const struct ckpt *c)
 {
 	uint64_t n = 0;
@@ -75,17 +118,32 @@ uint64_t ckpt_stored(const struct ckpt *c)
 }
 
 
+static int getattr_path(struct ckfs *fs, const struct fpath *pp, struct stat *st);
+
 int fs_getattr(struct ckfs *fs, const char *path, struct stat *st)
 {
 	struct fpath p;
+	int rc;
+
+	if (ghost_is_hidden(path))
+		return ghost_getattr(fs, path, st);
+	rc = parse_path(fs, path, &p);
+	if (rc == 0)
+		rc = getattr_path(fs, &p, st);
+	if (rc == 0)
+		st->st_ino = (ino_t)fpath_ino(&p);
+	return rc;
+}
+
+static int getattr_path(struct ckfs *fs, const struct fpath *pp, struct stat *st)
+{
+	const struct fpath p = *pp;
 	struct ckpt *c;
 	struct wslot *ws;
 	struct ent_slot *es;
 	time_t now = time(NULL);
-	int rc = parse_path(fs, path, &p);
+	int rc = 0;
 
-	if (rc < 0)
-		return rc;
 	switch (p.type) {
 	case P_NONE:
 		return -ENOENT;
@@ -105,8 +163,10 @@ int fs_getattr(struct ckfs *fs, const char *path, struct stat *st)
 		return rc;
 	}
 	case P_JOB:
-	case P_KINDDIR:
 		fill_dir(st, dir_perm(fs, p.own), now);
+		return 0;
+	case P_KINDDIR:
+		fill_dir(st, dir_perm(fs, may_change(fs, &p)), now);
 		return 0;
 	case P_DEPLOY:
 		return ctl_deploy_getattr(fs, p.ckpt, st);
@@ -123,7 +183,12 @@ int fs_getattr(struct ckfs *fs, const char *path, struct stat *st)
 		goto out;
 	}
 	if (p.type == P_CKPT) {
-		fill_dir(st, dir_perm(fs, p.own), (time_t)c->rec.created);
+		fill_dir(st, stored_dir_perm(fs, &p, c->attrs.mode), (time_t)c->rec.created);
+		if (c->attrs.mtime_ns) {
+			st->st_mtim.tv_sec = c->attrs.mtime_ns / 1000000000;
+			st->st_mtim.tv_nsec = c->attrs.mtime_ns % 1000000000;
+			st->st_ctim = st->st_atim = st->st_mtim;
+		}
 		goto out;
 	}
 	if (p.type == P_HOTLOAD) {
@@ -143,9 +208,13 @@ int fs_getattr(struct ckfs *fs, const char *path, struct stat *st)
 	if (es && !es->e->is_dir) {
 		fill_file(st, p.own ? es->e->mode : (es->e->mode & 0555), es->e->size,
 			  es->e->mtime_ns);
-	} else if (es || is_dir_in(fs, c, &p)) {
-		fill_dir(st, dir_perm(fs, p.own),
-			 es ? (time_t)(es->e->mtime_ns / 1000000000) : (time_t)c->rec.created);
+	} else if (es) {
+		fill_dir(st, stored_dir_perm(fs, &p, es->e->mode), 0);
+		st->st_mtim.tv_sec = es->e->mtime_ns / 1000000000;
+		st->st_mtim.tv_nsec = es->e->mtime_ns % 1000000000;
+		st->st_ctim = st->st_atim = st->st_mtim;
+	} else if (is_dir_in(fs, c, &p)) {
+		fill_dir(st, stored_dir_perm(fs, &p, 0), (time_t)c->rec.created);
 	} else {
 		rc = -ENOENT;
 	}
@@ -215,6 +284,37 @@ static int job_cb(const char *job, void *arg)
 static int deploy_cb(void *arg, const char *name)
 {
 	return names_add(arg, name, strlen(name));
+}
+
+/* The inode number of @name listed in the directory @p (@path). */
+static uint64_t child_ino(struct ckfs *fs, const struct fpath *p, const char *path,
+			  const char *name)
+{
+	struct fpath cp;
+	char *full;
+
+	cp = *p;
+	if (p->type == P_KINDDIR || p->type == P_PINNED) {
+		cp.type = P_CKPT;
+		snprintf(cp.ckpt, sizeof(cp.ckpt), "%s", name);
+		cp.rel[0] = '\0';
+		return fpath_ino(&cp);
+	}
+	if (p->type == P_CKPT || p->type == P_INNER) {
+		cp.type = P_INNER;
+		if ((size_t)snprintf(cp.rel, sizeof(cp.rel), "%s%s%s", p->rel,
+				     p->rel[0] ? "/" : "", name) >= sizeof(cp.rel))
+			return 0;
+		return fpath_ino(&cp);
+	}
+	if (asprintf(&full, "%s/%s", strcmp(path, "/") ? path : "", name) < 0)
+		return 0;
+	if (parse_path(fs, full, &cp) < 0) {
+		free(full);
+		return 0;
+	}
+	free(full);
+	return fpath_ino(&cp);
 }
 
 int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
@@ -295,9 +395,15 @@ int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
 	if (rc == 0) {
 		fill(arg, ".", NULL);
 		fill(arg, "..", NULL);
-		for (i = 0; i < ns.n; i++)
-			if (fill(arg, ns.v[i], NULL))
+		for (i = 0; i < ns.n; i++) {
+			struct stat cst;
+
+			/* d_ino must be what stat() reports (find, tar, rm -r). */
+			memset(&cst, 0, sizeof(cst));
+			cst.st_ino = (ino_t)child_ino(fs, &p, path, ns.v[i]);
+			if (fill(arg, ns.v[i], cst.st_ino ? &cst : NULL))
 				break;
+		}
 	}
 	names_release(&ns);
 	return rc;
@@ -305,6 +411,10 @@ int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
 
 
 /* ---------------------------------------------------------------- mkdir etc */
+
+static int rewrite_ckpt_attrs(struct ckfs *fs, const struct fpath *p,
+			      void (*fn)(struct ckpt_attrs *a, const void *arg), const void *arg);
+static void set_ckpt_mode(struct ckpt_attrs *a, const void *arg);
 
 int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode)
 {
@@ -321,7 +431,12 @@ int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode)
 		return rc;
 	pthread_mutex_lock(&fs->lock);
 	if (p.type == P_CKPT) {
+		uint32_t m = mode & 07777;
+
 		rc = create_ckpt(fs, &p);
+		/* `mkdir -m`: a mode other than the default is kept. */
+		if (rc == 0 && m != 0755)
+			rc = rewrite_ckpt_attrs(fs, &p, set_ckpt_mode, &m);
 		goto out;
 	}
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
@@ -417,8 +532,11 @@ int fs_unlink(struct ckfs *fs, const char *path)
 	struct ckpt *c;
 	struct wslot *ws;
 	size_t idx;
-	int rc = parse_path(fs, path, &p);
+	int rc;
 
+	if (ghost_is_hidden(path) && ghost_unlink(fs, path) == 0)
+		return 0;
+	rc = parse_path(fs, path, &p);
 	if (rc < 0)
 		return rc;
 	if (p.type == P_DEPLOY)
@@ -509,6 +627,8 @@ int fs_rename(struct ckfs *fs, const char *from, const char *to, unsigned flags)
 	size_t idx, i, alen;
 	int rc, is_dir, to_exists;
 
+	if (ghost_is_hidden(to) && !flags)
+		return ghost_hide(fs, from, to);	/* an unlink of an open file */
 	rc = parse_path(fs, from, &a);
 	if (rc == 0)
 		rc = parse_path(fs, to, &b);
@@ -653,10 +773,23 @@ static int rewrite_entry(struct ckfs *fs, const struct fpath *p,
 	if (!c)
 		return -ENOENT;
 	es = find_slot(c, p->rel, &idx);
-	if (!es)
-		return is_dir_in(fs, c, p) ? 0 : -ENOENT;
+	if (!es && !is_dir_in(fs, c, p))
+		return -ENOENT;
 	copy = calloc(1, sizeof(*copy));
-	if (!copy || entry_copy(es->e, copy) < 0) {
+	if (!copy)
+		return -ENOMEM;
+	if (es) {
+		rc = entry_copy(es->e, copy);
+	} else {
+		/* A folder implied by its files has no entry: give it one, so
+		 * its mode and times are kept like those of a mkdir'ed one. */
+		copy->path = strdup(p->rel);
+		copy->is_dir = 1;
+		copy->mode = 0755;
+		copy->mtime_ns = (int64_t)c->rec.created * 1000000000;
+		rc = copy->path ? 0 : -ENOMEM;
+	}
+	if (rc < 0) {
 		free(copy);
 		return -ENOMEM;
 	}
@@ -666,9 +799,41 @@ static int rewrite_entry(struct ckfs *fs, const struct fpath *p,
 		entry_free(copy);
 		return rc;
 	}
-	ckpt_remove_slot(c, idx);
+	if (es)
+		ckpt_remove_slot(c, idx);
 	ckpt_add_slot(c, copy, NULL);
 	return 0;
+}
+
+/* Apply @fn to the attributes of the checkpoint @p (its directory's mode
+ * and mtime live there). Lock held. */
+static int rewrite_ckpt_attrs(struct ckfs *fs, const struct fpath *p,
+			      void (*fn)(struct ckpt_attrs *a, const void *arg), const void *arg)
+{
+	struct ckpt *c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+	struct ckpt_attrs a;
+	int rc;
+
+	if (!c)
+		return -ENOENT;
+	a = c->attrs;
+	fn(&a, arg);
+	rc = catalog_attrs_put(fs->st, p->job, p->dir, p->ckpt, &a);
+	if (rc == 0) {
+		c->attrs = a;
+		memset(&c->attrs_st, 0, sizeof(c->attrs_st));	/* re-read at refresh */
+	}
+	return rc;
+}
+
+static void set_ckpt_mtime(struct ckpt_attrs *a, const void *arg)
+{
+	a->mtime_ns = *(const int64_t *)arg;
+}
+
+static void set_ckpt_mode(struct ckpt_attrs *a, const void *arg)
+{
+	a->mode = *(const uint32_t *)arg & 07777;
 }
 
 static void set_mtime(struct entry *e, const void *arg)
@@ -690,11 +855,16 @@ int fs_utimens(struct ckfs *fs, const char *path, const struct timespec tv[2])
 
 	if (rc < 0)
 		return rc;
-	if (p.type != P_INNER)
-		return (p.type == P_CKPT || p.type == P_KINDDIR || p.type == P_ROOT) ? 0 : -EPERM;
+	/* The mount tree's own directories have no stored times. */
+	if (p.type != P_INNER && p.type != P_CKPT) {
+		log_warn("utimens %s: only checkpoints and what they hold have times (EPERM)",
+			 path);
+		return -EPERM;
+	}
 	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
+	/* Only the mtime is kept; atime is reported equal to it (noatime). */
 	if (!tv || tv[1].tv_nsec == UTIME_NOW) {
 		struct timespec ts;
 
@@ -706,9 +876,11 @@ int fs_utimens(struct ckfs *fs, const char *path, const struct timespec tv[2])
 		ns = (int64_t)tv[1].tv_sec * 1000000000 + tv[1].tv_nsec;
 	}
 	pthread_mutex_lock(&fs->lock);
-	ws = find_wslot(fs, &p);
+	ws = p.type == P_INNER ? find_wslot(fs, &p) : NULL;
 	if (ws)
 		writer_set_mtime(ws->w, ns);
+	else if (p.type == P_CKPT)
+		rc = rewrite_ckpt_attrs(fs, &p, set_ckpt_mtime, &ns);
 	else
 		rc = rewrite_entry(fs, &p, set_mtime, &ns);
 	pthread_mutex_unlock(&fs->lock);
@@ -724,15 +896,20 @@ int fs_chmod(struct ckfs *fs, const char *path, mode_t mode)
 
 	if (rc < 0)
 		return rc;
-	if (p.type != P_INNER)
-		return p.type == P_CKPT ? 0 : -EPERM;
+	if (p.type != P_INNER && p.type != P_CKPT) {
+		log_warn("chmod %s: only checkpoints and what they hold have modes (EPERM)",
+			 path);
+		return -EPERM;
+	}
 	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&fs->lock);
-	ws = find_wslot(fs, &p);
+	ws = p.type == P_INNER ? find_wslot(fs, &p) : NULL;
 	if (ws)
 		writer_set_mode(ws->w, m);
+	else if (p.type == P_CKPT)
+		rc = rewrite_ckpt_attrs(fs, &p, set_ckpt_mode, &m);
 	else
 		rc = rewrite_entry(fs, &p, set_mode, &m);
 	pthread_mutex_unlock(&fs->lock);

@@ -25,7 +25,14 @@
 
 int promotable(const struct ckpt *c)
 {
-	return c->rec.dir == CKPT_SAMPLER;	/* any kind: deltas materialize */
+	size_t i;
+
+	if (c->rec.dir != CKPT_SAMPLER)
+		return 0;	/* any kind of sampler checkpoint: deltas materialize */
+	for (i = 0; i < c->n_ents; i++)
+		if (!c->ents[i].e->is_dir)
+			return 1;
+	return 0;		/* nothing to serve */
 }
 
 static int xattr_value(struct ckfs *fs, const struct ckpt *c, const char *key,

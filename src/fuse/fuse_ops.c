@@ -7,6 +7,7 @@
 #include "fuse/ckfuse.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <fuse.h>
 #include <stdint.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "fs/fs.h"
+#include "util/log.h"
 
 static struct ckfs *fs_of(void)
 {
@@ -27,9 +29,18 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	conn->max_write = 1u << 20;
 	conn->max_readahead = 1u << 20;
 	conn->want |= conn->capable & FUSE_CAP_ASYNC_READ;
-	cfg->use_ino = 0;
+	/* Inode numbers come from src/fs (a hash of what the path names), so
+	 * they stay the same when the kernel forgets and looks up again. */
+	cfg->use_ino = 1;
+	cfg->readdir_ino = 0;
 	cfg->nullpath_ok = 1;
-	cfg->hard_remove = 1;		/* no .fuse_hidden files on unlink */
+	/*
+	 * An open file that is unlinked is renamed by libfuse to
+	 * ".fuse_hidden<n>" (src/fs/ghost.c makes that rename the unlink), so
+	 * fstat() on its descriptor has a path to ask about; with hard_remove
+	 * it had none and failed with ESTALE.
+	 */
+	cfg->hard_remove = 0;
 	cfg->auto_cache = 1;		/* drop cached pages when mtime/size change */
 	cfg->attr_timeout = 1.0;
 	cfg->entry_timeout = 1.0;
@@ -114,9 +125,26 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 			  fill_one, &fc);
 }
 
+/*
+ * ".fuse_hidden*" is how libfuse renames an open file that is unlinked
+ * (src/fs/ghost.c): a user's file by that name would vanish from view.
+ */
+static int reserved_name(const char *op, const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	base = base ? base + 1 : path;
+	if (strncmp(base, ".fuse_hidden", 12))
+		return 0;
+	log_warn("%s %s: names starting with .fuse_hidden are reserved (EPERM)", op, path);
+	return -EPERM;
+}
+
 static int op_mkdir(const char *path, mode_t mode)
 {
-	return fs_mkdir(fs_of(), path, mode);
+	int rc = reserved_name("mkdir", path);
+
+	return rc ? rc : fs_mkdir(fs_of(), path, mode);
 }
 
 static int op_rmdir(const char *path)
@@ -214,20 +242,51 @@ static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 
 static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
-	(void)path;
 	(void)fi;
 	/* Files belong to the mounting user; chown to anyone else is refused
 	 * (cp -a then keeps going, as on any filesystem without chown rights). */
-	if ((uid != (uid_t)-1 && uid != getuid()) || (gid != (gid_t)-1 && gid != getgid()))
+	if ((uid != (uid_t)-1 && uid != getuid()) || (gid != (gid_t)-1 && gid != getgid())) {
+		log_warn("chown %s: files belong to the mount's owner (EPERM)", path);
 		return -EPERM;
+	}
 	return 0;
+}
+
+/* A file is one entry under one name: no hard links (link(2) documents
+ * EPERM for a filesystem that does not support them). */
+static int op_link(const char *from, const char *to)
+{
+	log_warn("link %s -> %s: hard links are not supported (EPERM)", to, from);
+	return -EPERM;
+}
+
+/* Regular files only: a checkpoint holds no devices, FIFOs or sockets. */
+static int op_mknod(const char *path, mode_t mode, dev_t rdev)
+{
+	uint64_t fh;
+	int rc;
+
+	(void)rdev;
+	rc = reserved_name("mknod", path);
+	if (rc)
+		return rc;
+	if (!S_ISREG(mode)) {
+		log_warn("mknod %s: only regular files are supported (EPERM)", path);
+		return -EPERM;
+	}
+	rc = fs_create(fs_of(), path, mode, O_WRONLY | O_EXCL, &fh);
+	if (rc == 0) {
+		rc = fs_flush(fs_of(), fh);
+		fs_release(fs_of(), fh);
+	}
+	return rc;
 }
 
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-	int rc = fs_create(fs_of(), path, mode, fi->flags, &fi->fh);
+	int rc = reserved_name("create", path);
 
-	return rc;
+	return rc ? rc : fs_create(fs_of(), path, mode, fi->flags, &fi->fh);
 }
 
 static int op_open(const char *path, struct fuse_file_info *fi)
@@ -313,6 +372,8 @@ static const struct fuse_operations ckfuse_ops = {
 	.rename      = op_rename,
 	.chmod       = op_chmod,
 	.chown       = op_chown,
+	.link        = op_link,
+	.mknod       = op_mknod,
 	.truncate    = op_truncate,
 	.open        = op_open,
 	.read        = op_read,

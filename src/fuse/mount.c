@@ -49,11 +49,12 @@ struct mount_opts {
 	int foreground;
 	int debug;
 	int read_only;
+	int allow_other;	/* allow_other or allow_root was given */
 	int insecure_tls;
 	int help;
 };
 
-enum { KEY_HELP, KEY_FOREGROUND, KEY_DEBUG, KEY_RO };
+enum { KEY_HELP, KEY_FOREGROUND, KEY_DEBUG, KEY_RO, KEY_ALLOW_OTHER };
 
 #define OPT(t, f, v) { t, offsetof(struct mount_opts, f), v }
 /* Each option two ways: --name=value, or -o name=value (fstab). A
@@ -89,6 +90,8 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
 	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_KEY("allow_root", KEY_ALLOW_OTHER),
 	FUSE_OPT_END
 };
 
@@ -101,7 +104,8 @@ static void usage(const char *prog)
 	       "  -f                     stay in the foreground (logs to stderr)\n"
 	       "  -d                     FUSE debug output (implies -f)\n"
 	       "  -o OPT[,OPT...]        FUSE options (allow_other, ro, ...) and any\n"
-	       "                         option below written as name=value\n"
+	       "                         option below written as name=value;\n"
+	       "                         allow_other/allow_root imply default_permissions\n"
 	       "  --job=ID               this mount's job (default: default)\n"
 	       "  --delta-policy=P       auto (default) or never\n"
 	       "  --base-every=N         start a new base after N deltas (default: off)\n"
@@ -148,6 +152,9 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *out)
 		return 1;	/* FUSE sees it too */
 	case KEY_RO:
 		o->read_only = 1;
+		return 1;
+	case KEY_ALLOW_OTHER:
+		o->allow_other = 1;
 		return 1;
 	default:
 		return 1;
@@ -290,6 +297,14 @@ int ckfuse_mount_main(int argc, char **argv)
 		fprintf(stderr, "ckptfs: cannot start on store %s\n", o.store);
 		goto out_store;
 	}
+	/*
+	 * Other users reach the mount only through allow_other (or
+	 * allow_root); the kernel must then check the modes and owners getattr
+	 * reports, or every local user could read, write, chmod and remove
+	 * whatever the mount owner can.
+	 */
+	if (o.allow_other)
+		fuse_opt_add_arg(&args, "-odefault_permissions");
 	fuse_opt_add_arg(&args, "-ofsname=ckptfs");
 	fuse_opt_add_arg(&args, "-osubtype=ckptfs");
 	fuse = fuse_new(&args, ckfuse_operations(), sizeof(struct fuse_operations), fs);

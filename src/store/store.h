@@ -24,6 +24,9 @@
  *    depth), in lexicographic order; a non-zero return from @cb stops the
  *    listing and is returned.
  *  - remove() deletes a key; removing an absent key returns 0 (as S3 does).
+ *  - touch() makes an existing object's mtime now without changing its
+ *    bytes, and head() reports that instant to the nanosecond in
+ *    mtime_ns (gc reads the age of a chunk from it); -ENOENT if absent.
  *  - Errors are -errno: -ENOENT absent, -EEXIST exists, -EACCES denied,
  *    -ETIMEDOUT deadline passed, -ENOSPC full, -EIO anything else.
  */
@@ -42,6 +45,11 @@ struct store;
 struct store_stat {
 	uint64_t size;
 	int64_t mtime;		/* seconds since the epoch */
+	/* The same in nanoseconds where the backend knows better than whole
+	 * seconds (local files; S3 objects renewed by touch()), else
+	 * mtime * 1e9. head() fills it; listings may leave 0. gc orders a
+	 * touch against the start of its pass with it. */
+	int64_t mtime_ns;
 	/* Changes whenever the object is replaced with other bytes (S3: the
 	 * ETag; local: inode and nanosecond mtime); "" if unknown. Lets a
 	 * cache notice a same-size rewrite within one second. */
@@ -62,6 +70,7 @@ struct store_ops {
 	int (*list)(struct store *st, const char *prefix, store_list_cb cb,
 		    void *arg);
 	int (*remove)(struct store *st, const char *key);
+	int (*touch)(struct store *st, const char *key);
 	/* Free everything; NULL-safe through store_free(). */
 	void (*destroy)(struct store *st);
 };
@@ -132,6 +141,8 @@ static inline int store_list(struct store *st, const char *prefix, store_list_cb
 { return st->ops->list(st, prefix, cb, arg); }
 static inline int store_remove(struct store *st, const char *key)
 { return st->ops->remove(st, key); }
+static inline int store_touch(struct store *st, const char *key)
+{ return st->ops->touch(st, key); }
 
 /* 0 if @key obeys the key rules above, else -EINVAL. */
 int store_key_check(const char *key);

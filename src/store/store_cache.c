@@ -622,6 +622,11 @@ static void cache_destroy(struct store *st)
 	free(c);
 }
 
+static int cache_touch(struct store *st, const char *key)
+{
+	return store_touch(to_cache(st)->inner, key);
+}
+
 static const struct store_ops cache_ops = {
 	.name          = "cache",
 	.put           = cache_put,
@@ -630,6 +635,7 @@ static const struct store_ops cache_ops = {
 	.head          = cache_head,
 	.list          = cache_list,
 	.remove        = cache_remove,
+	.touch         = cache_touch,
 	.destroy       = cache_destroy,
 };
 

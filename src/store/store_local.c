@@ -361,6 +361,7 @@ static int local_head(struct store *st, const char *key, struct store_stat *out)
 		return -ENOENT;
 	out->size = (uint64_t)sb.st_size;
 	out->mtime = sb.st_mtime;
+	out->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
 	stat_version(&sb, out->version);
 	return 0;
 }
@@ -527,6 +528,23 @@ static void local_destroy(struct store *st)
 	free(ls);
 }
 
+static int local_touch(struct store *st, const char *key)
+{
+	struct local_store *ls = to_local(st);
+
+	struct timespec ts[2];
+
+	if (store_key_check(key) < 0)
+		return -EINVAL;
+	/* The precise clock, not the file system's coarse one (which may lag
+	 * by a tick): gc compares this instant with the start of its pass. */
+	clock_gettime(CLOCK_REALTIME, &ts[0]);
+	ts[1] = ts[0];
+	if (utimensat(ls->root_fd, key, ts, 0) < 0)
+		return (errno == ENOTDIR || errno == ENOENT) ? -ENOENT : -errno;
+	return 0;
+}
+
 static const struct store_ops local_ops = {
 	.name          = "local",
 	.put           = local_put,
@@ -535,6 +553,7 @@ static const struct store_ops local_ops = {
 	.head          = local_head,
 	.list          = local_list,
 	.remove        = local_remove,
+	.touch         = local_touch,
 	.destroy       = local_destroy,
 };
 

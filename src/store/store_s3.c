@@ -74,6 +74,7 @@ struct s3_req {
 	size_t body_len;
 	const char *range;	/* "bytes=a-b" or NULL */
 	bool if_none_match;	/* create only if absent */
+	const char *copy_source;	/* PUT: "x-amz-copy-source" value, or NULL */
 	struct buf *out;	/* a 2xx body is appended here; NULL: dropped */
 
 	/* Per-try state. */
@@ -89,6 +90,7 @@ struct s3_req {
 	char etag[128];
 	curl_off_t length;	/* Content-Length, -1 if unknown */
 	curl_off_t mtime;	/* Last-Modified (HEAD), -1 if unknown */
+	int64_t touched_ns;	/* x-amz-meta-ckptfs-touched (HEAD), 0 if none */
 	/* An earlier try may have been applied by the server even though we
 	 * saw no answer (the connection broke after the body was sent). */
 	bool maybe_applied;
@@ -386,12 +388,26 @@ static size_t on_write(char *p, size_t size, size_t n, void *u)
 	return len;
 }
 
+/* Metadata a touch() leaves: when it happened, in nanoseconds, since S3's
+ * Last-Modified has whole seconds only. */
+#define TOUCHED_HDR "x-amz-meta-ckptfs-touched"
+
 static size_t on_header(char *p, size_t size, size_t n, void *u)
 {
 	struct s3_req *r = u;
 	size_t len = size * n, vlen;
 	const char *v;
 
+	if (len > sizeof(TOUCHED_HDR) && !strncasecmp(p, TOUCHED_HDR ":", sizeof(TOUCHED_HDR))) {
+		char num[32];
+
+		vlen = len - sizeof(TOUCHED_HDR);
+		if (vlen >= sizeof(num))
+			vlen = sizeof(num) - 1;
+		memcpy(num, p + sizeof(TOUCHED_HDR), vlen);
+		num[vlen] = '\0';
+		r->touched_ns = strtoll(num, NULL, 10);
+	}
 	if (len > 5 && !strncasecmp(p, "ETag:", 5)) {
 		v = p + 5;
 		while (v < p + len && (*v == ' ' || *v == '\t'))
@@ -480,6 +496,29 @@ static int setup_try(struct s3_store *s, struct s3_req *r, const char *url,
 		rc = add_header(hdrs, s->token_hdr);
 	if (rc == 0 && r->if_none_match)
 		rc = add_header(hdrs, "If-None-Match: *");
+	if (rc == 0 && r->copy_source) {
+		char *hdr = NULL;
+
+		rc = asprintf(&hdr, "x-amz-copy-source: %s", r->copy_source) < 0 ? -ENOMEM : 0;
+		if (rc == 0)
+			rc = add_header(hdrs, hdr);
+		/* Copying an object onto itself is allowed only when something
+		 * changes: the metadata, here replaced by none. */
+		if (rc == 0)
+			rc = add_header(hdrs, "x-amz-metadata-directive: REPLACE");
+		free(hdr);
+		hdr = NULL;
+		if (rc == 0) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			rc = asprintf(&hdr, TOUCHED_HDR ": %lld", (long long)ts.tv_sec *
+				      1000000000LL + ts.tv_nsec) < 0 ? -ENOMEM : 0;
+		}
+		if (rc == 0)
+			rc = add_header(hdrs, hdr);
+		free(hdr);
+	}
 	if (rc == 0 && r->range) {
 		snprintf(range, sizeof(range), "Range: %s", r->range);
 		rc = add_header(hdrs, range);
@@ -655,6 +694,7 @@ static int s3_request(struct s3_store *s, struct s3_req *r)
 		r->status = 0;
 		r->code[0] = r->etag[0] = '\0';
 		r->length = r->mtime = -1;
+		r->touched_ns = 0;
 		r->body_pos = 0;
 		r->reserved = r->nomem = false;
 		buf_reset(&r->errbody);
@@ -987,6 +1027,9 @@ static int s3_head(struct store *st, const char *key, struct store_stat *out)
 	if (rc == 0) {
 		out->size = r.length > 0 ? (uint64_t)r.length : 0;
 		out->mtime = r.mtime >= 0 ? (int64_t)r.mtime : 0;
+		out->mtime_ns = out->mtime * 1000000000;
+		if (r.touched_ns > out->mtime_ns)
+			out->mtime_ns = r.touched_ns;
 		snprintf(out->version, sizeof(out->version), "%.47s", r.etag);
 	}
 	req_release(&r);
@@ -1140,6 +1183,41 @@ static void s3_destroy(struct store *st)
 	free(s);
 }
 
+/* S3 has no "touch": copy the object onto itself, which gives it a new
+ * Last-Modified and keeps its bytes. */
+static int s3_touch(struct store *st, const char *key)
+{
+	struct s3_store *s = to_s3(st);
+	struct buf src = BUF_INIT, body = BUF_INIT;
+	struct s3_req r = { .method = "PUT", .key = key, .out = &body };
+	int rc;
+
+	if (store_key_check(key) < 0)
+		return -EINVAL;
+	rc = buf_printf(&src, "/%s/", s->bucket);
+	if (rc == 0)
+		rc = pct_encode(&src, s->prefix, true);
+	if (rc == 0)
+		rc = pct_encode(&src, key, true);
+	if (rc == 0)
+		rc = buf_append(&src, "", 1);
+	if (rc == 0) {
+		r.copy_source = (const char *)src.data;
+		rc = s3_request(s, &r);
+	}
+	/* A copy can fail after its 200 header was sent: the error is then
+	 * in the body. */
+	if (rc == 0 && body.len && memmem(body.data, body.len, "<Error>", 7)) {
+		log_error("s3 copy %s/%s onto itself: %.*s", s->bucket, key,
+			  (int)(body.len > 300 ? 300 : body.len), (const char *)body.data);
+		rc = -EIO;
+	}
+	req_release(&r);
+	buf_release(&src);
+	buf_release(&body);
+	return rc;
+}
+
 static const struct store_ops s3_ops = {
 	.name          = "s3",
 	.put           = s3_put,
@@ -1148,6 +1226,7 @@ static const struct store_ops s3_ops = {
 	.head          = s3_head,
 	.list          = s3_list,
 	.remove        = s3_remove,
+	.touch         = s3_touch,
 	.destroy       = s3_destroy,
 };
 

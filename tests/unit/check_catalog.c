@@ -7,6 +7,9 @@
 
 #include <cjson/cJSON.h>
 
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -1565,6 +1568,156 @@ START_TEST(test_gc_keeps_live_and_young)
 }
 END_TEST
 
+/* ---- gc and promotion (issue 9 item 4) ---- */
+
+/* Make the object @key of the local test store look @age seconds old. */
+static void age_object(const char *key, time_t age)
+{
+	char path[PATH_MAX];
+	struct timespec ts[2] = { { .tv_sec = time(NULL) - age }, { .tv_sec = time(NULL) - age } };
+
+	snprintf(path, sizeof(path), "%s/%s", workdir, key);
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+START_TEST(test_gc_marks_promotion_in_flight)
+{
+	struct chunk_ref ref = { 0 };
+	struct entry e = { .path = (char *)"w", .mode = 0644, .size = 10, .chunk_size = 4096,
+			   .chunks = &ref, .n_chunks = 1 };
+	struct gc_report rep;
+	char key[128], *ekey;
+	struct store_stat sst;
+
+	/* A promotion has stored a model entry but not its record yet. */
+	memcpy(ref.key, hexkey('6'), CHUNK_KEY_LEN + 1);
+	ck_assert_int_eq(catalog_entry_put(st, "", CKPT_MODEL, "m1", &e), 0);
+	catalog_chunk_key(hexkey('6'), key, sizeof(key));
+	ck_assert_int_eq(store_put(st, key, "x", 1), 0);
+	age_object(key, 100);
+	catalog_chunk_key(hexkey('7'), key, sizeof(key));
+	ck_assert_int_eq(store_put(st, key, "y", 1), 0);	/* garbage */
+	age_object(key, 100);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)time(NULL), &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+	catalog_chunk_key(hexkey('6'), key, sizeof(key));
+	ck_assert_int_eq(store_head(st, key, &sst), 0);
+
+	/* Entries older than any promotion takes are a crash's leftovers:
+	 * they pin nothing. */
+	ekey = catalog_entry_key("", CKPT_MODEL, "m1", "w");
+	age_object(ekey, GC_PROMOTION_WINDOW + 100);
+	free(ekey);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)time(NULL), &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+	ck_assert_int_eq(store_head(st, key, &sst), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_gc_marks_promotion_pins)
+{
+	static const char pin_fmt[] = "{\"chunks\":[\"%s\"]}";
+	struct gc_report rep;
+	char key[128], pin[128];
+	struct store_stat sst;
+	int n;
+
+	/* A promotion pins the key of a chunk before storing it (the chunk
+	 * may even exist from an earlier try). */
+	catalog_chunk_key(hexkey('e'), key, sizeof(key));
+	ck_assert_int_eq(store_put(st, key, "x", 1), 0);
+	age_object(key, 100);
+	n = snprintf(pin, sizeof(pin), pin_fmt, hexkey('e'));
+	ck_assert_int_eq(store_put(st, "models/m2/pins/0.json", pin, (size_t)n), 0);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)time(NULL), &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 0);
+	ck_assert_int_eq(store_head(st, key, &sst), 0);
+	/* A malformed pin could name anything: the pass deletes nothing. */
+	ck_assert_int_eq(store_put(st, "models/m2/pins/1.json", "{\"chunks\":3}", 12), 0);
+	ck_assert_int_ne(gc_run(st, 0, 0, (double)time(NULL), &rep), 0);
+	ck_assert_int_eq(store_remove(st, "models/m2/pins/1.json"), 0);
+	/* Once the pin is gone (the model published or failed), it is garbage. */
+	ck_assert_int_eq(store_remove(st, "models/m2/pins/0.json"), 0);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)time(NULL), &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+}
+END_TEST
+
+START_TEST(test_gc_spares_touched_chunk)
+{
+	struct gc_report rep;
+	char old[128], touched[128];
+	struct store_stat sst;
+
+	/* Two unreferenced chunks past the grace period; one is touched (as
+	 * a promotion does to the chunks it shares) and so is young again. */
+	catalog_chunk_key(hexkey('8'), old, sizeof(old));
+	catalog_chunk_key(hexkey('9'), touched, sizeof(touched));
+	ck_assert_int_eq(store_put(st, old, "o", 1), 0);
+	ck_assert_int_eq(store_put(st, touched, "t", 1), 0);
+	age_object(old, 7200);
+	age_object(touched, 7200);
+	ck_assert_int_eq(store_touch(st, touched), 0);
+	ck_assert_int_eq(gc_run(st, 3600, 0, (double)time(NULL), &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+	ck_assert_uint_eq(rep.kept_young, 1);
+	ck_assert_int_eq(store_head(st, old, &sst), -ENOENT);
+	ck_assert_int_eq(store_head(st, touched, &sst), 0);
+	ck_assert_int_eq(store_touch(st, old), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_gc_recheck_to_the_nanosecond)
+{
+	struct gc_report rep;
+	char before[128], after[128], path[PATH_MAX];
+	struct store_stat sst;
+	time_t t = time(NULL) - 100;
+	struct timespec ts[2];
+
+	/* A pass that began at t + 0.5 s with grace 0: its cutoff second is
+	 * t. A chunk last modified at t + 0.2 s is older than the pass and
+	 * goes; one touched at t + 0.8 s (after the pass began, in the same
+	 * second) stays. */
+	catalog_chunk_key(hexkey('c'), before, sizeof(before));
+	catalog_chunk_key(hexkey('d'), after, sizeof(after));
+	ck_assert_int_eq(store_put(st, before, "b", 1), 0);
+	ck_assert_int_eq(store_put(st, after, "a", 1), 0);
+	ts[0].tv_sec = ts[1].tv_sec = t;
+	ts[0].tv_nsec = ts[1].tv_nsec = 200000000;
+	snprintf(path, sizeof(path), "%s/%s", workdir, before);
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+	ts[0].tv_nsec = ts[1].tv_nsec = 800000000;
+	snprintf(path, sizeof(path), "%s/%s", workdir, after);
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+	ck_assert_int_eq(gc_run(st, 0, 0, (double)t + 0.5, &rep), 0);
+	ck_assert_uint_eq(rep.deleted, 1);
+	ck_assert_uint_eq(rep.kept_young, 1);
+	ck_assert_int_eq(store_head(st, before, &sst), -ENOENT);
+	ck_assert_int_eq(store_head(st, after, &sst), 0);
+}
+END_TEST
+
+START_TEST(test_attrs_keep_dir_metadata)
+{
+	struct ckpt_attrs a = { .ttl = 5, .mode = 0710, .mtime_ns = 1500000000123456789LL }, b;
+	struct buf out = BUF_INIT;
+
+	ck_assert_int_eq(ckpt_attrs_format(&a, &out), 0);
+	ck_assert_int_eq(ckpt_attrs_parse((const char *)out.data, out.len, &b), 0);
+	ck_assert_int_eq(b.ttl, 5);
+	ck_assert_uint_eq(b.mode, 0710);
+	ck_assert_int_eq(b.mtime_ns, 1500000000123456789LL);
+	buf_release(&out);
+	/* Absent: defaults; out of range: malformed. */
+	ck_assert_int_eq(ckpt_attrs_parse("{\"ttl\":0}", 10, &b), 0);
+	ck_assert_uint_eq(b.mode, 0);
+	ck_assert_int_eq(b.mtime_ns, 0);
+	ck_assert_int_eq(ckpt_attrs_parse("{\"ttl\":0,\"mode\":99999}", 23, &b), -EBADMSG);
+	ck_assert_int_eq(ckpt_attrs_parse("{\"ttl\":0,\"mtime_ns\":\"x\"}", 25, &b), -EBADMSG);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("catalog");
@@ -1622,6 +1775,17 @@ int main(void)
 	tcase_add_test(tc, test_ckpt_remove);
 	tcase_add_test(tc, test_gc_mark_and_run);
 	tcase_add_test(tc, test_gc_keeps_live_and_young);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("gc-promotion");
+	tcase_add_unchecked_fixture(tc, testutil_base_setup, testutil_base_teardown);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_gc_marks_promotion_in_flight);
+	tcase_add_test(tc, test_gc_marks_promotion_pins);
+	tcase_add_test(tc, test_gc_spares_touched_chunk);
+	tcase_add_test(tc, test_gc_recheck_to_the_nanosecond);
+	tcase_add_test(tc, test_attrs_keep_dir_metadata);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("gc");

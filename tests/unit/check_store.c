@@ -722,6 +722,39 @@ START_TEST(remove_and_absent)
 }
 END_TEST
 
+START_TEST(touch_renews_mtime_keeps_bytes)
+{
+	struct store *st = open_backend(_i);
+	struct store_stat before, after;
+	struct buf got = BUF_INIT;
+	struct listing l = { 0 };
+	struct timespec t0;
+
+	ck_assert_int_eq(store_put(st, K("tc/k"), "abcdef", 6), 0);
+	ck_assert_int_eq(store_head(st, K("tc/k"), &before), 0);
+	sleep(2);	/* mtimes have one-second resolution */
+	clock_gettime(CLOCK_REALTIME, &t0);
+	ck_assert_int_eq(store_touch(st, K("tc/k")), 0);
+	ck_assert_int_eq(store_head(st, K("tc/k"), &after), 0);
+	ck_assert_msg(after.mtime > before.mtime, "mtime %lld -> %lld",
+		      (long long)before.mtime, (long long)after.mtime);
+	/* head() knows the touch to the nanosecond (gc orders it against the
+	 * start of its pass). */
+	ck_assert_int_ge(after.mtime_ns, (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
+	ck_assert_int_eq(store_get(st, K("tc/k"), &got), 0);
+	ck_assert_uint_eq(got.len, 6);
+	ck_assert_mem_eq(got.data, "abcdef", 6);
+	/* gc reads ages from listings first: they must show it too. */
+	ck_assert_int_eq(store_list(st, K("tc/"), collect, &l), 0);
+	ck_assert_uint_eq(l.n, 1);
+	ck_assert_int_ge(l.mtimes[0], after.mtime);
+	ck_assert_int_eq(store_touch(st, K("tc/absent")), -ENOENT);
+	listing_release(&l);
+	buf_release(&got);
+	store_free(st);
+}
+END_TEST
+
 START_TEST(bad_keys_einval)
 {
 	static char long_key[1100], long_seg[300];
@@ -1745,7 +1778,7 @@ END_TEST
 /* ================================ the runner ================================ */
 
 /* Lists of tests, as functions because START_TEST's names are variables. */
-#define N_CONTRACT 15
+#define N_CONTRACT 16
 static void contract_tests(const TTest *t[N_CONTRACT])
 {
 	const TTest *all[N_CONTRACT] = {
@@ -1753,7 +1786,8 @@ static void contract_tests(const TTest *t[N_CONTRACT])
 		get_range_large_object, get_missing_is_enoent, put_replaces,
 		put_replace_is_atomic, put_if_absent_once, put_if_absent_race_one_winner,
 		head_size_and_mtime, list_prefix_order, list_callback_stops,
-		list_many_keys_pages, remove_and_absent, bad_keys_einval,
+		list_many_keys_pages, remove_and_absent, touch_renews_mtime_keeps_bytes,
+		bad_keys_einval,
 	};
 
 	memcpy(t, all, sizeof(all));
