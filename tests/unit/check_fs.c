@@ -1586,6 +1586,101 @@ START_TEST(test_deep_path)
 }
 END_TEST
 
+/* ---- races (issue 9 item 1) ---- */
+
+struct race_arg {
+	struct ckfs *f;
+	const char *path;
+	double until;		/* monotonic seconds */
+	long ops, errors;
+};
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void *race_truncate_main(void *arg)
+{
+	struct race_arg *a = arg;
+	uint64_t sizes[] = { 0, 3 * CS / 2, CS, 100 };
+	size_t k = 0;
+
+	while (mono_now() < a->until) {
+		int rc = fs_truncate(a->f, a->path, 0, sizes[k++ % ARRAY_SIZE(sizes)]);
+
+		if (rc < 0)
+			a->errors++;
+		a->ops++;
+	}
+	return NULL;
+}
+
+static void *race_open_read_main(void *arg)
+{
+	struct race_arg *a = arg;
+	char *buf = malloc(2 * CS);
+
+	while (mono_now() < a->until) {
+		uint64_t fh = 0;
+		int keep, direct;
+		long r;
+
+		if (fs_open(a->f, a->path, O_RDONLY, &fh, &keep, &direct) < 0) {
+			a->errors++;
+			continue;
+		}
+		r = fs_read(a->f, fh, buf, 2 * CS, 0);
+		if (r < 0)
+			a->errors++;
+		else	/* every size the truncates leave, or what a writer holds */
+			for (long i = 0; i < r; i++)
+				if (buf[i] != 0 && buf[i] != 'x') {
+					a->errors++;
+					break;
+				}
+		fs_release(a->f, fh);
+		a->ops++;
+	}
+	free(buf);
+	return NULL;
+}
+
+/*
+ * A path truncate() made a temporary writer slot, and a concurrent open()
+ * of the same file found and shared it; the truncate then freed the slot
+ * under the open handle, whose pread() used freed memory (the ASan build
+ * of this test reported heap-use-after-free; release builds crashed).
+ */
+START_TEST(test_race_truncate_open_read)
+{
+	uint8_t *data = malloc(2 * CS);
+	struct race_arg a[4];
+	pthread_t t[4];
+	int i;
+
+	memset(data, 'x', 2 * CS);
+	ck_assert_int_eq(fs_mkdir(fs, "/sampler/r", 0755), 0);
+	put_file(fs, "/sampler/r/f", data, 2 * CS);
+	for (i = 0; i < 4; i++) {
+		a[i] = (struct race_arg){ .f = fs, .path = "/sampler/r/f",
+					  .until = mono_now() + 3.0 };
+		ck_assert_int_eq(pthread_create(&t[i], NULL, i < 2 ? race_truncate_main
+								   : race_open_read_main, &a[i]), 0);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_msg(a[i].errors == 0, "thread %d: %ld errors in %ld ops", i,
+			      a[i].errors, a[i].ops);
+		ck_assert_int_gt(a[i].ops, 10);
+	}
+	free(data);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("fs");
@@ -1617,6 +1712,7 @@ int main(void)
 	tcase_add_test(tc, test_modify_committed);
 	tcase_add_test(tc, test_truncate);
 	tcase_add_test(tc, test_read_while_writing);
+	tcase_add_test(tc, test_race_truncate_open_read);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("names");
