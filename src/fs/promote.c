@@ -102,14 +102,14 @@ int promote(struct ckfs *fs, const struct fpath *src, const char *id)
 			  "a-z, 0-9 and '-' (EINVAL)", src->ckpt, id);
 		return -EINVAL;
 	}
+	/* From listings made now, without fs->lock. */
+	view_ensure(fs, src->job, src->dir, 1);
+	view_ensure(fs, "", CKPT_MODEL, 1);
 	pthread_mutex_lock(&fs->lock);
-	c = find_ckpt_fresh(fs, src->job, src->dir, src->ckpt);
-	mv = get_view(fs, "", CKPT_MODEL);
-	if (mv)
-		mv->refreshed = 0;
+	c = find_ckpt(fs, src->job, src->dir, src->ckpt);
 	mv = get_view(fs, "", CKPT_MODEL);
 	if (!c) {
-		rc = -ENOENT;
+		rc = lookup_errno(fs, src->job, src->dir);
 	} else if (c->rec.dir == CKPT_STATE) {
 		log_error("promote %s -> models/%s: train-state checkpoints are not "
 			  "promotable (EINVAL)", src->ckpt, id);
@@ -119,7 +119,7 @@ int promote(struct ckfs *fs, const struct fpath *src, const char *id)
 			  src->ckpt, id);
 		rc = -EBUSY;
 	} else if (!mv) {
-		rc = -EIO;
+		rc = lookup_errno(fs, "", CKPT_MODEL);
 	} else if (view_find_any(mv, id)) {
 		log_error("promote %s -> models/%s: the model exists (EEXIST)", src->ckpt, id);
 		rc = -EEXIST;
@@ -171,11 +171,8 @@ int promote(struct ckfs *fs, const struct fpath *src, const char *id)
 		log_info("promoted %s/%s -> models/%s%s", src->job, src->ckpt, id,
 			 "");
 out:
-	pthread_mutex_lock(&fs->lock);
-	mv = get_view(fs, "", CKPT_MODEL);
-	if (mv)
-		mv->refreshed = 0;
-	pthread_mutex_unlock(&fs->lock);
+	/* The model (or what a failed attempt left) is listed from now on. */
+	view_ensure(fs, "", CKPT_MODEL, 1);
 	for (i = 0; i < n; i++)
 		entry_release(&ents[i]);
 	free(ents);
