@@ -40,7 +40,12 @@ struct writer {
 	int inflight;
 	int err;			/* sticky background error */
 	int dirty;
-	int committing;		/* writes wait: commit snapshots a stable file */
+	/* A write, truncate or commit is running. Each may wait with the lock
+	 * released (for pool room, for encoders); the others wait for it to
+	 * end rather than change the buffers, the mode or the size under it
+	 * (an append that detached a buffer a truncate had already spooled
+	 * stored a chunk ref that was never filled). */
+	int busy;
 };
 
 struct encode_task {
@@ -182,6 +187,20 @@ static void wait_idle(struct writer *w)
 		pthread_cond_wait(&w->cond, &w->lock);
 }
 
+/* Lock held: wait for the running write, truncate or commit, then run. */
+static void begin_busy(struct writer *w)
+{
+	while (w->busy)
+		pthread_cond_wait(&w->cond, &w->lock);
+	w->busy = 1;
+}
+
+static void end_busy(struct writer *w)
+{
+	w->busy = 0;
+	pthread_cond_broadcast(&w->cond);
+}
+
 static int open_spool(struct writer *w)
 {
 	int fd = open(w->env.spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -320,8 +339,6 @@ static int stream_append(struct writer *w, const char *buf, size_t size)
 	while (size > 0) {
 		size_t n;
 
-		while (w->committing)	/* the commit snapshots a stable file */
-			pthread_cond_wait(&w->cond, &w->lock);
 		if (!w->cur) {
 			w->cur = malloc(cs);
 			if (!w->cur)
@@ -360,8 +377,7 @@ long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
 	int rc;
 
 	pthread_mutex_lock(&w->lock);
-	while (w->committing)
-		pthread_cond_wait(&w->cond, &w->lock);
+	begin_busy(w);
 	rc = w->err;
 	if (rc < 0)
 		goto out;
@@ -379,6 +395,7 @@ long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
 	if (rc < 0 && !w->err)
 		w->err = rc;
 out:
+	end_busy(w);
 	pthread_mutex_unlock(&w->lock);
 	return rc < 0 ? rc : (long)size;
 }
@@ -389,6 +406,10 @@ long writer_read(struct writer *w, char *buf, size_t size, uint64_t off)
 	long rc = 0;
 
 	pthread_mutex_lock(&w->lock);
+	/* First: waiting releases the lock, and a truncate meanwhile can
+	 * change the size and the mode (a read planned before it looped on
+	 * an empty tail buffer forever). */
+	wait_idle(w);
 	if (off >= w->size)
 		goto out;
 	if (off + size > w->size)
@@ -397,7 +418,6 @@ long writer_read(struct writer *w, char *buf, size_t size, uint64_t off)
 		rc = io_pread_full(w->spool_fd, buf, size, off);
 		goto out;
 	}
-	wait_idle(w);
 	if (w->err) {
 		rc = w->err;
 		goto out;
@@ -432,8 +452,7 @@ int writer_truncate(struct writer *w, uint64_t size)
 	int rc = 0;
 
 	pthread_mutex_lock(&w->lock);
-	while (w->committing)
-		pthread_cond_wait(&w->cond, &w->lock);
+	begin_busy(w);
 	if (w->err) {
 		rc = w->err;
 		goto out;
@@ -465,6 +484,7 @@ int writer_truncate(struct writer *w, uint64_t size)
 out:
 	if (rc < 0 && !w->err)
 		w->err = rc;
+	end_busy(w);
 	pthread_mutex_unlock(&w->lock);
 	return rc;
 }
@@ -544,7 +564,7 @@ static int commit_spool(struct writer *w, size_t n_chunks)
 /*
  * Waiting for the pool releases the writer lock, so a concurrent write
  * could change the file between the chunks we wait for and the size we
- * record: writers are held off (committing) until the entry is built.
+ * record: writers are held off (busy) until the entry is built.
  */
 static int prepare_commit(struct writer *w, struct entry *e);
 
@@ -552,12 +572,9 @@ int writer_prepare_commit(struct writer *w, struct entry *e)
 {
 	int rc;
 
-	while (w->committing)	/* one commit at a time */
-		pthread_cond_wait(&w->cond, &w->lock);
-	w->committing = 1;
+	begin_busy(w);
 	rc = prepare_commit(w, e);
-	w->committing = 0;
-	pthread_cond_broadcast(&w->cond);
+	end_busy(w);
 	return rc;
 }
 
