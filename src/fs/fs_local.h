@@ -87,6 +87,7 @@ int refuse_write(struct ckfs *fs, const struct fpath *p);
 int refuse_remove(struct ckfs *fs, const struct fpath *p);
 /* Lock NOT held. */
 int create_ckpt(struct ckfs *fs, const struct fpath *p);
+struct ckpt *delta_base_ckpt(struct ckfs *fs, const struct ckpt *c);
 const struct entry *delta_base_entry(struct ckfs *fs, struct ckpt *c, const char *rel);
 int lora_pending(struct ckfs *fs, struct ckpt *c, const char *rel);
 /* Lock NOT held. */

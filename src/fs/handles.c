@@ -513,6 +513,7 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 	enum ckpt_dir dir;
 	struct ckpt *c;
 	int rc, store_rc = 0, delta = 0;
+	double created = 0;
 
 	writer_lock(ws->w);
 	if (!writer_is_dirty(ws->w)) {
@@ -553,8 +554,10 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 	snprintf(ckpt, sizeof(ckpt), "%s", ws->ckpt);
 	dir = ws->dir;
 	delta = c->rec.kind == KIND_DELTA && c->rec.base;
-	if (delta)
+	if (delta) {
 		snprintf(base, sizeof(base), "%s", c->rec.base);
+		created = c->rec.created;
+	}
 	e.path = strdup(ws->relpath);
 	if (!e.path) {
 		rc = -ENOMEM;
@@ -569,7 +572,14 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 		/* From a listing made now: did the base go away while this
 		 * delta was written? (A failed listing proves nothing.) */
 		pthread_mutex_lock(&fs->lock);
-		gone = view_ensure_locked(fs, job, dir, 1) == 0 && !find_ckpt(fs, job, dir, base);
+		if (view_ensure_locked(fs, job, dir, 1) == 0) {
+			struct ckpt *b = find_ckpt(fs, job, dir, base);
+
+			/* (A checkpoint of that name made later is not it.) */
+			gone = !b || b->rec.kind != KIND_BASE || b->rec.created > created;
+		} else {
+			gone = 0;
+		}
 		pthread_mutex_unlock(&fs->lock);
 		/* Then nothing but our new entry names its chunks now, and a
 		 * gc pass in between could have taken them. Check, now that

@@ -208,6 +208,24 @@ out:
 	return rc;
 }
 
+/*
+ * The base checkpoint of delta @c, or NULL if it is gone. By name, but a
+ * checkpoint of that name made after @c (the base was removed and the name
+ * reused, maybe for a delta) is not it: XORing against that one stored
+ * chunks no reader could decode. Lock held.
+ */
+struct ckpt *delta_base_ckpt(struct ckfs *fs, const struct ckpt *c)
+{
+	struct ckpt *b;
+
+	if (c->rec.kind != KIND_DELTA || !c->rec.base)
+		return NULL;
+	b = find_ckpt(fs, c->rec.job, c->rec.dir, c->rec.base);
+	if (!b || b->rec.kind != KIND_BASE || b->rec.created > c->rec.created)
+		return NULL;
+	return b;
+}
+
 /* Base file for a delta writer: same relative path in the base. Lock held;
  * the result is valid until the lock is dropped. */
 const struct entry *delta_base_entry(struct ckfs *fs, struct ckpt *c,
@@ -216,9 +234,7 @@ const struct entry *delta_base_entry(struct ckfs *fs, struct ckpt *c,
 	struct ckpt *b;
 	struct ent_slot *es;
 
-	if (c->rec.kind != KIND_DELTA || !c->rec.base)
-		return NULL;
-	b = find_ckpt(fs, c->rec.job, c->rec.dir, c->rec.base);
+	b = delta_base_ckpt(fs, c);
 	if (!b)
 		return NULL;
 	es = find_slot(b, rel, NULL);

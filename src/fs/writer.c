@@ -114,7 +114,10 @@ static int encode_chunk(struct writer *w, size_t index, const uint8_t *data,
 
 		if (blen > w->base->chunk_size)
 			blen = w->base->chunk_size;
-		if (blen == len)
+		/* A base chunk that is itself a delta cannot be one: a
+		 * reader decodes one level only. Stored whole then. */
+		if (blen == len && !(w->base->chunks[index].key[0] &&
+				     w->base->chunks[index].base_key[0]))
 			bref = &w->base->chunks[index];
 	}
 	if (bref) {
