@@ -16,6 +16,9 @@
 #include "util/log.h"
 
 #define MAX_SPANS 256
+/* size, mtime_ns, mode and dirty are read without the lock (getattr under
+ * fs->lock, which never waits for a writer): stored atomically. */
+#define SET(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELAXED)
 
 struct writer {
 	pthread_mutex_t lock;
@@ -352,7 +355,7 @@ static int stream_append(struct writer *w, const char *buf, size_t size)
 			n = size;
 		memcpy(w->cur + w->cur_len, buf, n);
 		w->cur_len += n;
-		w->size += n;
+		SET(w->size, w->size + n);
 		buf += n;
 		size -= n;
 		if (w->cur_len == cs) {
@@ -384,8 +387,8 @@ long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
 	rc = w->err;
 	if (rc < 0)
 		goto out;
-	w->dirty = 1;
-	w->mtime_ns = now_ns();
+	SET(w->dirty, 1);
+	SET(w->mtime_ns, now_ns());
 	if (w->spool_fd < 0 && off == w->size) {
 		rc = stream_append(w, buf, size);
 	} else {
@@ -393,7 +396,7 @@ long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
 		if (rc == 0)
 			rc = io_pwrite_all(w->spool_fd, buf, size, off);
 		if (rc == 0 && off + size > w->size)
-			w->size = off + size;
+			SET(w->size, off + size);
 	}
 	if (rc < 0 && !w->err)
 		w->err = rc;
@@ -460,8 +463,8 @@ int writer_truncate(struct writer *w, uint64_t size)
 		rc = w->err;
 		goto out;
 	}
-	w->dirty = 1;
-	w->mtime_ns = now_ns();
+	SET(w->dirty, 1);
+	SET(w->mtime_ns, now_ns());
 	if (size == 0) {
 		/* Back to an empty streaming file: the cheap, common case. */
 		wait_idle(w);
@@ -472,7 +475,7 @@ int writer_truncate(struct writer *w, uint64_t size)
 		w->cur = NULL;
 		w->cur_len = 0;
 		w->n_full = 0;
-		w->size = 0;
+		SET(w->size, 0);
 		w->layout_state = 0;
 		st_layout_release(&w->layout);
 		goto out;
@@ -483,7 +486,7 @@ int writer_truncate(struct writer *w, uint64_t size)
 	if (rc == 0 && ftruncate(w->spool_fd, (off_t)size) < 0)
 		rc = -errno;
 	if (rc == 0)
-		w->size = size;
+		SET(w->size, size);
 out:
 	if (rc < 0 && !w->err)
 		w->err = rc;
@@ -495,16 +498,16 @@ out:
 void writer_set_mtime(struct writer *w, int64_t mtime_ns)
 {
 	pthread_mutex_lock(&w->lock);
-	w->mtime_ns = mtime_ns;
-	w->dirty = 1;
+	SET(w->mtime_ns, mtime_ns);
+	SET(w->dirty, 1);
 	pthread_mutex_unlock(&w->lock);
 }
 
 void writer_set_mode(struct writer *w, uint32_t mode)
 {
 	pthread_mutex_lock(&w->lock);
-	w->mode = mode;
-	w->dirty = 1;
+	SET(w->mode, mode);
+	SET(w->dirty, 1);
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -630,5 +633,5 @@ static int prepare_commit(struct writer *w, struct entry *e)
 
 void writer_mark_clean(struct writer *w)
 {
-	w->dirty = 0;
+	SET(w->dirty, 0);
 }

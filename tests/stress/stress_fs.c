@@ -289,6 +289,20 @@ static void op_write(struct ckfs *f, uint64_t *s)
 
 	pick_file(s, path, sizeof(path));
 	rc = fs_create(f, path, 0644, O_CREAT | O_WRONLY | O_TRUNC, &fh);
+	if (rc == -ENOENT) {
+		/* Its checkpoint (or folder) was removed: make it again, as a
+		 * trainer would, and retry once. */
+		char dir[128];
+
+		snprintf(dir, sizeof(dir), "%s", path);
+		*strchr(dir + strlen("/sampler/"), '/') = '\0';
+		fs_mkdir(f, dir, 0755);
+		if (strstr(path, "/d/")) {
+			snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "/d");
+			fs_mkdir(f, dir, 0755);
+		}
+		rc = fs_create(f, path, 0644, O_CREAT | O_WRONLY | O_TRUNC, &fh);
+	}
 	if (rc == 0) {
 		for (i = 0; i < n && rc >= 0; i++) {
 			make_block(v, i, block);
