@@ -270,6 +270,10 @@ void fs_free(struct ckfs *fs)
 
 	if (!fs)
 		return;
+	pthread_mutex_lock(&fs->lock);
+	while (fs->bg_refreshes)	/* they use the views */
+		pthread_cond_wait(&fs->view_cond, &fs->lock);
+	pthread_mutex_unlock(&fs->lock);
 	if (fs->gc_running) {
 		pthread_mutex_lock(&fs->lock);
 		fs->gc_stop = 1;

@@ -137,6 +137,7 @@ struct ckfs {
 	 * "Locks and ownership"). */
 	pthread_mutex_t lock;
 	pthread_cond_t view_cond;	/* with lock: a view refresh ended */
+	int bg_refreshes;		/* refresh threads running (fs_free waits) */
 	struct view *views;
 	struct wslot *wslots;
 	/* The mutation turn: namespace changes of this mount (entry puts,

@@ -61,14 +61,21 @@ struct view *get_view(struct ckfs *fs, const char *job, enum ckpt_dir dir)
 	return v && v->has_listing ? v : NULL;
 }
 
-/* Lock held: run one refresh of @v (the lock is dropped meanwhile). */
+/*
+ * How long a caller that has a listing waits for a refresh before it goes
+ * on with that listing: a healthy store answers well within it, so callers
+ * see changes within list_ttl; a failing one costs them no more than this.
+ */
+#define REFRESH_PATIENCE 0.5
+
+/* Lock held, v->refreshing set by the caller: run one refresh of @v (the
+ * lock is dropped meanwhile). */
 static int run_refresh(struct ckfs *fs, struct view *v)
 {
 	unsigned stale_gen = v->stale_gen;
 	uint64_t epoch = ++v->started;
 	int rc;
 
-	v->refreshing = 1;
 	rc = view_refresh(fs->st, v, &fs->lock, epoch);
 	v->refreshing = 0;
 	v->done = epoch;
@@ -78,10 +85,71 @@ static int run_refresh(struct ckfs *fs, struct view *v)
 	else
 		v->failed_at = view_now();
 	/* A failure counts as an attempt too: the next one is a list_ttl
-	 * later, so one outage costs each caller at most one deadline. */
+	 * later, so an outage costs one deadline per list_ttl, not one per
+	 * caller. */
 	v->refreshed = v->stale_gen == stale_gen ? view_now() : 0;
 	pthread_cond_broadcast(&fs->view_cond);
 	return rc;
+}
+
+struct refresh_job {
+	struct ckfs *fs;
+	struct view *v;		/* views live until fs_free() */
+};
+
+static void *refresh_main(void *arg)
+{
+	struct refresh_job *j = arg;
+	struct ckfs *fs = j->fs;
+
+	pthread_mutex_lock(&fs->lock);
+	run_refresh(fs, j->v);
+	fs->bg_refreshes--;
+	pthread_cond_broadcast(&fs->view_cond);
+	pthread_mutex_unlock(&fs->lock);
+	free(j);
+	return NULL;
+}
+
+/* Lock held: refresh @v on a thread of its own; inline if none starts. */
+static void start_refresh(struct ckfs *fs, struct view *v)
+{
+	struct refresh_job *j = malloc(sizeof(*j));
+	pthread_attr_t attr;
+	pthread_t t;
+	int ok = 0;
+
+	v->refreshing = 1;
+	if (j && pthread_attr_init(&attr) == 0) {
+		*j = (struct refresh_job){ fs, v };
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		ok = pthread_create(&t, &attr, refresh_main, j) == 0;
+		pthread_attr_destroy(&attr);
+	}
+	if (ok) {
+		fs->bg_refreshes++;
+		return;
+	}
+	free(j);
+	run_refresh(fs, v);
+}
+
+/* Lock held: wait on view_cond until @v finished a refresh after @done0,
+ * or until @patience seconds passed. */
+static void wait_refresh(struct ckfs *fs, struct view *v, uint64_t done0, double patience)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (time_t)patience;
+	until.tv_nsec += (long)((patience - (double)(time_t)patience) * 1e9);
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (v->done == done0)
+		if (pthread_cond_timedwait(&fs->view_cond, &fs->lock, &until) == ETIMEDOUT)
+			break;
 }
 
 int view_ensure_locked(struct ckfs *fs, const char *job, enum ckpt_dir dir, int fresh)
@@ -91,24 +159,35 @@ int view_ensure_locked(struct ckfs *fs, const char *job, enum ckpt_dir dir, int 
 
 	if (!v)
 		return -ENOMEM;
+	if (!fresh && v->has_listing) {
+		/* Stale-while-revalidate: one refresh runs on its own thread;
+		 * callers wait for it a little, then use the last good listing
+		 * (what they would have seen a moment ago). */
+		if (view_now() - v->refreshed < fs->cfg.list_ttl)
+			return 0;
+		if (!v->refreshing)
+			start_refresh(fs, v);
+		wait_refresh(fs, v, v->done, REFRESH_PATIENCE);
+		return 0;
+	}
 	/* A fresh listing is one that began after this call. */
 	target = v->started + 1;
 	for (;;) {
-		double now = view_now();
-
 		if (fresh) {
 			if (v->done >= target)
 				return v->last_err;
 		} else {
-			if (v->has_listing && (v->refreshing || now - v->refreshed < fs->cfg.list_ttl))
-				return 0;	/* current, or the last good one */
-			if (!v->has_listing && !v->refreshing && v->done &&
-			    now - v->failed_at < fs->cfg.list_ttl)
+			if (v->has_listing)
+				return 0;
+			if (!v->refreshing && v->done &&
+			    view_now() - v->failed_at < fs->cfg.list_ttl)
 				return v->last_err;	/* failed just now: no retry yet */
 		}
 		if (!v->refreshing) {
-			int rc = run_refresh(fs, v);
+			int rc;
 
+			v->refreshing = 1;
+			rc = run_refresh(fs, v);
 			if (!fresh)
 				return v->has_listing ? 0 : rc;
 			continue;
