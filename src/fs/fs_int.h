@@ -44,9 +44,10 @@ struct ckpt {
 
 /*
  * The cached listing of one (job, dir), guarded by fs->lock. A refresh
- * does its store I/O without the lock, one thread at a time per view
- * (refreshing); other callers meanwhile use the previous listing, or wait
- * on fs->view_cond when there is none yet.
+ * does its store I/O without the lock, one at a time per view
+ * (refreshing), on a thread of its own when the view has a listing;
+ * callers meanwhile use the previous listing (after waiting for the
+ * refresh a little), or wait on fs->view_cond when there is none yet.
  */
 struct view {
 	char *job;

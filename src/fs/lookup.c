@@ -111,7 +111,8 @@ static void *refresh_main(void *arg)
 	return NULL;
 }
 
-/* Lock held: refresh @v on a thread of its own; inline if none starts. */
+/* Lock held: refresh @v on a thread of its own; inline if none starts (or
+ * before fs_start()). */
 static void start_refresh(struct ckfs *fs, struct view *v)
 {
 	struct refresh_job *j = malloc(sizeof(*j));
@@ -120,7 +121,8 @@ static void start_refresh(struct ckfs *fs, struct view *v)
 	int ok = 0;
 
 	v->refreshing = 1;
-	if (j && pthread_attr_init(&attr) == 0) {
+	/* No threads before fs_start(): the daemon forks after mounting. */
+	if (j && fs->pool && pthread_attr_init(&attr) == 0) {
 		*j = (struct refresh_job){ fs, v };
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		ok = pthread_create(&t, &attr, refresh_main, j) == 0;
