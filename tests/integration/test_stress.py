@@ -258,7 +258,8 @@ class Stress(MountTest):
         self.assertEqual(failures[:20], [])
         self.assertGreater(sum(v[0] for v in counts.values()), 100)
         os.listdir(m.mnt)       # still mounted, still answering
-        m.stop()                # exits 0, no sanitizer report
+        m.stop()                # exits 0, no ASan/UBSan report
+        self.assertNotIn("ThreadSanitizer", m.log())
 
 
 if __name__ == "__main__":
