@@ -40,19 +40,20 @@
 
 /* ---------------------------------------------------------------- jsonl */
 
+static const enum ckpt_dir jsonl_dirs[] = { CKPT_SAMPLER, CKPT_STATE };
+
 /* One JSON object per live checkpoint of this job. Lock held. */
-int jsonl_build(struct ckfs *fs, struct buf *out)
+static int jsonl_build_locked(struct ckfs *fs, struct buf *out)
 {
-	static const enum ckpt_dir dirs[] = { CKPT_SAMPLER, CKPT_STATE };
 	double now = wall_now();
 	size_t d, i;
 	int rc = 0;
 
 	for (d = 0; d < 2 && rc == 0; d++) {
-		struct view *v = get_view(fs, fs->job, dirs[d]);
+		struct view *v = get_view(fs, fs->job, jsonl_dirs[d]);
 
 		if (!v)
-			return -EIO;
+			return lookup_errno(fs, fs->job, jsonl_dirs[d]);
 		for (i = 0; i < v->n && rc == 0; i++) {
 			const struct ckpt *c = v->ckpts[i];
 			cJSON *o;
@@ -93,6 +94,18 @@ int jsonl_build(struct ckfs *fs, struct buf *out)
 			free(s);
 		}
 	}
+	return rc;
+}
+
+int jsonl_build(struct ckfs *fs, struct buf *out)
+{
+	int rc;
+
+	view_ensure(fs, fs->job, jsonl_dirs[0], 0);
+	view_ensure(fs, fs->job, jsonl_dirs[1], 0);
+	pthread_mutex_lock(&fs->lock);
+	rc = jsonl_build_locked(fs, out);
+	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
 
@@ -138,7 +151,7 @@ static void *gc_main(void *arg)
 			struct view *v;
 
 			for (v = fs->views; v; v = v->next)
-				v->refreshed = 0;
+				view_mark_stale(fs, v->job, v->dir);
 		}
 	}
 	pthread_mutex_unlock(&fs->lock);
@@ -194,6 +207,8 @@ int fs_new(struct store *st, const struct fs_config *cfg, struct ckfs **out)
 	fs->st = st;
 	fs->cfg = *cfg;
 	pthread_mutex_init(&fs->lock, NULL);
+	pthread_cond_init(&fs->view_cond, NULL);
+	pthread_cond_init(&fs->ns_cond, NULL);
 	fs->job = strdup(cfg->job);
 	tmp = cfg->spool_dir ? cfg->spool_dir : getenv("TMPDIR");
 	fs->spool_dir = strdup(tmp ? tmp : "/var/tmp");
@@ -256,6 +271,10 @@ void fs_free(struct ckfs *fs)
 
 	if (!fs)
 		return;
+	pthread_mutex_lock(&fs->lock);
+	while (fs->bg_refreshes)	/* they use the views */
+		pthread_cond_wait(&fs->view_cond, &fs->lock);
+	pthread_mutex_unlock(&fs->lock);
 	if (fs->gc_running) {
 		pthread_mutex_lock(&fs->lock);
 		fs->gc_stop = 1;
@@ -263,8 +282,7 @@ void fs_free(struct ckfs *fs)
 		pthread_mutex_unlock(&fs->lock);
 		pthread_join(fs->gc_thread, NULL);
 	}
-	while (fs->wslots)
-		free_wslot(fs, fs->wslots);
+	free_all_wslots(fs);
 	ghost_free_all(fs);
 	ctl_free(fs);
 	pool_free(fs->pool);
@@ -274,6 +292,8 @@ void fs_free(struct ckfs *fs)
 		view_free(v);
 	}
 	pthread_mutex_destroy(&fs->lock);
+	pthread_cond_destroy(&fs->view_cond);
+	pthread_cond_destroy(&fs->ns_cond);
 	free(fs->job);
 	free(fs->spool_dir);
 	free(fs->statfs_path);

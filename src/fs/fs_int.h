@@ -21,12 +21,24 @@ struct ent_slot {
 	struct store_stat st;	/* zeros: re-read at the next refresh */
 };
 
+/*
+ * One checkpoint of a view. Owned by its view and guarded by fs->lock: a
+ * pointer to it is valid only while fs->lock is held without a break (a
+ * refresh may free it whenever the lock is free). Whoever needs its data
+ * after dropping the lock copies it first.
+ */
 struct ckpt {
 	struct ckpt_record rec;
 	struct ckpt_attrs attrs;
 	struct store_stat rec_st, attrs_st;
 	struct ent_slot *ents;
 	size_t n_ents, cap_ents;
+	/* Bumped by every local change (entries, record, attrs): a refresh
+	 * running outside the lock leaves a checkpoint changed during its
+	 * flight as it is, since its listing may predate the change. */
+	unsigned gen;
+	unsigned snap_gen;	/* gen when the running refresh started */
+	uint64_t snap_epoch;	/* that refresh's epoch; 0: not seen by it */
 	int reused;		/* view_refresh() bookkeeping */
 	/*
 	 * Corruption found in the store, turned into EIO rather than hiding
@@ -40,24 +52,43 @@ struct ckpt {
 	int bad_record;
 };
 
-/* The cached listing of one (job, dir). */
+/*
+ * The cached listing of one (job, dir), guarded by fs->lock. A refresh
+ * does its store I/O without the lock, one at a time per view
+ * (refreshing), on a thread of its own when the view has a listing;
+ * callers meanwhile use the previous listing (after waiting for the
+ * refresh a little), or wait on fs->view_cond when there is none yet.
+ */
 struct view {
 	char *job;
 	enum ckpt_dir dir;
 	struct ckpt **ckpts;
 	size_t n, cap;
-	double refreshed;	/* monotonic seconds; 0 = never */
+	double refreshed;	/* monotonic seconds of the last attempt; 0 = stale */
+	int has_listing;	/* a refresh succeeded once */
+	int refreshing;		/* a thread is refreshing it now */
+	uint64_t started, done;	/* epochs of the refreshes begun and ended */
+	int last_err;		/* of the last refresh: 0 or -errno */
+	double failed_at;	/* monotonic seconds of the last failure */
+	unsigned gen;		/* bumped when a checkpoint is removed locally */
+	unsigned stale_gen;	/* bumped when marked stale */
 	struct view *next;
 };
 
-/* A writer and the file it writes. Identity fields are guarded by fs->lock. */
+/*
+ * A writer and the file it writes. Freed when its last reference goes:
+ * every handle holds one, and so does every thread that uses the slot or
+ * its writer after dropping fs->lock (a path truncate, a commit). refs,
+ * the list link and the identity fields are guarded by fs->lock; the
+ * writer has its own lock.
+ */
 struct wslot {
 	struct writer *w;
 	char *job;
 	enum ckpt_dir dir;
 	char *ckpt;
 	char *relpath;
-	int opens;		/* handles referring to it */
+	int refs;		/* handles + transient users */
 	int unlinked;		/* name removed: commits go nowhere */
 	struct wslot *next;
 };
@@ -113,9 +144,21 @@ struct ckfs {
 	int readahead;			/* chunks decoded ahead of sequential reads */
 	struct writer_env wenv;
 
-	pthread_mutex_t lock;	/* views, wslots; never held across data I/O */
+	/* In-memory state only: views, wslots, statuses. Never held across
+	 * store I/O or while waiting for a writer (doc/ARCHITECTURE.md,
+	 * "Locks and ownership"). */
+	pthread_mutex_t lock;
+	pthread_cond_t view_cond;	/* with lock: a view refresh ended */
+	int bg_refreshes;		/* refresh threads running (fs_free waits) */
 	struct view *views;
 	struct wslot *wslots;
+	/* The mutation turn: namespace changes of this mount (entry puts,
+	 * removals, renames, records, attrs) take turns, each holding it
+	 * across its store writes but not fs->lock. */
+	int ns_busy;
+	pthread_cond_t ns_cond;		/* with lock: the turn was released */
+	uint64_t store_fail_seq;	/* bumped when a turn's store write failed */
+	int store_fail_rc;
 	struct hl_status *hl_statuses;
 	struct handle *deploy_open;	/* H_DEPLOY handles, linked by next */
 	int hl_inflight;		/* under lock: hotloads running (control.c) */
@@ -126,7 +169,8 @@ struct ckfs {
 	pthread_cond_t gc_cond;		/* with lock: wakes the gc thread to stop */
 };
 
-/* fs.c internals used by control.c. Lock held for all of them. */
+/* fs.c internals used by control.c. Lock held for all of them;
+ * fs_find_ckpt() refreshes the view first, dropping the lock meanwhile. */
 struct ckpt *fs_find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir dir,
 			  const char *name);
 int fs_ckpt_has_writers(struct ckfs *fs, const char *job, enum ckpt_dir dir,

@@ -33,11 +33,39 @@ int parse_path(struct ckfs *fs, const char *path, struct fpath *p);
 
 /* lookup.c */
 double wall_now(void);
+/*
+ * Bring the view of (job, dir) up to date (list_ttl) before fs->lock is
+ * taken for a lookup: one thread refreshes, without the lock; others use
+ * the last good listing meanwhile, or wait for the refresh when there is
+ * none. @fresh: wait for a listing begun after this call (promotion,
+ * hotload). 0 or the refresh's -errno. view_ensure_locked() is the same
+ * with fs->lock held (dropped while waiting or listing).
+ */
+int view_ensure(struct ckfs *fs, const char *job, enum ckpt_dir dir, int fresh);
+int view_ensure_locked(struct ckfs *fs, const char *job, enum ckpt_dir dir, int fresh);
+/* Lock held: the next view_ensure() refreshes (the listing is kept). */
+void view_mark_stale(struct ckfs *fs, const char *job, enum ckpt_dir dir);
+/* Lock held; no I/O. NULL until a listing of the view succeeded. */
 struct view *get_view(struct ckfs *fs, const char *job, enum ckpt_dir dir);
+/* Lock held; no I/O: in the current listing. */
 struct ckpt *find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir dir,
 			      const char *name);
+/* Lock held; drops it to refresh (see view_ensure_locked()). */
 struct ckpt *find_ckpt_fresh(struct ckfs *fs, const char *job,
 				    enum ckpt_dir dir, const char *name);
+/* Lock held: the errno for a checkpoint find_ckpt() did not find: ENOENT
+ * when the view has a listing, else why it has none (EIO, ETIMEDOUT), so
+ * a store outage never reads as "no such file". */
+int lookup_errno(struct ckfs *fs, const char *job, enum ckpt_dir dir);
+/*
+ * The mutation turn (fs->ns_busy), fs->lock held: ns_begin() waits for it
+ * (dropping the lock) and returns 0, or the store errno of the turn it
+ * waited for when that one failed (an outage costs one deadline, not one
+ * per waiter). ns_end() gives it back; @store_rc: the holder's store
+ * result.
+ */
+int ns_begin(struct ckfs *fs);
+void ns_end(struct ckfs *fs, int store_rc);
 struct ent_slot *find_slot(struct ckpt *c, const char *rel, size_t *idx);
 struct wslot *find_wslot(struct ckfs *fs, const struct fpath *p);
 int ckpt_has_writers(struct ckfs *fs, const char *job, enum ckpt_dir dir,
@@ -61,16 +89,27 @@ void choose_kind(struct ckfs *fs, struct view *v, struct ckpt_record *r);
 int is_lora_file(const char *rel);
 int refuse_write(struct ckfs *fs, const struct fpath *p);
 int refuse_remove(struct ckfs *fs, const struct fpath *p);
+/* Lock NOT held. */
 int create_ckpt(struct ckfs *fs, const struct fpath *p);
+struct ckpt *delta_base_ckpt(struct ckfs *fs, const struct ckpt *c);
 const struct entry *delta_base_entry(struct ckfs *fs, struct ckpt *c, const char *rel);
-void maybe_become_lora(struct ckfs *fs, struct ckpt *c, const char *rel);
+int lora_pending(struct ckfs *fs, struct ckpt *c, const char *rel);
+/* Lock NOT held. */
+void become_lora(struct ckfs *fs, const struct fpath *p);
 
 /* promote.c */
 int promote(struct ckfs *fs, const struct fpath *src, const char *id);
 
 /* handles.c */
-void free_wslot(struct ckfs *fs, struct wslot *s);
+/* Lock held: one more reference to @s. */
+void wslot_ref(struct wslot *s);
+/* Lock NOT held: drop a reference; the last one frees the slot and its
+ * writer (which waits for its encoders, so never under fs->lock). */
+void wslot_unref(struct ckfs *fs, struct wslot *s);
+/* The caller holds a reference to @ws and no lock. */
 int commit_slot(struct ckfs *fs, struct wslot *ws);
+/* fs_free(): every slot, references or not. */
+void free_all_wslots(struct ckfs *fs);
 
 /* xattr.c */
 int promotable(const struct ckpt *c);
@@ -83,6 +122,7 @@ int ghost_unlink(struct ckfs *fs, const char *path);
 void ghost_free_all(struct ckfs *fs);
 
 /* fs.c */
+/* Lock NOT held (it refreshes the job's views first). */
 int jsonl_build(struct ckfs *fs, struct buf *out);
 
 #endif

@@ -24,47 +24,13 @@
 /* ---------------------------------------------------------------- handles */
 
 
-static int new_wslot(struct ckfs *fs, const struct fpath *p, struct ckpt *c,
-		     uint32_t mode, const struct entry *initial, struct wslot **out)
+void wslot_ref(struct wslot *s)
 {
-	struct wslot *s = calloc(1, sizeof(*s));
-	int rc;
-
-	if (!s)
-		return -ENOMEM;
-	maybe_become_lora(fs, c, p->rel);
-	rc = writer_new(&fs->wenv, mode, initial, delta_base_entry(fs, c, p->rel), &s->w);
-	if (rc < 0) {
-		free(s);
-		return rc;
-	}
-	s->job = strdup(p->job);
-	s->ckpt = strdup(p->ckpt);
-	s->relpath = strdup(p->rel);
-	s->dir = p->dir;
-	if (!s->job || !s->ckpt || !s->relpath) {
-		writer_free(s->w);
-		free(s->job);
-		free(s->ckpt);
-		free(s->relpath);
-		free(s);
-		return -ENOMEM;
-	}
-	s->next = fs->wslots;
-	fs->wslots = s;
-	*out = s;
-	return 0;
+	s->refs++;
 }
 
-void free_wslot(struct ckfs *fs, struct wslot *s)
+static void wslot_destroy(struct wslot *s)
 {
-	struct wslot **pp;
-
-	for (pp = &fs->wslots; *pp; pp = &(*pp)->next)
-		if (*pp == s) {
-			*pp = s->next;
-			break;
-		}
 	writer_free(s->w);
 	free(s->job);
 	free(s->ckpt);
@@ -72,13 +38,179 @@ void free_wslot(struct ckfs *fs, struct wslot *s)
 	free(s);
 }
 
+void wslot_unref(struct ckfs *fs, struct wslot *s)
+{
+	struct wslot **pp;
+	int last;
+
+	pthread_mutex_lock(&fs->lock);
+	last = --s->refs == 0;
+	if (last)
+		for (pp = &fs->wslots; *pp; pp = &(*pp)->next)
+			if (*pp == s) {
+				*pp = s->next;
+				break;
+			}
+	pthread_mutex_unlock(&fs->lock);
+	if (last)
+		wslot_destroy(s);
+}
+
+void free_all_wslots(struct ckfs *fs)
+{
+	while (fs->wslots) {
+		struct wslot *s = fs->wslots;
+
+		fs->wslots = s->next;
+		wslot_destroy(s);
+	}
+}
+
+enum {
+	ACQ_CREATE = 1,		/* a missing file is created (empty) */
+	ACQ_EXCL = 2,		/* ... and an existing one is EEXIST */
+	ACQ_EMPTY = 4,		/* a new writer starts empty, not from the entry */
+};
+
+/*
+ * Find or make the writer slot of file @p and take a reference to it.
+ * A new writer is built without fs->lock (it may read the committed
+ * content from the store); if another thread made one for the same file
+ * meanwhile, that one is shared and ours dropped. *made: ours is new (a
+ * new or emptied file then commits at close even with nothing written).
+ * Lock NOT held. 0 or -errno.
+ */
+static int acquire_wslot(struct ckfs *fs, const struct fpath *p, uint32_t new_mode,
+			 int flags, struct wslot **out, int *made)
+{
+	struct entry *initial = NULL, *base = NULL;
+	struct wslot *ws = NULL, *found = NULL;
+	struct writer *w = NULL;
+	int rc = 0, tries = 0, lora = 0, fresh_file = 0;
+	uint32_t mode;
+
+	*made = 0;
+again:
+	mode = new_mode;
+	pthread_mutex_lock(&fs->lock);
+	{
+		struct ckpt *c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+		struct ent_slot *es;
+		const struct entry *be;
+
+		if (!c) {
+			rc = lookup_errno(fs, p->job, p->dir);
+			goto unlock;
+		}
+		found = find_wslot(fs, p);
+		if (found) {
+			if (flags & ACQ_EXCL)
+				rc = -EEXIST;
+			else
+				wslot_ref(found);
+			goto unlock;
+		}
+		es = find_slot(c, p->rel, NULL);
+		if (es && es->e->is_dir) {
+			rc = (flags & ACQ_EXCL) ? -EEXIST : -EISDIR;
+			goto unlock;
+		}
+		if (!es) {
+			if (is_dir_in(fs, c, p))
+				rc = (flags & ACQ_EXCL) ? -EEXIST : -EISDIR;
+			else if (!(flags & ACQ_CREATE) || !parent_is_dir(fs, c, p))
+				rc = -ENOENT;
+			if (rc < 0)
+				goto unlock;
+		} else if (flags & ACQ_EXCL) {
+			rc = -EEXIST;
+			goto unlock;
+		}
+		lora = tries == 0 && lora_pending(fs, c, p->rel);
+		if (lora)
+			goto unlock;
+		fresh_file = !es || (flags & ACQ_EMPTY);
+		if (es) {
+			mode = es->e->mode;
+			if (!(flags & ACQ_EMPTY)) {
+				initial = calloc(1, sizeof(*initial));
+				if (!initial || entry_copy(es->e, initial) < 0)
+					rc = -ENOMEM;
+			}
+		}
+		be = delta_base_entry(fs, c, p->rel);
+		if (rc == 0 && be) {
+			base = calloc(1, sizeof(*base));
+			if (!base || entry_copy(be, base) < 0)
+				rc = -ENOMEM;
+		}
+	}
+unlock:
+	pthread_mutex_unlock(&fs->lock);
+	if (rc < 0 || found)
+		goto out;
+	if (lora) {
+		/* The first file decides: the checkpoint becomes lora (stored
+		 * whole, no base), then look again. */
+		become_lora(fs, p);
+		tries++;
+		goto again;
+	}
+	rc = writer_new(&fs->wenv, mode, initial, base, &w);
+	if (rc < 0)
+		goto out;
+	if (fresh_file)
+		writer_set_mode(w, mode);	/* dirty: commits even if empty */
+	ws = calloc(1, sizeof(*ws));
+	if (!ws) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	ws->w = w;
+	w = NULL;
+	ws->job = strdup(p->job);
+	ws->ckpt = strdup(p->ckpt);
+	ws->relpath = strdup(p->rel);
+	ws->dir = p->dir;
+	ws->refs = 1;
+	if (!ws->job || !ws->ckpt || !ws->relpath) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_lock(&fs->lock);
+	if (!find_ckpt(fs, p->job, p->dir, p->ckpt)) {
+		rc = lookup_errno(fs, p->job, p->dir);
+	} else if ((found = find_wslot(fs, p)) != NULL) {
+		/* Another opener was quicker: share its writer. */
+		if (flags & ACQ_EXCL)
+			rc = -EEXIST;
+		else
+			wslot_ref(found);
+	} else {
+		ws->next = fs->wslots;
+		fs->wslots = ws;
+		found = ws;
+		ws = NULL;
+		*made = 1;
+	}
+	pthread_mutex_unlock(&fs->lock);
+out:
+	if (ws)
+		wslot_destroy(ws);
+	writer_free(w);
+	entry_free(initial);
+	entry_free(base);
+	if (rc == 0)
+		*out = found;
+	return rc;
+}
+
 int fs_create(struct ckfs *fs, const char *path, mode_t mode, int flags, uint64_t *fh)
 {
 	struct fpath p;
-	struct ckpt *c;
-	struct wslot *ws;
+	struct wslot *ws = NULL;
 	struct handle *h;
-	int rc = parse_path(fs, path, &p);
+	int rc = parse_path(fs, path, &p), made;
 
 	if (rc < 0)
 		return rc;
@@ -96,47 +228,26 @@ int fs_create(struct ckfs *fs, const char *path, mode_t mode, int flags, uint64_
 	if (!h)
 		return -ENOMEM;
 	h->magic = FS_HANDLE_MAGIC;
-	pthread_mutex_lock(&fs->lock);
-	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
-	if (!c) {
-		rc = -ENOENT;
-		goto out;
-	}
-	if (!parent_is_dir(fs, c, &p)) {
-		rc = -ENOENT;
-		goto out;
-	}
-	ws = find_wslot(fs, &p);
-	if (ws || find_slot(c, p.rel, NULL) || is_dir_in(fs, c, &p)) {
-		if (flags & O_EXCL) {
-			rc = -EEXIST;
-			goto out;
-		}
-		pthread_mutex_unlock(&fs->lock);
+	rc = acquire_wslot(fs, &p, mode & 07777,
+			   ACQ_CREATE | ((flags & O_TRUNC) ? ACQ_EMPTY : 0) |
+			   ((flags & O_EXCL) ? ACQ_EXCL : 0), &ws, &made);
+	if (rc < 0) {
 		free(h);
-		/* Exists after all (a race with another opener): open it. */
-		{
-			int keep, direct;
-
-			return fs_open(fs, path, flags & ~O_CREAT, fh, &keep, &direct);
-		}
+		return rc;
 	}
-	rc = new_wslot(fs, &p, c, mode & 07777, NULL, &ws);
-	if (rc < 0)
-		goto out;
-	/* A new file exists once closed, even with nothing written. */
-	writer_set_mode(ws->w, mode & 07777);
-	ws->opens = 1;
+	if (!made && (flags & O_TRUNC))
+		rc = writer_truncate(ws->w, 0);	/* shared an open writer */
+	if (rc < 0) {
+		wslot_unref(fs, ws);
+		free(h);
+		return rc;
+	}
 	h->type = H_WRITER;
 	h->ws = ws;
 	h->write_access = 1;
 	h->ino = fpath_ino(&p);
 	*fh = (uint64_t)(uintptr_t)h;
-	h = NULL;
-out:
-	pthread_mutex_unlock(&fs->lock);
-	free(h);
-	return rc;
+	return 0;
 }
 
 int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
@@ -165,9 +276,7 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 			rc = -EACCES;
 			goto fail;
 		}
-		pthread_mutex_lock(&fs->lock);
 		rc = jsonl_build(fs, &h->content);
-		pthread_mutex_unlock(&fs->lock);
 		if (rc < 0)
 			goto fail;
 		h->type = H_CONTENT;
@@ -188,7 +297,7 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 		if (wants_write && (rc = refuse_write(fs, &p)) < 0)
 			goto fail;
 		pthread_mutex_lock(&fs->lock);
-		rc = find_ckpt(fs, p.job, p.dir, p.ckpt) ? 0 : -ENOENT;
+		rc = find_ckpt(fs, p.job, p.dir, p.ckpt) ? 0 : lookup_errno(fs, p.job, p.dir);
 		if (rc == 0)
 			rc = ctl_hotload_status(fs, p.job, p.dir, p.ckpt, &h->content);
 		pthread_mutex_unlock(&fs->lock);
@@ -209,14 +318,29 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 		goto fail;
 	}
 	if (wants_write) {
+		int made;
+
 		rc = refuse_write(fs, &p);
+		if (rc == 0)
+			rc = acquire_wslot(fs, &p, 0, (flags & O_TRUNC) ? ACQ_EMPTY : 0, &ws, &made);
 		if (rc < 0)
 			goto fail;
+		if (!made && (flags & O_TRUNC))
+			rc = writer_truncate(ws->w, 0);
+		if (rc < 0) {
+			wslot_unref(fs, ws);
+			goto fail;
+		}
+		h->type = H_WRITER;
+		h->ws = ws;
+		h->write_access = 1;
+		*fh = (uint64_t)(uintptr_t)h;
+		return 0;
 	}
 	pthread_mutex_lock(&fs->lock);
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
 	if (!c) {
-		rc = -ENOENT;
+		rc = lookup_errno(fs, p.job, p.dir);
 		goto out;
 	}
 	ws = p.own ? find_wslot(fs, &p) : NULL;
@@ -227,23 +351,9 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 	}
 	if (ws) {
 		/* Share the open writer: this mount sees its own writes. */
-		ws->opens++;
+		wslot_ref(ws);
 		h->type = H_WRITER;
 		h->ws = ws;
-		h->write_access = wants_write;
-		if (flags & O_TRUNC)
-			rc = writer_truncate(ws->w, 0);
-	} else if (wants_write) {
-		rc = new_wslot(fs, &p, c, es->e->mode,
-			       (flags & O_TRUNC) ? NULL : es->e, &ws);
-		if (rc == 0) {
-			if (flags & O_TRUNC)
-				writer_set_mode(ws->w, es->e->mode);
-			ws->opens = 1;
-			h->type = H_WRITER;
-			h->ws = ws;
-			h->write_access = 1;
-		}
 	} else {
 		rc = entry_copy(es->e, &h->ent);
 		h->type = H_ENTRY;
@@ -394,14 +504,18 @@ static int check_base_chunks(struct ckfs *fs, const struct entry *e)
 
 /*
  * Commit the file behind @ws: store its chunks, then its entry, then
- * publish it in the view. Lock order: writer, then fs.
+ * publish it in the view. The caller holds a reference to @ws. Lock order:
+ * the writer, then the mutation turn, then fs->lock; the entry put runs in
+ * the turn without fs->lock.
  */
 int commit_slot(struct ckfs *fs, struct wslot *ws)
 {
+	char job[256], ckpt[256], base[256], name[4400];
 	struct entry e;
+	enum ckpt_dir dir;
 	struct ckpt *c;
-	char base[256];
-	int rc, base_gone = 0;
+	int rc, store_rc = 0, delta = 0;
+	double created = 0;
 
 	writer_lock(ws->w);
 	if (!writer_is_dirty(ws->w)) {
@@ -409,56 +523,89 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 		return 0;
 	}
 	rc = writer_prepare_commit(ws->w, &e);
+	pthread_mutex_lock(&fs->lock);
+	/* For the log: a rename may change the slot's name once the lock is
+	 * free. */
+	snprintf(name, sizeof(name), "%s/%s", ws->ckpt, ws->relpath);
+	if (rc == 0) {
+		rc = ns_begin(fs);
+		if (rc < 0)
+			log_error("commit %s: the store failed for the operation before (%s)",
+				  name, strerror(-rc));
+	} else {
+		log_error("commit %s: %s", name, strerror(-rc));
+	}
 	if (rc < 0) {
+		pthread_mutex_unlock(&fs->lock);
 		writer_unlock(ws->w);
+		entry_release(&e);
 		return rc;
 	}
-	pthread_mutex_lock(&fs->lock);
-	if (ws->unlinked) {
-		rc = 0;		/* removed while open: nothing to publish */
-		goto out;
-	}
+	snprintf(name, sizeof(name), "%s/%s", ws->ckpt, ws->relpath);
+	/* The turn keeps the slot's name and unlinked flag still (renames
+	 * and unlinks take it too) until ns_end(). */
+	if (ws->unlinked)
+		goto out;	/* removed while open: nothing to publish */
 	c = find_ckpt(fs, ws->job, ws->dir, ws->ckpt);
 	if (!c) {
-		log_error("commit %s/%s: checkpoint is gone", ws->ckpt, ws->relpath);
-		rc = -ENOENT;
+		rc = lookup_errno(fs, ws->job, ws->dir);
+		log_error("commit %s: checkpoint is gone", name);
 		goto out;
+	}
+	snprintf(job, sizeof(job), "%s", ws->job);
+	snprintf(ckpt, sizeof(ckpt), "%s", ws->ckpt);
+	dir = ws->dir;
+	delta = c->rec.kind == KIND_DELTA && c->rec.base;
+	if (delta) {
+		snprintf(base, sizeof(base), "%s", c->rec.base);
+		created = c->rec.created;
 	}
 	e.path = strdup(ws->relpath);
 	if (!e.path) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = catalog_entry_put(fs->st, ws->job, ws->dir, ws->ckpt, &e);
-	if (rc == 0 && c->rec.kind == KIND_DELTA && c->rec.base) {
-		/* Copied: a refresh below replaces the strings c->rec holds. */
-		snprintf(base, sizeof(base), "%s", c->rec.base);
-		base_gone = !find_ckpt_fresh(fs, ws->job, ws->dir, base);
-		c = find_ckpt(fs, ws->job, ws->dir, ws->ckpt);
-		if (!c) {
-			rc = -ENOENT;
-			log_error("commit %s/%s: checkpoint is gone", ws->ckpt, ws->relpath);
+	pthread_mutex_unlock(&fs->lock);
+
+	rc = store_rc = catalog_entry_put(fs->st, job, dir, ckpt, &e);
+	if (rc == 0 && delta) {
+		int gone;
+
+		/* From a listing made now: did the base go away while this
+		 * delta was written? (A failed listing proves nothing.) */
+		pthread_mutex_lock(&fs->lock);
+		if (view_ensure_locked(fs, job, dir, 1) == 0) {
+			struct ckpt *b = find_ckpt(fs, job, dir, base);
+
+			/* (A checkpoint of that name made later is not it.) */
+			gone = !b || b->rec.kind != KIND_BASE || b->rec.created > created;
+		} else {
+			gone = 0;
 		}
-	}
-	if (rc == 0 && base_gone) {
-		/* The base checkpoint went away while this delta was written:
-		 * nothing but our new entry names its chunks now, and a gc
-		 * pass in between could have taken them. Check, now that the
-		 * entry protects them, rather than commit a file that cannot
-		 * be read. */
-		rc = check_base_chunks(fs, &e);
-		if (rc < 0) {
+		pthread_mutex_unlock(&fs->lock);
+		/* Then nothing but our new entry names its chunks now, and a
+		 * gc pass in between could have taken them. Check, now that
+		 * the entry protects them, rather than commit a file that
+		 * cannot be read. */
+		if (gone && check_base_chunks(fs, &e) < 0) {
+			rc = -EIO;
 			log_error("commit %s/%s: the base checkpoint %s and its data were "
 				  "deleted while this file was written (EIO)",
-				  ws->ckpt, ws->relpath, base);
-			catalog_entry_remove(fs->st, ws->job, ws->dir, ws->ckpt, ws->relpath);
+				  ckpt, e.path, base);
+			catalog_entry_remove(fs->st, job, dir, ckpt, e.path);
 		}
+	}
+	pthread_mutex_lock(&fs->lock);
+	c = rc == 0 ? find_ckpt(fs, job, dir, ckpt) : NULL;
+	if (rc == 0 && !c) {
+		rc = lookup_errno(fs, job, dir);
+		log_error("commit %s/%s: checkpoint is gone", ckpt, e.path);
 	}
 	if (rc == 0) {
 		struct entry *pub = calloc(1, sizeof(*pub));
 		size_t idx;
 
-		if (find_slot(c, ws->relpath, &idx))
+		if (find_slot(c, e.path, &idx))
 			ckpt_remove_slot(c, idx);
 		if (pub) {
 			*pub = e;
@@ -468,10 +615,11 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 		writer_mark_clean(ws->w);
 	}
 out:
+	ns_end(fs, store_rc);
 	pthread_mutex_unlock(&fs->lock);
 	writer_unlock(ws->w);
 	if (rc < 0)
-		log_error("commit %s/%s: %s", ws->ckpt, ws->relpath, strerror(-rc));
+		log_error("commit %s: %s", name, strerror(-rc));
 	entry_release(&e);
 	return rc;
 }
@@ -500,17 +648,12 @@ void fs_release(struct ckfs *fs, uint64_t fh)
 
 	if (h->type == H_WRITER) {
 		struct wslot *ws = h->ws;
-		int last;
 
-		/* Writes through a shared mmap can arrive after the last flush. */
-		if (h->write_access && writer_is_dirty(ws->w) && commit_slot(fs, ws) < 0)
-			log_error("release %s/%s: data written after close was not stored",
-				  ws->ckpt, ws->relpath);
-		pthread_mutex_lock(&fs->lock);
-		last = --ws->opens == 0;
-		if (last)
-			free_wslot(fs, ws);
-		pthread_mutex_unlock(&fs->lock);
+		/* Writes through a shared mmap can arrive after the last flush
+		 * (commit_slot() logs why it failed). */
+		if (h->write_access && writer_is_dirty(ws->w))
+			commit_slot(fs, ws);
+		wslot_unref(fs, ws);
 	}
 	if (h->type == H_DEPLOY)
 		ctl_deploy_release(fs, h);
@@ -571,10 +714,8 @@ int fs_fgetattr(struct ckfs *fs, uint64_t fh, struct stat *st)
 int fs_truncate(struct ckfs *fs, const char *path, uint64_t fh, uint64_t size)
 {
 	struct fpath p;
-	struct ckpt *c;
 	struct wslot *ws;
-	struct ent_slot *es;
-	int rc;
+	int rc, made;
 
 	if (fh) {
 		struct handle *h = to_handle(fh);
@@ -601,32 +742,15 @@ int fs_truncate(struct ckfs *fs, const char *path, uint64_t fh, uint64_t size)
 	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&fs->lock);
-	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
-	ws = c ? find_wslot(fs, &p) : NULL;
-	if (ws) {
-		pthread_mutex_unlock(&fs->lock);
-		return writer_truncate(ws->w, size);
-	}
-	es = c ? find_slot(c, p.rel, NULL) : NULL;
-	if (!es || es->e->is_dir) {
-		rc = es ? -EISDIR : -ENOENT;
-		pthread_mutex_unlock(&fs->lock);
-		return rc;
-	}
-	/* Not open: rewrite through a temporary writer and commit at once. */
-	rc = new_wslot(fs, &p, c, es->e->mode, size ? es->e : NULL, &ws);
-	if (rc == 0)
-		ws->opens = 1;
-	pthread_mutex_unlock(&fs->lock);
+	/* Not open: rewrite through a temporary writer and commit at once;
+	 * open: truncate the writer its handles share (they commit). The
+	 * reference keeps the slot alive whoever else opens or closes it. */
+	rc = acquire_wslot(fs, &p, 0, size ? 0 : ACQ_EMPTY, &ws, &made);
 	if (rc < 0)
 		return rc;
 	rc = writer_truncate(ws->w, size);
-	if (rc == 0)
+	if (rc == 0 && made)
 		rc = commit_slot(fs, ws);
-	pthread_mutex_lock(&fs->lock);
-	free_wslot(fs, ws);
-	pthread_mutex_unlock(&fs->lock);
+	wslot_unref(fs, ws);
 	return rc;
 }
-

@@ -31,27 +31,200 @@ double wall_now(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-struct view *get_view(struct ckfs *fs, const char *job, enum ckpt_dir dir)
+/* Lock held. The view of (job, dir), created empty if new; no I/O. */
+static struct view *view_of(struct ckfs *fs, const char *job, enum ckpt_dir dir)
 {
 	struct view *v;
-	int rc;
 
 	for (v = fs->views; v; v = v->next)
 		if (v->dir == dir && !strcmp(v->job, job))
-			break;
-	if (!v) {
-		v = calloc(1, sizeof(*v));
-		if (!v)
-			return NULL;
-		v->job = strdup(job);
-		v->dir = dir;
-		v->next = fs->views;
-		fs->views = v;
-	}
-	rc = view_refresh(fs->st, v, fs->cfg.list_ttl);
-	if (rc < 0 && !v->refreshed)
+			return v;
+	v = calloc(1, sizeof(*v));
+	if (!v)
 		return NULL;
+	v->job = strdup(job);
+	if (!v->job) {
+		free(v);
+		return NULL;
+	}
+	v->dir = dir;
+	v->next = fs->views;
+	fs->views = v;
 	return v;
+}
+
+/* Lock held; no I/O. NULL until a refresh of the view succeeded once. */
+struct view *get_view(struct ckfs *fs, const char *job, enum ckpt_dir dir)
+{
+	struct view *v = view_of(fs, job, dir);
+
+	return v && v->has_listing ? v : NULL;
+}
+
+/*
+ * How long a caller that has a listing waits for a refresh before it goes
+ * on with that listing: a healthy store answers well within it, so callers
+ * see changes within list_ttl; a failing one costs them no more than this.
+ */
+#define REFRESH_PATIENCE 0.5
+
+/* Lock held, v->refreshing set by the caller: run one refresh of @v (the
+ * lock is dropped meanwhile). */
+static int run_refresh(struct ckfs *fs, struct view *v)
+{
+	unsigned stale_gen = v->stale_gen;
+	uint64_t epoch = ++v->started;
+	int rc;
+
+	rc = view_refresh(fs->st, v, &fs->lock, epoch);
+	v->refreshing = 0;
+	v->done = epoch;
+	v->last_err = rc;
+	if (rc == 0)
+		v->has_listing = 1;
+	else
+		v->failed_at = view_now();
+	/* A failure counts as an attempt too: the next one is a list_ttl
+	 * later, so an outage costs one deadline per list_ttl, not one per
+	 * caller. */
+	v->refreshed = v->stale_gen == stale_gen ? view_now() : 0;
+	pthread_cond_broadcast(&fs->view_cond);
+	return rc;
+}
+
+struct refresh_job {
+	struct ckfs *fs;
+	struct view *v;		/* views live until fs_free() */
+};
+
+static void *refresh_main(void *arg)
+{
+	struct refresh_job *j = arg;
+	struct ckfs *fs = j->fs;
+
+	pthread_mutex_lock(&fs->lock);
+	run_refresh(fs, j->v);
+	fs->bg_refreshes--;
+	pthread_cond_broadcast(&fs->view_cond);
+	pthread_mutex_unlock(&fs->lock);
+	free(j);
+	return NULL;
+}
+
+/* Lock held: refresh @v on a thread of its own; inline if none starts (or
+ * before fs_start()). */
+static void start_refresh(struct ckfs *fs, struct view *v)
+{
+	struct refresh_job *j = malloc(sizeof(*j));
+	pthread_attr_t attr;
+	pthread_t t;
+	int ok = 0;
+
+	v->refreshing = 1;
+	/* No threads before fs_start(): the daemon forks after mounting. */
+	if (j && fs->pool && pthread_attr_init(&attr) == 0) {
+		*j = (struct refresh_job){ fs, v };
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		ok = pthread_create(&t, &attr, refresh_main, j) == 0;
+		pthread_attr_destroy(&attr);
+	}
+	if (ok) {
+		fs->bg_refreshes++;
+		return;
+	}
+	free(j);
+	run_refresh(fs, v);
+}
+
+/* Lock held: wait on view_cond until @v finished a refresh after @done0,
+ * or until @patience seconds passed. */
+static void wait_refresh(struct ckfs *fs, struct view *v, uint64_t done0, double patience)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (time_t)patience;
+	until.tv_nsec += (long)((patience - (double)(time_t)patience) * 1e9);
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (v->done == done0)
+		if (pthread_cond_timedwait(&fs->view_cond, &fs->lock, &until) == ETIMEDOUT)
+			break;
+}
+
+int view_ensure_locked(struct ckfs *fs, const char *job, enum ckpt_dir dir, int fresh)
+{
+	struct view *v = view_of(fs, job, dir);
+	uint64_t target;
+
+	if (!v)
+		return -ENOMEM;
+	if (!fresh && v->has_listing) {
+		/* Stale-while-revalidate: one refresh runs on its own thread;
+		 * callers wait for it a little, then use the last good listing
+		 * (what they would have seen a moment ago). */
+		if (view_now() - v->refreshed < fs->cfg.list_ttl)
+			return 0;
+		if (!v->refreshing)
+			start_refresh(fs, v);
+		wait_refresh(fs, v, v->done, REFRESH_PATIENCE);
+		return 0;
+	}
+	/* A fresh listing is one that began after this call. */
+	target = v->started + 1;
+	for (;;) {
+		if (fresh) {
+			if (v->done >= target)
+				return v->last_err;
+		} else {
+			if (v->has_listing)
+				return 0;
+			if (!v->refreshing && v->done &&
+			    view_now() - v->failed_at < fs->cfg.list_ttl)
+				return v->last_err;	/* failed just now: no retry yet */
+		}
+		if (!v->refreshing) {
+			int rc;
+
+			v->refreshing = 1;
+			rc = run_refresh(fs, v);
+			if (!fresh)
+				return v->has_listing ? 0 : rc;
+			continue;
+		}
+		pthread_cond_wait(&fs->view_cond, &fs->lock);
+	}
+}
+
+int view_ensure(struct ckfs *fs, const char *job, enum ckpt_dir dir, int fresh)
+{
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	rc = view_ensure_locked(fs, job, dir, fresh);
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+void view_mark_stale(struct ckfs *fs, const char *job, enum ckpt_dir dir)
+{
+	struct view *v = view_of(fs, job, dir);
+
+	if (v) {
+		v->refreshed = 0;
+		v->stale_gen++;
+	}
+}
+
+int lookup_errno(struct ckfs *fs, const char *job, enum ckpt_dir dir)
+{
+	struct view *v = view_of(fs, job, dir);
+
+	if (v && v->has_listing)
+		return -ENOENT;
+	return v && v->last_err ? v->last_err : -EIO;
 }
 
 /* "<name>-<session>": the snapshot name resolves as an alias (not listed). */
@@ -71,7 +244,8 @@ static struct ckpt *find_snapshot(struct view *v, const char *alias)
 	return NULL;
 }
 
-/* A live (not expired) checkpoint by name or snapshot alias. Lock held. */
+/* A live (not expired) checkpoint by name or snapshot alias, in the
+ * current listing. Lock held; no I/O. */
 struct ckpt *find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir dir,
 			      const char *name)
 {
@@ -86,16 +260,12 @@ struct ckpt *find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir dir,
 }
 
 /* Like find_ckpt(), but from a listing made now: promotion and hotload act
- * on the store's current state, whatever --list-ttl allows elsewhere. */
+ * on the store's current state, whatever --list-ttl allows elsewhere.
+ * Drops fs->lock while the store is read: pointers found before are stale. */
 struct ckpt *find_ckpt_fresh(struct ckfs *fs, const char *job,
 				    enum ckpt_dir dir, const char *name)
 {
-	struct view *v = get_view(fs, job, dir);
-
-	if (v && v->refreshed && view_now() - v->refreshed > 0.05) {
-		v->refreshed = 0;
-		view_refresh(fs->st, v, 0);
-	}
+	view_ensure_locked(fs, job, dir, 1);
 	return find_ckpt(fs, job, dir, name);
 }
 
@@ -103,6 +273,35 @@ struct ckpt *fs_find_ckpt(struct ckfs *fs, const char *job, enum ckpt_dir dir,
 			  const char *name)
 {
 	return find_ckpt_fresh(fs, job, dir, name);
+}
+
+/* ---------------------------------------------------------------- turn */
+
+int ns_begin(struct ckfs *fs)
+{
+	uint64_t seen = fs->store_fail_seq;
+	int waited = 0;
+
+	while (fs->ns_busy) {
+		waited = 1;
+		pthread_cond_wait(&fs->ns_cond, &fs->lock);
+	}
+	/* The turn we waited for failed on the store: an outage. Fail now
+	 * rather than spend another deadline on it. */
+	if (waited && fs->store_fail_seq != seen)
+		return fs->store_fail_rc;
+	fs->ns_busy = 1;
+	return 0;
+}
+
+void ns_end(struct ckfs *fs, int store_rc)
+{
+	if (store_rc == -ETIMEDOUT || store_rc == -EIO) {
+		fs->store_fail_seq++;
+		fs->store_fail_rc = store_rc;
+	}
+	fs->ns_busy = 0;
+	pthread_cond_broadcast(&fs->ns_cond);
 }
 
 struct ent_slot *find_slot(struct ckpt *c, const char *rel, size_t *idx)

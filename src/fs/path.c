@@ -209,9 +209,14 @@ int parse_path(struct ckfs *fs, const char *path, struct fpath *p)
 {
 	int rc = parse_path_raw(fs, path, p);
 
+	/* Every operation on a checkpoint starts here: bring its listing up
+	 * to date now, before any caller takes fs->lock for its lookups. */
+	if (rc == 0 && (p->type == P_KINDDIR || p->type == P_PINNED))
+		view_ensure(fs, p->job, p->dir, 0);
 	if (rc == 0 && (p->type == P_CKPT || p->type == P_INNER || p->type == P_HOTLOAD)) {
 		struct ckpt *c;
 
+		view_ensure(fs, p->job, p->dir, 0);
 		pthread_mutex_lock(&fs->lock);
 		c = find_ckpt(fs, p->job, p->dir, p->ckpt);
 		if (c && strcmp(c->rec.name, p->ckpt))

@@ -117,18 +117,19 @@ int refuse_remove(struct ckfs *fs, const struct fpath *p)
 	return p->dir == CKPT_MODEL ? 0 : refuse_write(fs, p);
 }
 
+/*
+ * mkdir of a checkpoint. Lock NOT held: the record is created in the
+ * mutation turn without fs->lock, then added to the view here (no refresh
+ * needed to see it).
+ */
 int create_ckpt(struct ckfs *fs, const struct fpath *p)
 {
 	struct ckpt_record r = { 0 };
-	struct view *v = get_view(fs, p->job, p->dir);
+	struct ckpt_attrs a = { .ttl = fs->cfg.default_ttl > 0 ? fs->cfg.default_ttl : 0 };
+	struct view *v;
 	struct ckpt *c;
-	int rc;
+	int rc, store_rc = 0, expired_old, created = 0;
 
-	if (!v)
-		return -EIO;
-	c = view_find_any(v, p->ckpt);
-	if (c && !ckpt_is_expired(c, wall_now()))
-		return -EEXIST;
 	{
 		char *enc = name_key_encode(p->ckpt);
 		size_t elen = enc ? strlen(enc) : 0;
@@ -141,8 +142,25 @@ int create_ckpt(struct ckfs *fs, const struct fpath *p)
 			return -ENAMETOOLONG;
 		}
 	}
-	if (c)	/* an expired name may be reused: drop the old record first */
-		catalog_ckpt_remove(fs->st, p->job, p->dir, p->ckpt);
+	pthread_mutex_lock(&fs->lock);
+	rc = ns_begin(fs);
+	if (rc < 0) {
+		pthread_mutex_unlock(&fs->lock);
+		log_error("mkdir %s: the store failed for the operation before (%s)",
+			  p->ckpt, strerror(-rc));
+		return rc;
+	}
+	v = get_view(fs, p->job, p->dir);
+	if (!v) {
+		rc = lookup_errno(fs, p->job, p->dir);
+		goto out;
+	}
+	c = view_find_any(v, p->ckpt);
+	if (c && !ckpt_is_expired(c, wall_now())) {
+		rc = -EEXIST;
+		goto out;
+	}
+	expired_old = c != NULL;
 	r.job = (char *)p->job;
 	r.name = (char *)p->ckpt;
 	r.dir = p->dir;
@@ -152,59 +170,119 @@ int create_ckpt(struct ckfs *fs, const struct fpath *p)
 		r.kind = KIND_STATE;
 	else
 		choose_kind(fs, v, &r);
-	rc = catalog_record_create(fs->st, &r);
-	if (rc == 0 && fs->cfg.default_ttl > 0) {
-		struct ckpt_attrs a = { .ttl = fs->cfg.default_ttl };
+	pthread_mutex_unlock(&fs->lock);
 
-		rc = catalog_attrs_put(fs->st, p->job, p->dir, p->ckpt, &a);
+	if (expired_old)	/* an expired name may be reused: drop the old record first */
+		catalog_ckpt_remove(fs->st, p->job, p->dir, p->ckpt);
+	rc = store_rc = catalog_record_create(fs->st, &r);
+	created = rc == 0;
+	if (rc == 0 && a.ttl > 0)
+		rc = store_rc = catalog_attrs_put(fs->st, p->job, p->dir, p->ckpt, &a);
+
+	pthread_mutex_lock(&fs->lock);
+	v = get_view(fs, p->job, p->dir);
+	if (created && v) {
+		struct ckpt *nc = calloc(1, sizeof(*nc));
+
+		if ((c = view_find_any(v, p->ckpt)) != NULL)
+			view_remove(v, c);	/* the expired one */
+		if (nc && ckpt_record_copy(&r, &nc->rec) == 0 && view_add(v, nc) == 0) {
+			if (rc == 0)
+				nc->attrs = a;
+		} else {
+			if (nc)
+				ckpt_free(nc);
+			view_mark_stale(fs, p->job, p->dir);
+		}
+	} else if (rc == -EEXIST) {
+		view_mark_stale(fs, p->job, p->dir);
 	}
+out:
+	ns_end(fs, store_rc == -EEXIST ? 0 : store_rc);
+	pthread_mutex_unlock(&fs->lock);
 	free(r.base);
-	if (rc == -EEXIST)
+	if (rc == -EEXIST && store_rc == -EEXIST) {
 		log_info("mkdir %s: another mount created it first", p->ckpt);
-	v->refreshed = 0;	/* pick up the record (ours or the winner's) */
+		view_ensure(fs, p->job, p->dir, 1);	/* pick up the winner's record */
+	}
 	return rc;
 }
 
-/* Base file for a delta writer: same relative path in the base. Lock held. */
+/*
+ * The base checkpoint of delta @c, or NULL if it is gone. By name, but a
+ * checkpoint of that name made after @c (the base was removed and the name
+ * reused, maybe for a delta) is not it: XORing against that one stored
+ * chunks no reader could decode. Lock held.
+ */
+struct ckpt *delta_base_ckpt(struct ckfs *fs, const struct ckpt *c)
+{
+	struct ckpt *b;
+
+	if (c->rec.kind != KIND_DELTA || !c->rec.base)
+		return NULL;
+	b = find_ckpt(fs, c->rec.job, c->rec.dir, c->rec.base);
+	if (!b || b->rec.kind != KIND_BASE || b->rec.created > c->rec.created)
+		return NULL;
+	return b;
+}
+
+/* Base file for a delta writer: same relative path in the base. Lock held;
+ * the result is valid until the lock is dropped. */
 const struct entry *delta_base_entry(struct ckfs *fs, struct ckpt *c,
 					    const char *rel)
 {
 	struct ckpt *b;
 	struct ent_slot *es;
 
-	char job[256], base[256];
-	enum ckpt_dir dir = c->rec.dir;
-
-	if (c->rec.kind != KIND_DELTA || !c->rec.base)
-		return NULL;
-	/* Copied: a refresh in find_ckpt() replaces the strings c->rec holds. */
-	snprintf(job, sizeof(job), "%s", c->rec.job);
-	snprintf(base, sizeof(base), "%s", c->rec.base);
-	b = find_ckpt(fs, job, dir, base);
+	b = delta_base_ckpt(fs, c);
 	if (!b)
 		return NULL;
 	es = find_slot(b, rel, NULL);
 	return (es && !es->e->is_dir) ? es->e : NULL;
 }
 
-/* A LoRA adapter file in a checkpoint that holds nothing yet makes it a
- * LoRA checkpoint (stored whole, always promotable). Lock held. */
-void maybe_become_lora(struct ckfs *fs, struct ckpt *c, const char *rel)
+/* Would file @rel make @c a LoRA checkpoint? A LoRA adapter file in a
+ * sampler checkpoint that holds nothing yet does. Lock held. */
+int lora_pending(struct ckfs *fs, struct ckpt *c, const char *rel)
 {
-	struct ckpt_record r;
+	return c->rec.dir == CKPT_SAMPLER && c->rec.kind != KIND_LORA && is_lora_file(rel) &&
+	       !c->n_ents && !ckpt_has_writers(fs, c->rec.job, c->rec.dir, c->rec.name);
+}
 
-	if (c->rec.dir != CKPT_SAMPLER || c->rec.kind == KIND_LORA || !is_lora_file(rel))
+/* Make the checkpoint of @p a LoRA checkpoint (stored whole, always
+ * promotable) if lora_pending() still holds. Lock NOT held; the record
+ * is replaced in the mutation turn. */
+void become_lora(struct ckfs *fs, const struct fpath *p)
+{
+	struct ckpt_record r = { 0 };
+	struct ckpt *c;
+	int rc, store_rc = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	if (ns_begin(fs) < 0) {
+		pthread_mutex_unlock(&fs->lock);
 		return;
-	if (c->n_ents || ckpt_has_writers(fs, c->rec.job, c->rec.dir, c->rec.name))
-		return;
-	r = c->rec;
-	r.kind = KIND_LORA;
+	}
+	c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+	if (!c || !lora_pending(fs, c, p->rel) || ckpt_record_copy(&c->rec, &r) < 0)
+		goto out;
+	pthread_mutex_unlock(&fs->lock);
+	free(r.base);
 	r.base = NULL;
-	if (catalog_record_replace(fs->st, &r) == 0) {
+	r.kind = KIND_LORA;
+	rc = store_rc = catalog_record_replace(fs->st, &r);
+	pthread_mutex_lock(&fs->lock);
+	c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+	if (rc == 0 && c) {
 		free(c->rec.base);
 		c->rec.base = NULL;
 		c->rec.kind = KIND_LORA;
 		memset(&c->rec_st, 0, sizeof(c->rec_st));
+		c->gen++;
 		log_info("checkpoint %s: adapter files, stored whole as lora", c->rec.name);
 	}
+out:
+	ns_end(fs, store_rc);
+	pthread_mutex_unlock(&fs->lock);
+	ckpt_record_release(&r);
 }

@@ -280,15 +280,16 @@ static int promote_once(struct ckfs *fs, const struct fpath *src, const char *id
 			  "a-z, 0-9 and '-' (EINVAL)", src->ckpt, id);
 		return -EINVAL;
 	}
+	/* From listings made now, without fs->lock. */
+	view_ensure(fs, src->job, src->dir, 1);
+	view_ensure(fs, "", CKPT_MODEL, 1);
 	pthread_mutex_lock(&fs->lock);
-	c = find_ckpt_fresh(fs, src->job, src->dir, src->ckpt);
-	mv = get_view(fs, "", CKPT_MODEL);
-	if (mv)
-		mv->refreshed = 0;
+	c = find_ckpt(fs, src->job, src->dir, src->ckpt);
 	mv = get_view(fs, "", CKPT_MODEL);
 	if (!c) {
-		log_error("promote %s -> models/%s: no such checkpoint (ENOENT)", src->ckpt, id);
-		rc = -ENOENT;
+		rc = lookup_errno(fs, src->job, src->dir);
+		log_error("promote %s -> models/%s: no such checkpoint (%s)", src->ckpt, id,
+			  rc == -ENOENT ? "ENOENT" : strerror(-rc));
 	} else if (c->bad_key) {
 		log_error("promote %s -> models/%s: store object %s is corrupt (EIO)",
 			  src->ckpt, id, c->bad_key);
@@ -308,7 +309,7 @@ static int promote_once(struct ckfs *fs, const struct fpath *src, const char *id
 			  src->ckpt, id);
 		rc = -EINVAL;
 	} else if (!mv) {
-		rc = -EIO;
+		rc = lookup_errno(fs, "", CKPT_MODEL);
 	} else if (view_find_any(mv, id)) {
 		log_error("promote %s -> models/%s: the model exists (EEXIST)", src->ckpt, id);
 		rc = -EEXIST;
@@ -440,11 +441,8 @@ out:
 	for (i = 0; i < mat.n; i++)
 		buf_release(&mat.frames[i]);
 	codec_ctx_free(mat.ctx);
-	pthread_mutex_lock(&fs->lock);
-	mv = get_view(fs, "", CKPT_MODEL);
-	if (mv)
-		mv->refreshed = 0;
-	pthread_mutex_unlock(&fs->lock);
+	/* The model (or what a failed attempt left) is listed from now on. */
+	view_ensure(fs, "", CKPT_MODEL, 1);
 	for (i = 0; i < n; i++)
 		entry_release(&ents[i]);
 	for (i = 0; i < n_orig; i++)

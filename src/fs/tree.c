@@ -155,9 +155,7 @@ static int getattr_path(struct ckfs *fs, const struct fpath *pp, struct stat *st
 	case P_JSONL: {
 		struct buf b = BUF_INIT;
 
-		pthread_mutex_lock(&fs->lock);
 		rc = jsonl_build(fs, &b);
-		pthread_mutex_unlock(&fs->lock);
 		fill_file(st, 0444, b.len, (int64_t)now * 1000000000);
 		buf_release(&b);
 		return rc;
@@ -179,7 +177,7 @@ static int getattr_path(struct ckfs *fs, const struct fpath *pp, struct stat *st
 	pthread_mutex_lock(&fs->lock);
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
 	if (!c) {
-		rc = -ENOENT;
+		rc = lookup_errno(fs, p.job, p.dir);
 		goto out;
 	}
 	if (p.type == P_CKPT) {
@@ -328,6 +326,16 @@ int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
 
 	if (rc < 0)
 		return rc;
+	/* Store listings of their own: not under fs->lock. */
+	if (p.type == P_DEPLOYMENTS || p.type == P_JOBS) {
+		if (p.type == P_DEPLOYMENTS) {
+			rc = ctl_deploy_readdir(fs, deploy_cb, &ns);
+		} else {
+			names_add(&ns, fs->job, strlen(fs->job));
+			rc = catalog_list_jobs(fs->st, job_cb, &ns);
+		}
+		goto fill;
+	}
 	pthread_mutex_lock(&fs->lock);
 	switch (p.type) {
 	case P_ROOT:
@@ -336,13 +344,6 @@ int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
 				"deployments", "jobs", "checkpoints.jsonl" };
 			names_add(&ns, top[i], strlen(top[i]));
 		}
-		break;
-	case P_DEPLOYMENTS:
-		rc = ctl_deploy_readdir(fs, deploy_cb, &ns);
-		break;
-	case P_JOBS:
-		names_add(&ns, fs->job, strlen(fs->job));
-		rc = catalog_list_jobs(fs->st, job_cb, &ns);
 		break;
 	case P_JOB:
 		names_add(&ns, "sampler", 7);
@@ -354,7 +355,7 @@ int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
 		double now = wall_now();
 
 		if (!v) {
-			rc = -EIO;
+			rc = lookup_errno(fs, p.job, p.dir);
 			break;
 		}
 		for (i = 0; i < v->n; i++)
@@ -366,7 +367,7 @@ int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
 	case P_INNER:
 		c = find_ckpt(fs, p.job, p.dir, p.ckpt);
 		if (!c) {
-			rc = -ENOENT;
+			rc = lookup_errno(fs, p.job, p.dir);
 			break;
 		}
 		if (p.type == P_INNER) {
@@ -392,6 +393,7 @@ int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg)
 		rc = -ENOTDIR;
 	}
 	pthread_mutex_unlock(&fs->lock);
+fill:
 	if (rc == 0) {
 		fill(arg, ".", NULL);
 		fill(arg, "..", NULL);
@@ -416,11 +418,22 @@ static int rewrite_ckpt_attrs(struct ckfs *fs, const struct fpath *p,
 			      void (*fn)(struct ckpt_attrs *a, const void *arg), const void *arg);
 static void set_ckpt_mode(struct ckpt_attrs *a, const void *arg);
 
+/* Lock held: take the mutation turn, or log why not. */
+static int turn_begin(struct ckfs *fs, const char *op, const char *path)
+{
+	int rc = ns_begin(fs);
+
+	if (rc < 0)
+		log_error("%s %s: the store failed for the operation before (%s)", op, path,
+			  strerror(-rc));
+	return rc;
+}
+
 int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode)
 {
 	struct fpath p;
 	struct ckpt *c;
-	int rc = parse_path(fs, path, &p);
+	int rc = parse_path(fs, path, &p), store_rc = 0;
 
 	if (rc < 0)
 		return rc;
@@ -429,19 +442,27 @@ int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode)
 	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&fs->lock);
 	if (p.type == P_CKPT) {
 		uint32_t m = mode & 07777;
 
 		rc = create_ckpt(fs, &p);
 		/* `mkdir -m`: a mode other than the default is kept. */
-		if (rc == 0 && m != 0755)
+		if (rc == 0 && m != 0755) {
+			pthread_mutex_lock(&fs->lock);
 			rc = rewrite_ckpt_attrs(fs, &p, set_ckpt_mode, &m);
-		goto out;
+			pthread_mutex_unlock(&fs->lock);
+		}
+		return rc;
+	}
+	pthread_mutex_lock(&fs->lock);
+	rc = turn_begin(fs, "mkdir", path);
+	if (rc < 0) {
+		pthread_mutex_unlock(&fs->lock);
+		return rc;
 	}
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
 	if (!c) {
-		rc = -ENOENT;
+		rc = lookup_errno(fs, p.job, p.dir);
 	} else if (find_slot(c, p.rel, NULL) || find_wslot(fs, &p) || is_dir_in(fs, c, &p)) {
 		rc = -EEXIST;
 	} else if (!parent_is_dir(fs, c, &p)) {
@@ -453,14 +474,17 @@ int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode)
 
 		clock_gettime(CLOCK_REALTIME, &ts);
 		e.mtime_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-		rc = catalog_entry_put(fs->st, p.job, p.dir, p.ckpt, &e);
-		if (rc == 0 && copy && entry_copy(&e, copy) == 0) {
+		pthread_mutex_unlock(&fs->lock);
+		rc = store_rc = catalog_entry_put(fs->st, p.job, p.dir, p.ckpt, &e);
+		pthread_mutex_lock(&fs->lock);
+		c = find_ckpt(fs, p.job, p.dir, p.ckpt);
+		if (rc == 0 && c && copy && entry_copy(&e, copy) == 0) {
 			ckpt_add_slot(c, copy, NULL);
 			copy = NULL;
 		}
 		free(copy);
 	}
-out:
+	ns_end(fs, store_rc);
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
@@ -470,7 +494,7 @@ int fs_rmdir(struct ckfs *fs, const char *path)
 	struct fpath p;
 	struct ckpt *c;
 	size_t idx, i;
-	int rc = parse_path(fs, path, &p);
+	int rc = parse_path(fs, path, &p), store_rc = 0;
 
 	if (rc < 0)
 		return rc;
@@ -480,20 +504,29 @@ int fs_rmdir(struct ckfs *fs, const char *path)
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&fs->lock);
+	rc = turn_begin(fs, "rmdir", path);
+	if (rc < 0) {
+		pthread_mutex_unlock(&fs->lock);
+		return rc;
+	}
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
 	if (!c) {
-		rc = -ENOENT;
+		rc = lookup_errno(fs, p.job, p.dir);
 		goto out;
 	}
 	if (p.type == P_CKPT) {
-		struct view *v = get_view(fs, p.job, p.dir);
+		struct view *v;
 
 		if (c->n_ents || ckpt_has_writers(fs, p.job, p.dir, p.ckpt)) {
 			rc = -ENOTEMPTY;
 			goto out;
 		}
-		rc = catalog_ckpt_remove(fs->st, p.job, p.dir, p.ckpt);
-		if (rc == 0 && v)
+		pthread_mutex_unlock(&fs->lock);
+		rc = store_rc = catalog_ckpt_remove(fs->st, p.job, p.dir, p.ckpt);
+		pthread_mutex_lock(&fs->lock);
+		v = get_view(fs, p.job, p.dir);
+		c = v ? view_find_any(v, p.ckpt) : NULL;
+		if (rc == 0 && c)
 			view_remove(v, c);
 		if (rc == 0 && p.dir == CKPT_MODEL)
 			log_info("unpromoted models/%s", p.ckpt);
@@ -518,10 +551,14 @@ int fs_rmdir(struct ckfs *fs, const char *path)
 				goto out;
 			}
 	}
-	rc = catalog_entry_remove(fs->st, p.job, p.dir, p.ckpt, p.rel);
-	if (rc == 0)
+	pthread_mutex_unlock(&fs->lock);
+	rc = store_rc = catalog_entry_remove(fs->st, p.job, p.dir, p.ckpt, p.rel);
+	pthread_mutex_lock(&fs->lock);
+	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
+	if (rc == 0 && c && find_slot(c, p.rel, &idx))
 		ckpt_remove_slot(c, idx);
 out:
+	ns_end(fs, store_rc);
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
@@ -532,7 +569,7 @@ int fs_unlink(struct ckfs *fs, const char *path)
 	struct ckpt *c;
 	struct wslot *ws;
 	size_t idx;
-	int rc;
+	int rc, store_rc = 0;
 
 	if (ghost_is_hidden(path) && ghost_unlink(fs, path) == 0)
 		return 0;
@@ -547,19 +584,30 @@ int fs_unlink(struct ckfs *fs, const char *path)
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&fs->lock);
+	rc = turn_begin(fs, "unlink", path);
+	if (rc < 0) {
+		pthread_mutex_unlock(&fs->lock);
+		return rc;
+	}
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
 	if (!c) {
-		rc = -ENOENT;
+		rc = lookup_errno(fs, p.job, p.dir);
+		ws = NULL;
 		goto out;
 	}
 	ws = find_wslot(fs, &p);
+	if (ws)
+		wslot_ref(ws);	/* its handles may close while the store works */
 	if (find_slot(c, p.rel, &idx)) {
 		if (c->ents[idx].e->is_dir) {
 			rc = -EISDIR;
 			goto out;
 		}
-		rc = catalog_entry_remove(fs->st, p.job, p.dir, p.ckpt, p.rel);
-		if (rc == 0)
+		pthread_mutex_unlock(&fs->lock);
+		rc = store_rc = catalog_entry_remove(fs->st, p.job, p.dir, p.ckpt, p.rel);
+		pthread_mutex_lock(&fs->lock);
+		c = find_ckpt(fs, p.job, p.dir, p.ckpt);
+		if (rc == 0 && c && find_slot(c, p.rel, &idx))
 			ckpt_remove_slot(c, idx);
 	} else if (!ws) {
 		rc = is_dir_in(fs, c, &p) ? -EISDIR : -ENOENT;
@@ -567,56 +615,85 @@ int fs_unlink(struct ckfs *fs, const char *path)
 	if (rc == 0 && ws)
 		ws->unlinked = 1;	/* open handles keep working, nothing commits */
 out:
+	ns_end(fs, store_rc);
 	pthread_mutex_unlock(&fs->lock);
+	if (ws)
+		wslot_unref(fs, ws);
 	return rc;
 }
 
 
 /* ---------------------------------------------------------------- rename */
 
-/* Move one committed entry to a new relative path. Lock held. */
-static int move_entry(struct ckfs *fs, const struct fpath *p, struct ckpt *c,
-		      size_t idx, const char *newrel)
-{
-	struct entry *moved = calloc(1, sizeof(*moved));
+/* One committed entry a rename moves: a copy under its new path. */
+struct move {
 	char *oldrel;
-	size_t j;
-	int rc;
+	struct entry *moved;
+};
 
-	if (!moved || entry_copy(c->ents[idx].e, moved) < 0) {
-		free(moved);
+static void moves_free(struct move *mv, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(mv[i].oldrel);
+		entry_free(mv[i].moved);
+	}
+	free(mv);
+}
+
+/* Lock held: copies of every committed entry at or under @from, renamed
+ * to @to. 0 or -errno. */
+static int collect_moves(struct ckpt *c, const char *from, const char *to,
+			 struct move **out, size_t *n_out)
+{
+	size_t alen = strlen(from), i, n = 0;
+	struct move *mv = calloc(c->n_ents ? c->n_ents : 1, sizeof(*mv));
+
+	if (!mv)
 		return -ENOMEM;
-	}
-	free(moved->path);
-	moved->path = strdup(newrel);
-	oldrel = strdup(c->ents[idx].e->path);
-	if (!moved->path || !oldrel) {
-		entry_free(moved);
-		free(oldrel);
-		return -ENOMEM;
-	}
-	/* New name first, old name second: a crash in between leaves the file
-	 * under both names, never under none. */
-	rc = catalog_entry_put(fs->st, p->job, p->dir, p->ckpt, moved);
-	if (rc == 0)
-		rc = catalog_entry_remove(fs->st, p->job, p->dir, p->ckpt, oldrel);
-	if (rc < 0) {
-		entry_free(moved);
-		free(oldrel);
-		return rc;
-	}
-	for (j = 0; j < c->n_ents; j++) {
-		if (!strcmp(c->ents[j].e->path, newrel)) {
-			ckpt_remove_slot(c, j);
-			if (idx == c->n_ents)
-				idx = j;	/* the moved slot took j's place */
-			break;
+	for (i = 0; i < c->n_ents; i++) {
+		const char *path = c->ents[i].e->path;
+		char newrel[4096];
+		struct move *m;
+
+		if (strcmp(path, from) && !is_under(path, from))
+			continue;
+		if (snprintf(newrel, sizeof(newrel), "%s%s", to, path + alen) >=
+		    (int)sizeof(newrel)) {
+			moves_free(mv, n);
+			return -ENAMETOOLONG;
+		}
+		m = &mv[n++];
+		m->oldrel = strdup(path);
+		m->moved = calloc(1, sizeof(*m->moved));
+		if (!m->oldrel || !m->moved || entry_copy(c->ents[i].e, m->moved) < 0) {
+			moves_free(mv, n);
+			return -ENOMEM;
+		}
+		free(m->moved->path);
+		m->moved->path = strdup(newrel);
+		if (!m->moved->path) {
+			moves_free(mv, n);
+			return -ENOMEM;
 		}
 	}
-	ckpt_remove_slot(c, idx);
-	ckpt_add_slot(c, moved, NULL);
-	free(oldrel);
+	*out = mv;
+	*n_out = n;
 	return 0;
+}
+
+/* Lock held: publish a stored move in the view. */
+static void apply_move(struct ckpt *c, struct move *m)
+{
+	size_t idx;
+
+	if (find_slot(c, m->moved->path, &idx))
+		ckpt_remove_slot(c, idx);
+	if (find_slot(c, m->oldrel, &idx))
+		ckpt_remove_slot(c, idx);
+	if (ckpt_add_slot(c, m->moved, NULL) == 0)
+		m->moved = NULL;
 }
 
 int fs_rename(struct ckfs *fs, const char *from, const char *to, unsigned flags)
@@ -624,8 +701,9 @@ int fs_rename(struct ckfs *fs, const char *from, const char *to, unsigned flags)
 	struct fpath a, b;
 	struct ckpt *c;
 	struct wslot *ws, *s;
-	size_t idx, i, alen;
-	int rc, is_dir, to_exists;
+	struct move *mv = NULL;
+	size_t idx, i, alen, n_mv = 0, done = 0;
+	int rc, is_dir, to_exists, store_rc = 0;
 
 	if (ghost_is_hidden(to) && !flags)
 		return ghost_hide(fs, from, to);	/* an unlink of an open file */
@@ -643,13 +721,19 @@ int fs_rename(struct ckfs *fs, const char *from, const char *to, unsigned flags)
 			rc = promote(fs, &a, b.ckpt);
 		if (rc == 0) {
 			pthread_mutex_lock(&fs->lock);
-			rc = catalog_ckpt_remove(fs->st, a.job, a.dir, a.ckpt);
+			rc = turn_begin(fs, "rename", from);
 			if (rc == 0) {
-				struct view *v = get_view(fs, a.job, a.dir);
-				struct ckpt *c0 = v ? view_find_any(v, a.ckpt) : NULL;
+				struct view *v;
+				struct ckpt *c0;
 
-				if (c0)
+				pthread_mutex_unlock(&fs->lock);
+				rc = store_rc = catalog_ckpt_remove(fs->st, a.job, a.dir, a.ckpt);
+				pthread_mutex_lock(&fs->lock);
+				v = get_view(fs, a.job, a.dir);
+				c0 = v ? view_find_any(v, a.ckpt) : NULL;
+				if (rc == 0 && c0)
 					view_remove(v, c0);
+				ns_end(fs, store_rc);
 			}
 			pthread_mutex_unlock(&fs->lock);
 		}
@@ -671,9 +755,14 @@ int fs_rename(struct ckfs *fs, const char *from, const char *to, unsigned flags)
 	if (is_under(b.rel, a.rel))
 		return -EINVAL;
 	pthread_mutex_lock(&fs->lock);
+	rc = turn_begin(fs, "rename", from);
+	if (rc < 0) {
+		pthread_mutex_unlock(&fs->lock);
+		return rc;
+	}
 	c = find_ckpt(fs, a.job, a.dir, a.ckpt);
 	if (!c) {
-		rc = -ENOENT;
+		rc = lookup_errno(fs, a.job, a.dir);
 		goto out;
 	}
 	if (!parent_is_dir(fs, c, &b)) {
@@ -711,30 +800,33 @@ int fs_rename(struct ckfs *fs, const char *from, const char *to, unsigned flags)
 					goto out;
 				}
 		}
-		if (find_wslot(fs, &b))
-			find_wslot(fs, &b)->unlinked = 1;
 	}
-	/* Every committed entry at or under a.rel, then open writers. */
-	alen = strlen(a.rel);
-	for (i = 0; i < c->n_ents;) {
-		const char *path = c->ents[i].e->path;
-		char newrel[sizeof(b.rel)];
-
-		if (strcmp(path, a.rel) && !is_under(path, a.rel)) {
-			i++;
-			continue;
-		}
-		if (snprintf(newrel, sizeof(newrel), "%s%s", b.rel, path + alen) >=
-		    (int)sizeof(newrel)) {
-			rc = -ENAMETOOLONG;
-			goto out;
-		}
-		rc = move_entry(fs, &a, c, i, newrel);
+	/* Every committed entry at or under a.rel: stored under the new name
+	 * first, the old name removed second, so a crash in between leaves
+	 * a file under both names, never under none. */
+	rc = collect_moves(c, a.rel, b.rel, &mv, &n_mv);
+	if (rc < 0)
+		goto out;
+	pthread_mutex_unlock(&fs->lock);
+	for (done = 0; done < n_mv; done++) {
+		rc = catalog_entry_put(fs->st, a.job, a.dir, a.ckpt, mv[done].moved);
+		if (rc == 0)
+			rc = catalog_entry_remove(fs->st, a.job, a.dir, a.ckpt, mv[done].oldrel);
 		if (rc < 0)
-			goto out;
-		i = 0;	/* slots were reordered */
-		/* Termination: moved entries no longer match a.rel. */
+			break;
 	}
+	store_rc = rc;
+	pthread_mutex_lock(&fs->lock);
+	c = find_ckpt(fs, a.job, a.dir, a.ckpt);
+	for (i = 0; c && i < done; i++)
+		apply_move(c, &mv[i]);
+	if (rc < 0)
+		goto out;
+	/* Then open writers: a replaced one commits nowhere; the moved ones
+	 * commit under their new names. */
+	if ((s = find_wslot(fs, &b)) != NULL)
+		s->unlinked = 1;
+	alen = strlen(a.rel);
 	for (s = fs->wslots; s; s = s->next) {
 		char newrel[sizeof(b.rel)], *dup;
 
@@ -753,31 +845,45 @@ int fs_rename(struct ckfs *fs, const char *from, const char *to, unsigned flags)
 		s->relpath = dup;
 	}
 out:
+	ns_end(fs, store_rc);
 	pthread_mutex_unlock(&fs->lock);
+	moves_free(mv, n_mv);
 	return rc;
 }
 
 
 /* ---------------------------------------------------------------- metadata */
 
-/* Apply @fn to the committed entry at @p (not open for writing). Lock held. */
+/*
+ * Apply @fn to the committed entry at @p (not open for writing), in the
+ * mutation turn, storing it without fs->lock. Lock held on entry and exit.
+ */
 static int rewrite_entry(struct ckfs *fs, const struct fpath *p,
 			 void (*fn)(struct entry *e, const void *arg), const void *arg)
 {
-	struct ckpt *c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+	struct ckpt *c;
 	struct ent_slot *es;
 	struct entry *copy;
 	size_t idx;
-	int rc;
+	int rc = turn_begin(fs, "setattr", p->rel), store_rc = 0;
 
-	if (!c)
-		return -ENOENT;
+	if (rc < 0)
+		return rc;
+	c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+	if (!c) {
+		rc = lookup_errno(fs, p->job, p->dir);
+		goto out;
+	}
 	es = find_slot(c, p->rel, &idx);
-	if (!es && !is_dir_in(fs, c, p))
-		return -ENOENT;
+	if (!es && !is_dir_in(fs, c, p)) {
+		rc = -ENOENT;
+		goto out;
+	}
 	copy = calloc(1, sizeof(*copy));
-	if (!copy)
-		return -ENOMEM;
+	if (!copy) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	if (es) {
 		rc = entry_copy(es->e, copy);
 	} else {
@@ -790,39 +896,60 @@ static int rewrite_entry(struct ckfs *fs, const struct fpath *p,
 		rc = copy->path ? 0 : -ENOMEM;
 	}
 	if (rc < 0) {
-		free(copy);
-		return -ENOMEM;
+		entry_free(copy);
+		rc = -ENOMEM;
+		goto out;
 	}
 	fn(copy, arg);
-	rc = catalog_entry_put(fs->st, p->job, p->dir, p->ckpt, copy);
-	if (rc < 0) {
+	pthread_mutex_unlock(&fs->lock);
+	rc = store_rc = catalog_entry_put(fs->st, p->job, p->dir, p->ckpt, copy);
+	pthread_mutex_lock(&fs->lock);
+	c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+	if (rc < 0 || !c) {
 		entry_free(copy);
-		return rc;
+		goto out;
 	}
-	if (es)
+	if (find_slot(c, p->rel, &idx))
 		ckpt_remove_slot(c, idx);
-	ckpt_add_slot(c, copy, NULL);
-	return 0;
+	if (ckpt_add_slot(c, copy, NULL) < 0)
+		entry_free(copy);
+out:
+	ns_end(fs, store_rc);
+	return rc;
 }
 
-/* Apply @fn to the attributes of the checkpoint @p (its directory's mode
- * and mtime live there). Lock held. */
+/*
+ * Apply @fn to the attributes of the checkpoint @p (its directory's mode
+ * and mtime live there), in the mutation turn, storing them without
+ * fs->lock. Lock held on entry and exit.
+ */
 static int rewrite_ckpt_attrs(struct ckfs *fs, const struct fpath *p,
 			      void (*fn)(struct ckpt_attrs *a, const void *arg), const void *arg)
 {
-	struct ckpt *c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+	struct ckpt *c;
 	struct ckpt_attrs a;
-	int rc;
+	int rc = turn_begin(fs, "setattr", p->ckpt), store_rc = 0;
 
-	if (!c)
-		return -ENOENT;
+	if (rc < 0)
+		return rc;
+	c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+	if (!c) {
+		rc = lookup_errno(fs, p->job, p->dir);
+		goto out;
+	}
 	a = c->attrs;
 	fn(&a, arg);
-	rc = catalog_attrs_put(fs->st, p->job, p->dir, p->ckpt, &a);
-	if (rc == 0) {
+	pthread_mutex_unlock(&fs->lock);
+	rc = store_rc = catalog_attrs_put(fs->st, p->job, p->dir, p->ckpt, &a);
+	pthread_mutex_lock(&fs->lock);
+	c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+	if (rc == 0 && c) {
 		c->attrs = a;
 		memset(&c->attrs_st, 0, sizeof(c->attrs_st));	/* re-read at refresh */
+		c->gen++;
 	}
+out:
+	ns_end(fs, store_rc);
 	return rc;
 }
 
@@ -878,12 +1005,16 @@ int fs_utimens(struct ckfs *fs, const char *path, const struct timespec tv[2])
 	pthread_mutex_lock(&fs->lock);
 	ws = p.type == P_INNER ? find_wslot(fs, &p) : NULL;
 	if (ws)
-		writer_set_mtime(ws->w, ns);
+		wslot_ref(ws);	/* the writer's lock is never taken under fs->lock */
 	else if (p.type == P_CKPT)
 		rc = rewrite_ckpt_attrs(fs, &p, set_ckpt_mtime, &ns);
 	else
 		rc = rewrite_entry(fs, &p, set_mtime, &ns);
 	pthread_mutex_unlock(&fs->lock);
+	if (ws) {
+		writer_set_mtime(ws->w, ns);
+		wslot_unref(fs, ws);
+	}
 	return rc;
 }
 
@@ -907,12 +1038,16 @@ int fs_chmod(struct ckfs *fs, const char *path, mode_t mode)
 	pthread_mutex_lock(&fs->lock);
 	ws = p.type == P_INNER ? find_wslot(fs, &p) : NULL;
 	if (ws)
-		writer_set_mode(ws->w, m);
+		wslot_ref(ws);	/* the writer's lock is never taken under fs->lock */
 	else if (p.type == P_CKPT)
 		rc = rewrite_ckpt_attrs(fs, &p, set_ckpt_mode, &m);
 	else
 		rc = rewrite_entry(fs, &p, set_mode, &m);
 	pthread_mutex_unlock(&fs->lock);
+	if (ws) {
+		writer_set_mode(ws->w, m);
+		wslot_unref(fs, ws);
+	}
 	return rc;
 }
 

@@ -16,6 +16,9 @@
 #include "util/log.h"
 
 #define MAX_SPANS 256
+/* size, mtime_ns, mode and dirty are read without the lock (getattr under
+ * fs->lock, which never waits for a writer): stored atomically. */
+#define SET(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELAXED)
 
 struct writer {
 	pthread_mutex_t lock;
@@ -40,7 +43,12 @@ struct writer {
 	int inflight;
 	int err;			/* sticky background error */
 	int dirty;
-	int committing;		/* writes wait: commit snapshots a stable file */
+	/* A write, truncate or commit is running. Each may wait with the lock
+	 * released (for pool room, for encoders); the others wait for it to
+	 * end rather than change the buffers, the mode or the size under it
+	 * (an append that detached a buffer a truncate had already spooled
+	 * stored a chunk ref that was never filled). */
+	int busy;
 };
 
 struct encode_task {
@@ -109,7 +117,10 @@ static int encode_chunk(struct writer *w, size_t index, const uint8_t *data,
 
 		if (blen > w->base->chunk_size)
 			blen = w->base->chunk_size;
-		if (blen == len)
+		/* A base chunk that is itself a delta cannot be one: a
+		 * reader decodes one level only. Stored whole then. */
+		if (blen == len && !(w->base->chunks[index].key[0] &&
+				     w->base->chunks[index].base_key[0]))
 			bref = &w->base->chunks[index];
 	}
 	if (bref) {
@@ -180,6 +191,20 @@ static void wait_idle(struct writer *w)
 {
 	while (w->inflight > 0)
 		pthread_cond_wait(&w->cond, &w->lock);
+}
+
+/* Lock held: wait for the running write, truncate or commit, then run. */
+static void begin_busy(struct writer *w)
+{
+	while (w->busy)
+		pthread_cond_wait(&w->cond, &w->lock);
+	w->busy = 1;
+}
+
+static void end_busy(struct writer *w)
+{
+	w->busy = 0;
+	pthread_cond_broadcast(&w->cond);
 }
 
 static int open_spool(struct writer *w)
@@ -320,8 +345,6 @@ static int stream_append(struct writer *w, const char *buf, size_t size)
 	while (size > 0) {
 		size_t n;
 
-		while (w->committing)	/* the commit snapshots a stable file */
-			pthread_cond_wait(&w->cond, &w->lock);
 		if (!w->cur) {
 			w->cur = malloc(cs);
 			if (!w->cur)
@@ -332,7 +355,7 @@ static int stream_append(struct writer *w, const char *buf, size_t size)
 			n = size;
 		memcpy(w->cur + w->cur_len, buf, n);
 		w->cur_len += n;
-		w->size += n;
+		SET(w->size, w->size + n);
 		buf += n;
 		size -= n;
 		if (w->cur_len == cs) {
@@ -360,13 +383,12 @@ long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
 	int rc;
 
 	pthread_mutex_lock(&w->lock);
-	while (w->committing)
-		pthread_cond_wait(&w->cond, &w->lock);
+	begin_busy(w);
 	rc = w->err;
 	if (rc < 0)
 		goto out;
-	w->dirty = 1;
-	w->mtime_ns = now_ns();
+	SET(w->dirty, 1);
+	SET(w->mtime_ns, now_ns());
 	if (w->spool_fd < 0 && off == w->size) {
 		rc = stream_append(w, buf, size);
 	} else {
@@ -374,11 +396,12 @@ long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
 		if (rc == 0)
 			rc = io_pwrite_all(w->spool_fd, buf, size, off);
 		if (rc == 0 && off + size > w->size)
-			w->size = off + size;
+			SET(w->size, off + size);
 	}
 	if (rc < 0 && !w->err)
 		w->err = rc;
 out:
+	end_busy(w);
 	pthread_mutex_unlock(&w->lock);
 	return rc < 0 ? rc : (long)size;
 }
@@ -389,6 +412,10 @@ long writer_read(struct writer *w, char *buf, size_t size, uint64_t off)
 	long rc = 0;
 
 	pthread_mutex_lock(&w->lock);
+	/* First: waiting releases the lock, and a truncate meanwhile can
+	 * change the size and the mode (a read planned before it looped on
+	 * an empty tail buffer forever). */
+	wait_idle(w);
 	if (off >= w->size)
 		goto out;
 	if (off + size > w->size)
@@ -397,7 +424,6 @@ long writer_read(struct writer *w, char *buf, size_t size, uint64_t off)
 		rc = io_pread_full(w->spool_fd, buf, size, off);
 		goto out;
 	}
-	wait_idle(w);
 	if (w->err) {
 		rc = w->err;
 		goto out;
@@ -432,14 +458,13 @@ int writer_truncate(struct writer *w, uint64_t size)
 	int rc = 0;
 
 	pthread_mutex_lock(&w->lock);
-	while (w->committing)
-		pthread_cond_wait(&w->cond, &w->lock);
+	begin_busy(w);
 	if (w->err) {
 		rc = w->err;
 		goto out;
 	}
-	w->dirty = 1;
-	w->mtime_ns = now_ns();
+	SET(w->dirty, 1);
+	SET(w->mtime_ns, now_ns());
 	if (size == 0) {
 		/* Back to an empty streaming file: the cheap, common case. */
 		wait_idle(w);
@@ -450,7 +475,7 @@ int writer_truncate(struct writer *w, uint64_t size)
 		w->cur = NULL;
 		w->cur_len = 0;
 		w->n_full = 0;
-		w->size = 0;
+		SET(w->size, 0);
 		w->layout_state = 0;
 		st_layout_release(&w->layout);
 		goto out;
@@ -461,10 +486,11 @@ int writer_truncate(struct writer *w, uint64_t size)
 	if (rc == 0 && ftruncate(w->spool_fd, (off_t)size) < 0)
 		rc = -errno;
 	if (rc == 0)
-		w->size = size;
+		SET(w->size, size);
 out:
 	if (rc < 0 && !w->err)
 		w->err = rc;
+	end_busy(w);
 	pthread_mutex_unlock(&w->lock);
 	return rc;
 }
@@ -472,16 +498,16 @@ out:
 void writer_set_mtime(struct writer *w, int64_t mtime_ns)
 {
 	pthread_mutex_lock(&w->lock);
-	w->mtime_ns = mtime_ns;
-	w->dirty = 1;
+	SET(w->mtime_ns, mtime_ns);
+	SET(w->dirty, 1);
 	pthread_mutex_unlock(&w->lock);
 }
 
 void writer_set_mode(struct writer *w, uint32_t mode)
 {
 	pthread_mutex_lock(&w->lock);
-	w->mode = mode;
-	w->dirty = 1;
+	SET(w->mode, mode);
+	SET(w->dirty, 1);
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -544,7 +570,7 @@ static int commit_spool(struct writer *w, size_t n_chunks)
 /*
  * Waiting for the pool releases the writer lock, so a concurrent write
  * could change the file between the chunks we wait for and the size we
- * record: writers are held off (committing) until the entry is built.
+ * record: writers are held off (busy) until the entry is built.
  */
 static int prepare_commit(struct writer *w, struct entry *e);
 
@@ -552,12 +578,9 @@ int writer_prepare_commit(struct writer *w, struct entry *e)
 {
 	int rc;
 
-	while (w->committing)	/* one commit at a time */
-		pthread_cond_wait(&w->cond, &w->lock);
-	w->committing = 1;
+	begin_busy(w);
 	rc = prepare_commit(w, e);
-	w->committing = 0;
-	pthread_cond_broadcast(&w->cond);
+	end_busy(w);
 	return rc;
 }
 
@@ -610,5 +633,5 @@ static int prepare_commit(struct writer *w, struct entry *e)
 
 void writer_mark_clean(struct writer *w)
 {
-	w->dirty = 0;
+	SET(w->dirty, 0);
 }

@@ -117,7 +117,8 @@ int fs_getxattr(struct ckfs *fs, const char *path, const char *name, char *value
 		return -ENODATA;
 	pthread_mutex_lock(&fs->lock);
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
-	n = c ? xattr_value(fs, c, name + strlen(XATTR_PREFIX), tmp, sizeof(tmp)) : -ENOENT;
+	n = c ? xattr_value(fs, c, name + strlen(XATTR_PREFIX), tmp, sizeof(tmp))
+	      : lookup_errno(fs, p.job, p.dir);
 	pthread_mutex_unlock(&fs->lock);
 	if (n < 0)
 		return n;
@@ -150,9 +151,11 @@ int fs_listxattr(struct ckfs *fs, const char *path, char *list, size_t size)
 		buf_printf(&b, "%s%s", XATTR_PREFIX, xattr_names[i]);
 		buf_append(&b, "", 1);
 	}
+	if (!c)
+		rc = lookup_errno(fs, p.job, p.dir);
 	pthread_mutex_unlock(&fs->lock);
 	if (!c)
-		rc = -ENOENT;
+		;
 	else if (size == 0)
 		rc = (int)b.len;
 	else if (b.len > size)
@@ -165,48 +168,40 @@ int fs_listxattr(struct ckfs *fs, const char *path, char *list, size_t size)
 	return rc;
 }
 
-/* Set the kind of an empty checkpoint. Lock held. */
-static int set_kind(struct ckfs *fs, struct ckpt *c, const char *val)
+/* The record that setting kind @val on the empty checkpoint @c stores, in
+ * @r (a copy the caller releases). Lock held. */
+static int prepare_kind(struct ckfs *fs, struct ckpt *c, const char *val,
+			struct ckpt_record *r)
 {
-	struct ckpt_record r;
-	struct view *v;
 	enum ckpt_kind k;
-	int rc;
 
 	if (ckpt_kind_parse(val, &k) < 0 || k == KIND_STATE)
 		return -EINVAL;
 	if (c->rec.dir == CKPT_STATE)
 		return -EINVAL;
 	if (c->rec.kind == k && k != KIND_DELTA)
-		return 0;
+		return 1;	/* nothing to do */
 	if (c->n_ents || ckpt_has_writers(fs, c->rec.job, c->rec.dir, c->rec.name)) {
 		log_error("setxattr kind on %s: checkpoint already holds files", c->rec.name);
 		return -EBUSY;
 	}
-	r = c->rec;
-	r.base = NULL;
-	r.kind = k;
+	if (ckpt_record_copy(&c->rec, r) < 0)
+		return -ENOMEM;
+	free(r->base);
+	r->base = NULL;
+	r->kind = k;
 	if (k == KIND_DELTA) {
-		struct ckpt *b;
+		struct view *v = get_view(fs, c->rec.job, c->rec.dir);
+		struct ckpt *b = v ? latest_of_kind(v, KIND_BASE) : NULL;
 
-		/* No refresh here: r holds c's strings, which a refresh replaces. */
-		for (v = fs->views; v; v = v->next)
-			if (v->dir == c->rec.dir && !strcmp(v->job, c->rec.job))
-				break;
-		b = v ? latest_of_kind(v, KIND_BASE) : NULL;
 		if (!b || b == c) {
 			log_error("setxattr kind=delta on %s: the job has no base", c->rec.name);
 			return -EINVAL;
 		}
-		r.base = b->rec.name;
+		r->base = strdup(b->rec.name);
+		if (!r->base)
+			return -ENOMEM;
 	}
-	rc = catalog_record_replace(fs->st, &r);
-	if (rc < 0)
-		return rc;
-	free(c->rec.base);
-	c->rec.kind = k;
-	c->rec.base = r.base ? strdup(r.base) : NULL;
-	memset(&c->rec_st, 0, sizeof(c->rec_st));
 	return 0;
 }
 
@@ -229,13 +224,49 @@ static int parse_ttl(const char *value, size_t size, int64_t *out)
 	return 0;
 }
 
+/*
+ * Store a new record (@r) or attrs (@a) of checkpoint @p in the mutation
+ * turn, without fs->lock, and apply it to the view. Lock held on entry
+ * and exit (dropped meanwhile); the caller holds the turn.
+ */
+static int store_ckpt_meta(struct ckfs *fs, const struct fpath *p,
+			   struct ckpt_record *r, const struct ckpt_attrs *a, int *store_rc)
+{
+	struct ckpt *c;
+	int rc;
+
+	pthread_mutex_unlock(&fs->lock);
+	if (r)
+		rc = catalog_record_replace(fs->st, r);
+	else
+		rc = catalog_attrs_put(fs->st, p->job, p->dir, p->ckpt, a);
+	*store_rc = rc;
+	pthread_mutex_lock(&fs->lock);
+	c = find_ckpt(fs, p->job, p->dir, p->ckpt);
+	if (rc < 0 || !c)
+		return rc;
+	if (r) {
+		free(c->rec.base);
+		c->rec.base = r->base;
+		r->base = NULL;
+		c->rec.kind = r->kind;
+		memset(&c->rec_st, 0, sizeof(c->rec_st));
+	} else {
+		c->attrs = *a;
+		memset(&c->attrs_st, 0, sizeof(c->attrs_st));
+	}
+	c->gen++;
+	return 0;
+}
+
 int fs_setxattr(struct ckfs *fs, const char *path, const char *name,
 		const char *value, size_t size, int flags)
 {
+	struct ckpt_record r = { 0 };
 	struct fpath p;
 	struct ckpt *c;
 	const char *key;
-	int rc = parse_path(fs, path, &p);
+	int rc = parse_path(fs, path, &p), store_rc = 0;
 
 	(void)flags;
 	if (rc < 0)
@@ -248,10 +279,25 @@ int fs_setxattr(struct ckfs *fs, const char *path, const char *name,
 	if (rc < 0)
 		return rc;
 	key = name + strlen(XATTR_PREFIX);
+	if (strcmp(key, "kind") && strcmp(key, "ttl")) {
+		int known = 0;
+		size_t i;
+
+		for (i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]); i++)
+			known |= !strcmp(key, xattr_names[i]);
+		return known ? -EPERM : -ENOTSUP;
+	}
 	pthread_mutex_lock(&fs->lock);
+	rc = ns_begin(fs);
+	if (rc < 0) {
+		pthread_mutex_unlock(&fs->lock);
+		log_error("setxattr %s on %s: the store failed for the operation before (%s)",
+			  name, p.ckpt, strerror(-rc));
+		return rc;
+	}
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
 	if (!c) {
-		rc = -ENOENT;
+		rc = lookup_errno(fs, p.job, p.dir);
 	} else if (!strcmp(key, "kind")) {
 		char val[16];
 
@@ -262,27 +308,22 @@ int fs_setxattr(struct ckfs *fs, const char *path, const char *name,
 			val[size] = '\0';
 			if (val[size - 1] == '\n')
 				val[size - 1] = '\0';
-			rc = set_kind(fs, c, val);
+			rc = prepare_kind(fs, c, val, &r);
+			if (rc == 0)
+				rc = store_ckpt_meta(fs, &p, &r, NULL, &store_rc);
+			else if (rc == 1)
+				rc = 0;
 		}
-	} else if (!strcmp(key, "ttl")) {
+	} else {
 		struct ckpt_attrs a = c->attrs;
 
 		rc = parse_ttl(value, size, &a.ttl);
 		if (rc == 0)
-			rc = catalog_attrs_put(fs->st, p.job, p.dir, p.ckpt, &a);
-		if (rc == 0) {
-			c->attrs = a;
-			memset(&c->attrs_st, 0, sizeof(c->attrs_st));
-		}
-	} else {
-		int known = 0;
-		size_t i;
-
-		for (i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]); i++)
-			known |= !strcmp(key, xattr_names[i]);
-		rc = known ? -EPERM : -ENOTSUP;
+			rc = store_ckpt_meta(fs, &p, NULL, &a, &store_rc);
 	}
+	ns_end(fs, store_rc);
 	pthread_mutex_unlock(&fs->lock);
+	ckpt_record_release(&r);
 	return rc;
 }
 
@@ -290,7 +331,7 @@ int fs_removexattr(struct ckfs *fs, const char *path, const char *name)
 {
 	struct fpath p;
 	struct ckpt *c;
-	int rc = parse_path(fs, path, &p);
+	int rc = parse_path(fs, path, &p), store_rc = 0;
 
 	if (rc < 0)
 		return rc;
@@ -300,22 +341,25 @@ int fs_removexattr(struct ckfs *fs, const char *path, const char *name)
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&fs->lock);
+	rc = ns_begin(fs);
+	if (rc < 0) {
+		pthread_mutex_unlock(&fs->lock);
+		log_error("removexattr %s on %s: the store failed for the operation before (%s)",
+			  name, p.ckpt, strerror(-rc));
+		return rc;
+	}
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
 	if (!c) {
-		rc = -ENOENT;
+		rc = lookup_errno(fs, p.job, p.dir);
 	} else if (!c->attrs.ttl) {
 		rc = -ENODATA;
 	} else {
 		struct ckpt_attrs a = c->attrs;
 
 		a.ttl = 0;
-		rc = catalog_attrs_put(fs->st, p.job, p.dir, p.ckpt, &a);
-		if (rc == 0) {
-			c->attrs = a;
-			memset(&c->attrs_st, 0, sizeof(c->attrs_st));
-		}
+		rc = store_ckpt_meta(fs, &p, NULL, &a, &store_rc);
 	}
+	ns_end(fs, store_rc);
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
 }
-

@@ -1586,6 +1586,333 @@ START_TEST(test_deep_path)
 }
 END_TEST
 
+/* ---- races (issue 9 item 1) ---- */
+
+struct race_arg {
+	struct ckfs *f;
+	const char *path;
+	double until;		/* monotonic seconds */
+	long ops, errors;
+};
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void *race_truncate_main(void *arg)
+{
+	struct race_arg *a = arg;
+	uint64_t sizes[] = { 0, 3 * CS / 2, CS, 100 };
+	size_t k = 0;
+
+	while (mono_now() < a->until) {
+		int rc = fs_truncate(a->f, a->path, 0, sizes[k++ % ARRAY_SIZE(sizes)]);
+
+		if (rc < 0)
+			a->errors++;
+		a->ops++;
+	}
+	return NULL;
+}
+
+static void *race_open_read_main(void *arg)
+{
+	struct race_arg *a = arg;
+	char *buf = malloc(2 * CS);
+
+	while (mono_now() < a->until) {
+		uint64_t fh = 0;
+		int keep, direct;
+		long r;
+
+		if (fs_open(a->f, a->path, O_RDONLY, &fh, &keep, &direct) < 0) {
+			a->errors++;
+			continue;
+		}
+		r = fs_read(a->f, fh, buf, 2 * CS, 0);
+		if (r < 0)
+			a->errors++;
+		else	/* every size the truncates leave, or what a writer holds */
+			for (long i = 0; i < r; i++)
+				if (buf[i] != 0 && buf[i] != 'x') {
+					a->errors++;
+					break;
+				}
+		fs_release(a->f, fh);
+		a->ops++;
+	}
+	free(buf);
+	return NULL;
+}
+
+/*
+ * A path truncate() made a temporary writer slot, and a concurrent open()
+ * of the same file found and shared it; the truncate then freed the slot
+ * under the open handle, whose pread() used freed memory (the ASan build
+ * of this test reported heap-use-after-free; release builds crashed).
+ */
+START_TEST(test_race_truncate_open_read)
+{
+	uint8_t *data = malloc(2 * CS);
+	struct race_arg a[4];
+	pthread_t t[4];
+	int i;
+
+	memset(data, 'x', 2 * CS);
+	ck_assert_int_eq(fs_mkdir(fs, "/sampler/r", 0755), 0);
+	put_file(fs, "/sampler/r/f", data, 2 * CS);
+	for (i = 0; i < 4; i++) {
+		a[i] = (struct race_arg){ .f = fs, .path = "/sampler/r/f",
+					  .until = mono_now() + 3.0 };
+		ck_assert_int_eq(pthread_create(&t[i], NULL, i < 2 ? race_truncate_main
+								   : race_open_read_main, &a[i]), 0);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_msg(a[i].errors == 0, "thread %d: %ld errors in %ld ops", i,
+			      a[i].errors, a[i].ops);
+		ck_assert_int_gt(a[i].ops, 10);
+	}
+	free(data);
+}
+END_TEST
+
+/* ---- store outage (issue 9 item 7) ---- */
+
+/*
+ * A store in front of the test's local store that can be cut: while
+ * down, every call waits FLAKY_DELAY (a request's deadline passing) and
+ * fails with ETIMEDOUT; with gets_only, listings still work and only
+ * reads of objects fail (a partial outage).
+ */
+#define FLAKY_DELAY 1.0
+
+struct flaky {
+	struct store base;
+	struct store *inner;
+	int down, gets_only;	/* read by every thread: atomics */
+	int calls_while_down;
+};
+
+static int flaky_fail(struct flaky *f, int is_get)
+{
+	if (!__atomic_load_n(&f->down, __ATOMIC_SEQ_CST))
+		return 0;
+	if (__atomic_load_n(&f->gets_only, __ATOMIC_SEQ_CST) && !is_get)
+		return 0;
+	__atomic_add_fetch(&f->calls_while_down, 1, __ATOMIC_SEQ_CST);
+	sleep_s(FLAKY_DELAY);
+	return -ETIMEDOUT;
+}
+
+static int flaky_put(struct store *sp, const char *key, const void *data, size_t len)
+{
+	struct flaky *f = (struct flaky *)sp;
+	int rc = flaky_fail(f, 0);
+
+	return rc ? rc : f->inner->ops->put(f->inner, key, data, len);
+}
+
+static int flaky_put_if_absent(struct store *sp, const char *key, const void *data, size_t len)
+{
+	struct flaky *f = (struct flaky *)sp;
+	int rc = flaky_fail(f, 0);
+
+	return rc ? rc : f->inner->ops->put_if_absent(f->inner, key, data, len);
+}
+
+static int flaky_get_range(struct store *sp, const char *key, uint64_t off, size_t len,
+			   struct buf *out)
+{
+	struct flaky *f = (struct flaky *)sp;
+	int rc = flaky_fail(f, 1);
+
+	return rc ? rc : f->inner->ops->get_range(f->inner, key, off, len, out);
+}
+
+static int flaky_head(struct store *sp, const char *key, struct store_stat *out)
+{
+	struct flaky *f = (struct flaky *)sp;
+	int rc = flaky_fail(f, 1);
+
+	return rc ? rc : f->inner->ops->head(f->inner, key, out);
+}
+
+static int flaky_list(struct store *sp, const char *prefix, store_list_cb cb, void *arg)
+{
+	struct flaky *f = (struct flaky *)sp;
+	int rc = flaky_fail(f, 0);
+
+	return rc ? rc : f->inner->ops->list(f->inner, prefix, cb, arg);
+}
+
+static int flaky_remove(struct store *sp, const char *key)
+{
+	struct flaky *f = (struct flaky *)sp;
+	int rc = flaky_fail(f, 0);
+
+	return rc ? rc : f->inner->ops->remove(f->inner, key);
+}
+
+static void flaky_destroy(struct store *sp)
+{
+	(void)sp;	/* the inner store is the fixture's */
+}
+
+static const struct store_ops flaky_ops = {
+	.name = "flaky", .put = flaky_put, .put_if_absent = flaky_put_if_absent,
+	.get_range = flaky_get_range, .head = flaky_head, .list = flaky_list,
+	.remove = flaky_remove, .destroy = flaky_destroy,
+};
+
+struct outage_arg {
+	struct ckfs *f;
+	const char *path;
+	int op;			/* 0 getattr, 1 readdir, 2 mkdir */
+	int rc;
+	double took;
+};
+
+static int count_cb(void *arg, const char *name, const struct stat *sb)
+{
+	(void)sb;
+	if (strcmp(name, ".") && strcmp(name, ".."))
+		(*(int *)arg)++;
+	return 0;
+}
+
+static void *outage_main(void *arg)
+{
+	struct outage_arg *a = arg;
+	double t0 = mono_now();
+	struct stat sb;
+	int n = 0;
+
+	if (a->op == 0)
+		a->rc = fs_getattr(a->f, a->path, &sb);
+	else if (a->op == 1)
+		a->rc = fs_readdir(a->f, a->path, count_cb, &n);
+	else
+		a->rc = fs_mkdir(a->f, a->path, 0755);
+	if (a->op == 1 && a->rc == 0 && n != 1)
+		a->rc = -ESTALE;	/* the listing lost the file */
+	a->took = mono_now() - t0;
+	return NULL;
+}
+
+/* Run @n ops at once; returns the time the slowest took. */
+static double run_outage(struct outage_arg *a, int n)
+{
+	pthread_t t[8];
+	double worst = 0;
+	int i;
+
+	for (i = 0; i < n; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, outage_main, &a[i]), 0);
+	for (i = 0; i < n; i++) {
+		pthread_join(t[i], NULL);
+		if (a[i].took > worst)
+			worst = a[i].took;
+	}
+	return worst;
+}
+
+/*
+ * While the store fails: lookups of committed files answer from the last
+ * good listing (never ENOENT), each within one deadline however many ask
+ * at once (the listing was refreshed under the global lock, every caller
+ * retrying with a fresh deadline: N callers took N deadlines); an open
+ * file stays readable from the cache; a mount that never listed says
+ * ETIMEDOUT; mutations fail within one deadline too. A partial outage
+ * (listings work, reads of changed records fail) used to drop the files
+ * it could not read from the listing: ENOENT.
+ */
+START_TEST(test_store_outage)
+{
+	struct flaky fl = { .base.ops = &flaky_ops, .inner = st };
+	uint8_t *data = random_bytes(2 * CS + 5, 77);
+	struct outage_arg a[6];
+	struct ckfs *m, *cold, *other;
+	struct fs_config cfg;
+	uint64_t fh = 0;
+	int keep, direct, i;
+	char *buf = malloc(2 * CS + 5);
+	double t0, worst;
+
+	cfg_init(&cfg);
+	cfg.list_ttl = 0.01;
+	cfg.gc_interval = 0;
+	ck_assert_int_eq(fs_new(&fl.base, &cfg, &m), 0);
+	ck_assert_int_eq(fs_start(m), 0);
+	ck_assert_int_eq(fs_new(&fl.base, &cfg, &cold), 0);
+	ck_assert_int_eq(fs_mkdir(m, "/sampler/c", 0755), 0);
+	put_file(m, "/sampler/c/f", data, 2 * CS + 5);
+	ck_assert_int_eq(fs_open(m, "/sampler/c/f", O_RDONLY, &fh, &keep, &direct), 0);
+	ck_assert_int_eq(fs_read(m, fh, buf, 2 * CS + 5, 0), 2 * CS + 5);
+	sleep_s(0.05);
+
+	__atomic_store_n(&fl.down, 1, __ATOMIC_SEQ_CST);
+	for (i = 0; i < 6; i++)
+		a[i] = (struct outage_arg){ .f = m, .path = i % 2 ? "/sampler/c" : "/sampler/c/f",
+					    .op = i % 2 };
+	worst = run_outage(a, 6);
+	for (i = 0; i < 6; i++)
+		ck_assert_msg(a[i].rc == 0, "%s %s during the outage: %d", a[i].op ? "readdir" : "getattr",
+			      a[i].path, a[i].rc);
+	ck_assert_msg(worst < 2.5 * FLAKY_DELAY, "slowest lookup took %.2f s", worst);
+	/* The open file, from the cache, without waiting for anyone. */
+	t0 = mono_now();
+	ck_assert_int_eq(fs_read(m, fh, buf, 2 * CS + 5, 0), 2 * CS + 5);
+	ck_assert(memcmp(buf, data, 2 * CS + 5) == 0);
+	ck_assert_msg(mono_now() - t0 < 0.5 * FLAKY_DELAY, "cached read took %.2f s", mono_now() - t0);
+	/* Never listed: the store's errno, not "no such file". */
+	ck_assert_int_eq(fs_getattr(cold, "/sampler/c/f", &(struct stat){ 0 }), -ETIMEDOUT);
+	/* Mutations: each fails within about one deadline, not one each. */
+	for (i = 0; i < 4; i++) {
+		static const char *const dirs[] = { "/sampler/c/d0", "/sampler/c/d1",
+						    "/sampler/c/d2", "/sampler/c/d3" };
+
+		a[i] = (struct outage_arg){ .f = m, .path = dirs[i], .op = 2 };
+	}
+	worst = run_outage(a, 4);
+	for (i = 0; i < 4; i++)
+		ck_assert_int_eq(a[i].rc, -ETIMEDOUT);
+	ck_assert_msg(worst < 2.5 * FLAKY_DELAY, "slowest mkdir took %.2f s", worst);
+
+	/* Partial outage: another mount rewrites the file, this one lists
+	 * the new version but cannot read it. */
+	__atomic_store_n(&fl.down, 0, __ATOMIC_SEQ_CST);
+	other = mount2(0.01);
+	put_file(other, "/sampler/c/f", data, CS);
+	__atomic_store_n(&fl.gets_only, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&fl.down, 1, __ATOMIC_SEQ_CST);
+	sleep_s(0.05);
+	for (i = 0; i < 2; i++)
+		a[i] = (struct outage_arg){ .f = m, .path = i ? "/sampler/c" : "/sampler/c/f",
+					    .op = i };
+	run_outage(a, 2);
+	ck_assert_msg(a[0].rc == 0, "getattr during a partial outage: %d", a[0].rc);
+	ck_assert_msg(a[1].rc == 0, "readdir during a partial outage: %d", a[1].rc);
+	__atomic_store_n(&fl.down, 0, __ATOMIC_SEQ_CST);
+	/* Caught up once the refresh in flight (failing) has ended. */
+	t0 = mono_now();
+	while (file_size(m, "/sampler/c/f") != CS && mono_now() - t0 < 3 * FLAKY_DELAY)
+		sleep_s(0.05);
+	ck_assert_int_eq(file_size(m, "/sampler/c/f"), CS);
+
+	fs_release(m, fh);
+	fs_free(other);
+	fs_free(cold);
+	fs_free(m);
+	free(buf);
+	free(data);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("fs");
@@ -1617,6 +1944,7 @@ int main(void)
 	tcase_add_test(tc, test_modify_committed);
 	tcase_add_test(tc, test_truncate);
 	tcase_add_test(tc, test_read_while_writing);
+	tcase_add_test(tc, test_race_truncate_open_read);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("names");
@@ -1636,6 +1964,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_second_mount_sees_commits);
 	tcase_add_test(tc, test_second_mount_sees_rewrite);
+	tcase_add_test(tc, test_store_outage);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("policy");
