@@ -446,10 +446,11 @@ static void op_setxattr(struct ckfs *f, uint64_t *s)
 	count(OP_SETXATTR, rc, ok, path);
 }
 
-/* Promote a checkpoint, then read every file of the model. */
+/* Promote a checkpoint, then read every file of the model. EINVAL: the
+ * checkpoint holds no file (yet, or any more: an `rm -r` in progress). */
 static void op_promote(struct ckfs *f, uint64_t *s)
 {
-	static const int ok[] = { ENOENT, EBUSY, EEXIST, 0 };
+	static const int ok[] = { ENOENT, EBUSY, EEXIST, EINVAL, 0 };
 	unsigned id = atomic_fetch_add(&models, 1);
 	char model[64], target[64];
 	long rc;
