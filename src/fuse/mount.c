@@ -798,9 +798,6 @@ int ckfuse_mount_main(int argc, char **argv)
 			goto out_args;
 		is_fd = dev_fd_number(real) >= 0;
 	}
-	if (!o.foreground)
-		log_use_syslog(1);
-
 	sopt.create = 1;
 	sopt.cache_dir = o.cache_dir;
 	sopt.cache_bytes = (uint64_t)(o.s3_cache_mib ? o.s3_cache_mib : 10240) << 20;
@@ -841,6 +838,9 @@ int ckfuse_mount_main(int argc, char **argv)
 			_exit(prc);
 		}
 	}
+	/* Errors until here went to the terminal; the daemon's go to syslog. */
+	if (!o.foreground)
+		log_use_syslog(1);
 	/* Threads only now: they would not survive the daemon's fork. */
 	if (fs_start(fs) < 0) {
 		log_error("cannot start worker threads");
