@@ -409,9 +409,15 @@ class Containers(unittest.TestCase):
         self.assertRegex(st.stdout, r"job it\s+base 1\s+delta 1", st.stdout)
 
         r = self.name("reader")
-        podman("run", "-d", "--name", r, *PRIV, "-v", self.store + ":/store:ro",
+        # A read-only mount (-o ro). The store volume itself stays writable:
+        # opening a local store checks its format marker with a
+        # create-if-absent, which a read-only bind refuses (EROFS).
+        podman("run", "-d", "--name", r, *PRIV, "-v", self.store + ":/store",
                IMAGE, "/store", "/mnt/ckptfs", "--job", "it", "-o", "ro")
         self.wait_healthy(r)
+        w2 = podman("exec", r, "sh", "-c", "mkdir /mnt/ckptfs/sampler/s9", check=False)
+        self.assertNotEqual(w2.returncode, 0)
+        self.assertIn("Read-only file system", w2.stderr)
         for s in ("s0", "s1"):
             got = self.sha_in(r, "/mnt/ckptfs/sampler/%s/model.safetensors" % s,
                               "/mnt/ckptfs/sampler/%s/config.json" % s)
