@@ -42,6 +42,7 @@ struct mount_opts {
 	char *cache_dir;
 	char *hotload_token_env;
 	char *fd_socket;
+	char *env_file;
 	double shutdown_timeout;
 	int shutdown_timeout_set;
 	unsigned chunk_kib;
@@ -100,6 +101,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--gc-grace=", gc_grace_set, 1), OPT("gc_grace=", gc_grace_set, 1),
 	OPT("--insecure-tls", insecure_tls, 1),
 	OPT3("fd-socket", fd_socket),
+	OPT3("env-file", env_file),
 	OPT("--shutdown-timeout=%lf", shutdown_timeout, 0),
 	OPT("shutdown_timeout=%lf", shutdown_timeout, 0),
 	OPT("--shutdown-timeout=", shutdown_timeout_set, 1),
@@ -154,6 +156,8 @@ static void usage(const char *prog)
 	       "  --insecure-tls         S3: do not verify TLS certificates\n"
 	       "  --fd-socket=PATH       serve the descriptor `ckptfs fd-mount` passes\n"
 	       "                         on PATH (no MOUNTPOINT, no /dev/fuse needed)\n"
+	       "  --env-file=FILE        NAME=VALUE lines put in the environment first\n"
+	       "                         (S3 credentials from fstab; mode 0600)\n"
 	       "  --shutdown-timeout=S   on SIGTERM, wait this long for files open for\n"
 	       "                         writing to be closed and committed (30);\n"
 	       "                         exit 3 if some had to be abandoned\n",
@@ -347,6 +351,65 @@ static char **join_long_values(int argc, char **argv, int *argc_out, char ***mad
 	}
 	*argc_out = n;
 	return out;
+}
+
+/*
+ * --env-file: NAME=VALUE lines (blank lines and # comments skipped) put in
+ * the environment before the store is opened, so fstab and mount.fuse3
+ * can give S3 credentials without showing them in ps. A secret readable by
+ * others is refused rather than used.
+ */
+static int load_env_file(const char *path)
+{
+	char line[4096];
+	struct stat sb;
+	FILE *f = fopen(path, "r");
+	int lineno = 0;
+
+	if (!f || fstat(fileno(f), &sb) < 0) {
+		fprintf(stderr, "ckptfs: --env-file %s: %s\n", path, strerror(errno));
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	if (sb.st_mode & 077) {
+		fprintf(stderr, "ckptfs: --env-file %s is readable by others (mode %03o); "
+			"chmod 600 it\n", path, (unsigned)(sb.st_mode & 0777));
+		fclose(f);
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line, *eq, *end;
+
+		lineno++;
+		line[strcspn(line, "\r\n")] = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!*p || *p == '#')
+			continue;
+		if (!strncmp(p, "export ", 7))
+			p += 7;
+		eq = strchr(p, '=');
+		if (!eq || eq == p) {
+			fprintf(stderr, "ckptfs: --env-file %s:%d: not NAME=VALUE\n", path, lineno);
+			fclose(f);
+			return -1;
+		}
+		*eq = '\0';
+		end = eq + 1 + strlen(eq + 1);
+		/* One level of matching quotes, as systemd's EnvironmentFile. */
+		if (end - (eq + 1) >= 2 && (eq[1] == '"' || eq[1] == '\'') && end[-1] == eq[1]) {
+			end[-1] = '\0';
+			eq++;
+		}
+		if (setenv(p, eq + 1, 1) < 0) {
+			fprintf(stderr, "ckptfs: --env-file %s:%d: %s\n", path, lineno, strerror(errno));
+			fclose(f);
+			return -1;
+		}
+	}
+	fclose(f);
+	return 0;
 }
 
 static int build_config(const struct mount_opts *o, struct fs_config *cfg)
@@ -782,6 +845,8 @@ int ckfuse_mount_main(int argc, char **argv)
 	}
 	if (build_config(&o, &cfg) < 0)
 		goto out_args;
+	if (o.env_file && load_env_file(o.env_file) < 0)
+		goto out_args;
 	if (o.fd_socket) {
 		int fd = ckfuse_fd_receive(o.fd_socket, &fd_conn, helper_mnt, sizeof(helper_mnt));
 
@@ -929,5 +994,6 @@ out_args:
 	free(o.cache_dir);
 	free(o.hotload_token_env);
 	free(o.fd_socket);
+	free(o.env_file);
 	return rc;
 }

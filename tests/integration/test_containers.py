@@ -137,6 +137,42 @@ class HostMounts(MountTest):
         finally:
             unmount_background(self, mnt)
 
+    def test_env_file_gives_s3_credentials_outside_the_command_line(self):
+        """Item 6 (fstab): S3 credentials from -o env-file=FILE, never in ps."""
+        from ckptfs_testlib import S3
+        if not S3.available():
+            self.skipTest("no S3 server (set CKPTFS_TEST_S3_*)")
+        s3 = S3()
+        bucket = "ckptfs-it-envfile-%d" % os.getpid()
+        s3.make_bucket(bucket)
+        env_file = os.path.join(self.tmp, "s3.env")
+        with open(env_file, "w") as f:
+            f.write("# ckptfs S3 credentials\n")
+            for k, v in s3.env().items():
+                f.write('%s="%s"\n' % (k, v))
+        os.chmod(env_file, 0o644)
+        mnt = os.path.join(self.tmp, "m")
+        os.makedirs(mnt)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        cmd = [CKPTFS, "mount", "s3://%s/p" % bucket, mnt, "-o",
+               "env-file=%s,cache-dir=%s" % (env_file, os.path.join(self.tmp, "cache"))]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("readable by others", r.stderr)
+        os.chmod(env_file, 0o600)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            os.mkdir(os.path.join(mnt, "sampler", "e0"))
+            with open(os.path.join(mnt, "sampler", "e0", "f"), "wb") as f:
+                f.write(b"s3 via env file")
+            self.assertTrue(s3.objects(bucket, "p/"))
+            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            self.assertIn("env-file=", ps)
+            self.assertNotIn(s3.secret, ps)
+        finally:
+            unmount_background(self, mnt)
+
 
 @requires_fuse
 class Readiness(MountTest):
