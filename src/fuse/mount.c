@@ -848,8 +848,14 @@ int ckfuse_mount_main(int argc, char **argv)
 	if (o.env_file && load_env_file(o.env_file) < 0)
 		goto out_args;
 	if (o.fd_socket) {
-		int fd = ckfuse_fd_receive(o.fd_socket, &fd_conn, helper_mnt, sizeof(helper_mnt));
+		int fd, waited = 0;
 
+		/* Started beside the helper (a pod, a compose file), the daemon
+		 * may come first: wait up to 30 s for the socket to appear. */
+		while ((fd = ckfuse_fd_receive(o.fd_socket, &fd_conn, helper_mnt,
+					       sizeof(helper_mnt))) < 0 &&
+		       (fd == -ENOENT || fd == -ECONNREFUSED) && waited++ < 300)
+			usleep(100 * 1000);
 		if (fd < 0) {
 			fprintf(stderr, "ckptfs: --fd-socket %s: %s\n", o.fd_socket,
 				fd == -EPROTO ? "no descriptor from a ckptfs fd-mount helper"
