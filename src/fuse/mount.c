@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -643,8 +644,33 @@ struct shutdown_ctx {
 	struct fuse_session *se;
 	double timeout;
 	const char *mnt;
+	int own_mount;		/* we mounted it (not a /dev/fd/N mount) */
 	int signalled;
 };
+
+/*
+ * Unmount the way `fusermount3 -u -z` does from outside: the kernel first
+ * hands the loop every request still queued (the releases of files just
+ * closed), then ends the connection, and the loop returns by itself.
+ */
+static int detach_mount(const char *mnt)
+{
+	pid_t pid;
+	int status;
+
+	if (geteuid() == 0)
+		return umount2(mnt, MNT_DETACH) < 0 ? -errno : 0;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "-z", "--", mnt, (char *)NULL);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
 
 static void *shutdown_thread(void *arg)
 {
@@ -679,6 +705,18 @@ static void *shutdown_thread(void *arg)
 	if (writers || busy)
 		log_warn("shutdown timeout (%g s) reached with %ld files open for writing",
 			 sc->timeout, writers);
+	if (!writers && !busy && sc->own_mount) {
+		int rc = detach_mount(sc->mnt), i;
+
+		if (rc < 0)
+			log_warn("unmount %s: %s; stopping the loop instead", sc->mnt,
+				 strerror(-rc));
+		/* The loop ends once the kernel has closed the connection. */
+		for (i = 0; rc == 0 && i < 100 && !atomic_load(&loop_done); i++)
+			usleep(100 * 1000);
+		if (atomic_load(&loop_done))
+			return NULL;
+	}
 	fuse_session_exit(sc->se);
 	/*
 	 * fuse_loop_mt's main thread sleeps in sem_wait until a signal
@@ -962,6 +1000,7 @@ int ckfuse_mount_main(int argc, char **argv)
 	sc.se = fuse_get_session(fuse);
 	sc.timeout = o.shutdown_timeout;
 	sc.mnt = is_fd && helper_mnt[0] ? helper_mnt : real;
+	sc.own_mount = !is_fd;
 	if (install_signals() < 0 || pthread_create(&sd_tid, NULL, shutdown_thread, &sc) != 0) {
 		log_error("cannot set up signal handling");
 		report_ready(0, "cannot set up signal handling");
