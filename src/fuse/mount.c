@@ -286,7 +286,7 @@ static int check_mountpoint(const char *mnt, char *real)
 	}
 	top_mount_type(real, type, sizeof(type));
 	if (!strcmp(type, "fuse.ckptfs")) {
-		fprintf(stderr, "ckptfs: mountpoint %s is already a live ckptfs mount "
+		fprintf(stderr, "ckptfs: mountpoint %s is busy: already a live ckptfs mount "
 			"(unmount it first: fusermount3 -u %s)\n", mnt, mnt);
 		return -1;
 	}
