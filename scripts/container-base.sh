@@ -21,6 +21,7 @@ for p in podman runc mmdebstrap; do
 done
 if [ ${#need[@]} -gt 0 ]; then
 	echo "container-base: installing ${need[*]}" >&2
+	apt-get update -qq >&2
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
 fi
 
