@@ -645,7 +645,6 @@ struct shutdown_ctx {
 	double timeout;
 	const char *mnt;
 	int own_mount;		/* we mounted it (not a /dev/fd/N mount) */
-	int signalled;
 };
 
 /*
@@ -683,7 +682,6 @@ static void *shutdown_thread(void *arg)
 		;
 	if (c == 0)
 		return NULL;
-	sc->signalled = 1;
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += (time_t)sc->timeout;
 	deadline.tv_nsec += (long)((sc->timeout - (double)(time_t)sc->timeout) * 1e9);
