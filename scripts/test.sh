@@ -19,6 +19,8 @@
 #                                      still replay as unit tests)
 #   SKIP_TSAN=1 scripts/test.sh        skip the ThreadSanitizer pass
 #   SKIP_S3=1 scripts/test.sh          no S3 server (S3 cases report as skipped)
+#   SKIP_CONTAINERS=1 scripts/test.sh  skip test_containers' podman cases (image build,
+#                                      compose/kube recipes; they report as skipped)
 #   CKPTFS_FUZZ_SECONDS=N              seconds per fuzzer (default 20)
 #   CKPTFS_CRASHLOOP_TRIALS=N          kill -9 trials of test_crashloop (default 8;
 #                                      bench/crashloop.sh runs many)

@@ -15,6 +15,8 @@ static void usage(FILE *f)
 		"usage: ckptfs COMMAND ...\n"
 		"\n"
 		"  ckptfs mount [options] STORE MOUNTPOINT   run the filesystem (-f: foreground)\n"
+		"  ckptfs fd-mount --socket PATH MOUNTPOINT  privileged half of an unprivileged\n"
+		"                                            mount (mount --fd-socket PATH STORE)\n"
 		"  ckptfs fsck STORE                         verify every manifest and chunk\n"
 		"  ckptfs gc [--dry-run] [--grace S] STORE   reclaim unreferenced data\n"
 		"  ckptfs stat STORE                         jobs, checkpoints, bytes, ratios\n"
@@ -44,6 +46,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "mount"))
 		return ckfuse_mount_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "fd-mount"))
+		return ckfuse_fd_mount_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "fsck"))
 		return admin_fsck_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "stat"))

@@ -91,6 +91,8 @@ long fs_write(struct ckfs *fs, uint64_t fh, const char *buf, size_t size, uint64
 int fs_flush(struct ckfs *fs, uint64_t fh);
 int fs_fsync(struct ckfs *fs, uint64_t fh);
 void fs_release(struct ckfs *fs, uint64_t fh);
+/* Drop a handle open for writing without committing it (shutdown deadline). */
+void fs_abandon(struct ckfs *fs, uint64_t fh);
 
 int fs_getxattr(struct ckfs *fs, const char *path, const char *name, char *value, size_t size);
 int fs_setxattr(struct ckfs *fs, const char *path, const char *name,
