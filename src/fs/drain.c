@@ -6,7 +6,6 @@
  */
 #include "fs/fs.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 
 #include "fs/fs_int.h"
@@ -22,10 +21,9 @@ void fs_abandon(struct ckfs *fs, uint64_t fh)
 		fs_release(fs, fh);
 		return;
 	}
-	pthread_mutex_lock(&fs->lock);
-	if (--h->ws->opens == 0)
-		free_wslot(fs, h->ws);
-	pthread_mutex_unlock(&fs->lock);
+	/* Drop this handle's reference without committing: the writer (and
+	 * its uncommitted data) goes with the last reference. */
+	wslot_unref(fs, h->ws);
 	entry_release(&h->ent);
 	buf_release(&h->content);
 	free(h->ctl_job);
