@@ -662,9 +662,17 @@ int catalog_init_store(struct store *st)
 	n = snprintf(marker, sizeof(marker),
 		     "{\"format\":\"ckptfs\",\"version\":%d}\n", CATALOG_FORMAT_VERSION);
 	rc = store_put_if_absent(st, "format.json", marker, (size_t)n);
-	if (rc != -EEXIST)
+	if (rc != -EEXIST && rc != -EROFS && rc != -EACCES && rc != -EPERM)
 		return rc;
-	rc = store_get(st, "format.json", &b);
+	/* An existing store may be read-only to us (a read-only volume of an
+	 * inference host): what matters is that its marker is ours. */
+	{
+		int put_rc = rc;
+
+		rc = store_get(st, "format.json", &b);
+		if (rc == -ENOENT && put_rc != -EEXIST)
+			rc = put_rc;	/* nothing there, and we cannot create it */
+	}
 	if (rc == 0) {
 		cJSON *o = cJSON_ParseWithLength((const char *)b.data, b.len);
 		const char *f = o ? json_str(o, "format") : NULL;

@@ -663,7 +663,10 @@ int store_local_open(const char *dir, int create, struct store **out)
 		log_error("store %s: %s", dir, strerror(e));
 		return -e;
 	}
-	if (mkdirat(fd, ".tmp", 0755) < 0 && errno != EEXIST) {
+	/* A read-only store (a read-only volume) opens: its puts fail, with
+	 * EROFS, when they are tried. */
+	if (mkdirat(fd, ".tmp", 0755) < 0 && errno != EEXIST && errno != EROFS &&
+	    errno != EACCES) {
 		int e = errno;
 
 		log_error("store %s: cannot create .tmp: %s", dir, strerror(e));

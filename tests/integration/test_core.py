@@ -16,7 +16,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ckptfs_testlib import (MountTest, model_tensors, random_file,
+from ckptfs_testlib import (Mount, MountTest, model_tensors, random_file,
                             requires_fuse, sha256_file, sha256_tree,
                             write_safetensors)
 
@@ -229,6 +229,30 @@ class Errors(MountTest):
         self.assertErrno(errno.EROFS, os.unlink, m.path("jobs", "job-b", "sampler", "s1", "w"))
         self.assertErrno(errno.EROFS, os.rmdir, m.path("jobs", "job-b", "sampler", "s1"))
         m.stop()
+
+    def test_store_on_a_read_only_volume_mounts_read_only(self):
+        if self.s3 or os.geteuid() != 0:
+            self.skipTest("a read-only bind of a local store needs root")
+        m = self.mount()
+        os.mkdir(m.path("sampler", "s1"))
+        src = os.path.join(self.src, "w.bin")
+        random_file(src, 5 << 20, seed=11)
+        shutil.copy(src, m.path("sampler", "s1", "w.bin"))
+        m.stop()
+        ro = os.path.join(self.tmp, "ro-store")
+        os.makedirs(ro)
+        subprocess.run(["mount", "--bind", self.store, ro], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,ro,bind", ro], check=True)
+            r = Mount(ro, os.path.join(self.tmp, "romnt"), os.path.join(self.tmp, "romnt.log"),
+                      args=["-o", "ro"])
+            self.mounts.append(r)
+            r.start()
+            self.assertEqual(sha256_file(r.path("sampler", "s1", "w.bin")), sha256_file(src))
+            self.assertErrno(errno.EROFS, os.mkdir, r.path("sampler", "s2"))
+            r.stop()
+        finally:
+            subprocess.run(["umount", "-l", ro], check=False)
 
     def test_corrupt_chunk_gives_eio_and_fsck_names_it(self):
         m = self.mount()
