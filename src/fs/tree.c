@@ -973,10 +973,52 @@ static void set_mode(struct entry *e, const void *arg)
 	e->mode = *(const uint32_t *)arg & 07777;
 }
 
+static void writer_mtime_fn(struct writer *w, const void *arg)
+{
+	writer_set_mtime(w, *(const int64_t *)arg);
+}
+
+static void writer_mode_fn(struct writer *w, const void *arg)
+{
+	writer_set_mode(w, *(const uint32_t *)arg);
+}
+
+/* One attribute (mtime or mode) wherever it lives: an open writer, the
+ * checkpoint's attrs, or a committed entry. */
+struct setter {
+	void (*writer)(struct writer *w, const void *arg);
+	void (*ckpt)(struct ckpt_attrs *a, const void *arg);
+	void (*entry)(struct entry *e, const void *arg);
+};
+
+static const struct setter mtime_setter = { writer_mtime_fn, set_ckpt_mtime, set_mtime };
+static const struct setter mode_setter = { writer_mode_fn, set_ckpt_mode, set_mode };
+
+static int set_attr(struct ckfs *fs, const struct fpath *p, const struct setter *s,
+		    const void *arg)
+{
+	struct wslot *ws;
+	int rc = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	ws = p->type == P_INNER ? find_wslot(fs, p) : NULL;
+	if (ws)
+		wslot_ref(ws);	/* the writer's lock is never taken under fs->lock */
+	else if (p->type == P_CKPT)
+		rc = rewrite_ckpt_attrs(fs, p, s->ckpt, arg);
+	else
+		rc = rewrite_entry(fs, p, s->entry, arg);
+	pthread_mutex_unlock(&fs->lock);
+	if (ws) {
+		s->writer(ws->w, arg);
+		wslot_unref(fs, ws);
+	}
+	return rc;
+}
+
 int fs_utimens(struct ckfs *fs, const char *path, const struct timespec tv[2])
 {
 	struct fpath p;
-	struct wslot *ws;
 	int64_t ns;
 	int rc = parse_path(fs, path, &p);
 
@@ -1002,26 +1044,12 @@ int fs_utimens(struct ckfs *fs, const char *path, const struct timespec tv[2])
 	} else {
 		ns = (int64_t)tv[1].tv_sec * 1000000000 + tv[1].tv_nsec;
 	}
-	pthread_mutex_lock(&fs->lock);
-	ws = p.type == P_INNER ? find_wslot(fs, &p) : NULL;
-	if (ws)
-		wslot_ref(ws);	/* the writer's lock is never taken under fs->lock */
-	else if (p.type == P_CKPT)
-		rc = rewrite_ckpt_attrs(fs, &p, set_ckpt_mtime, &ns);
-	else
-		rc = rewrite_entry(fs, &p, set_mtime, &ns);
-	pthread_mutex_unlock(&fs->lock);
-	if (ws) {
-		writer_set_mtime(ws->w, ns);
-		wslot_unref(fs, ws);
-	}
-	return rc;
+	return set_attr(fs, &p, &mtime_setter, &ns);
 }
 
 int fs_chmod(struct ckfs *fs, const char *path, mode_t mode)
 {
 	struct fpath p;
-	struct wslot *ws;
 	uint32_t m = mode & 07777;
 	int rc = parse_path(fs, path, &p);
 
@@ -1035,20 +1063,7 @@ int fs_chmod(struct ckfs *fs, const char *path, mode_t mode)
 	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&fs->lock);
-	ws = p.type == P_INNER ? find_wslot(fs, &p) : NULL;
-	if (ws)
-		wslot_ref(ws);	/* the writer's lock is never taken under fs->lock */
-	else if (p.type == P_CKPT)
-		rc = rewrite_ckpt_attrs(fs, &p, set_ckpt_mode, &m);
-	else
-		rc = rewrite_entry(fs, &p, set_mode, &m);
-	pthread_mutex_unlock(&fs->lock);
-	if (ws) {
-		writer_set_mode(ws->w, m);
-		wslot_unref(fs, ws);
-	}
-	return rc;
+	return set_attr(fs, &p, &mode_setter, &m);
 }
 
 
