@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -489,7 +490,11 @@ int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode)
 	return rc;
 }
 
-int fs_rmdir(struct ckfs *fs, const char *path)
+/*
+ * rmdir, or with @whole_model the removal of a promoted model with what it
+ * holds (the unlink of the symlink `ln -s` made, see fs_unpromote).
+ */
+static int remove_dir(struct ckfs *fs, const char *path, bool whole_model)
 {
 	struct fpath p;
 	struct ckpt *c;
@@ -498,6 +503,8 @@ int fs_rmdir(struct ckfs *fs, const char *path)
 
 	if (rc < 0)
 		return rc;
+	if (whole_model && (p.type != P_CKPT || p.dir != CKPT_MODEL))
+		return p.type == P_NONE ? -ENOENT : -EISDIR;
 	if (p.type != P_CKPT && p.type != P_INNER)
 		return p.type == P_NONE ? -ENOENT : -EPERM;
 	rc = refuse_remove(fs, &p);
@@ -517,7 +524,7 @@ int fs_rmdir(struct ckfs *fs, const char *path)
 	if (p.type == P_CKPT) {
 		struct view *v;
 
-		if (c->n_ents || ckpt_has_writers(fs, p.job, p.dir, p.ckpt)) {
+		if ((c->n_ents && !whole_model) || ckpt_has_writers(fs, p.job, p.dir, p.ckpt)) {
 			rc = -ENOTEMPTY;
 			goto out;
 		}
@@ -561,6 +568,16 @@ out:
 	ns_end(fs, store_rc);
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
+}
+
+int fs_rmdir(struct ckfs *fs, const char *path)
+{
+	return remove_dir(fs, path, false);
+}
+
+int fs_unpromote(struct ckfs *fs, const char *path)
+{
+	return remove_dir(fs, path, true);
 }
 
 int fs_unlink(struct ckfs *fs, const char *path)
