@@ -419,17 +419,6 @@ static int rewrite_ckpt_attrs(struct ckfs *fs, const struct fpath *p,
 			      void (*fn)(struct ckpt_attrs *a, const void *arg), const void *arg);
 static void set_ckpt_mode(struct ckpt_attrs *a, const void *arg);
 
-/* Lock held: take the mutation turn, or log why not. */
-static int turn_begin(struct ckfs *fs, const char *op, const char *path)
-{
-	int rc = ns_begin(fs);
-
-	if (rc < 0)
-		log_error("%s %s: the store failed for the operation before (%s)", op, path,
-			  strerror(-rc));
-	return rc;
-}
-
 int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode)
 {
 	struct fpath p;
@@ -1033,21 +1022,31 @@ static int set_attr(struct ckfs *fs, const struct fpath *p, const struct setter 
 	return rc;
 }
 
+/*
+ * The path chmod and utimens may change: a checkpoint or what it holds
+ * (the mount tree's own directories have no stored modes or times), in a
+ * checkpoint this mount may write.
+ */
+static int attr_target(struct ckfs *fs, const char *op, const char *path, struct fpath *p)
+{
+	int rc = parse_path(fs, path, p);
+
+	if (rc < 0)
+		return rc;
+	if (p->type != P_INNER && p->type != P_CKPT) {
+		log_warn("%s %s: only checkpoints and what they hold have modes and times (EPERM)",
+			 op, path);
+		return -EPERM;
+	}
+	return refuse_write(fs, p);
+}
+
 int fs_utimens(struct ckfs *fs, const char *path, const struct timespec tv[2])
 {
 	struct fpath p;
 	int64_t ns;
-	int rc = parse_path(fs, path, &p);
+	int rc = attr_target(fs, "utimens", path, &p);
 
-	if (rc < 0)
-		return rc;
-	/* The mount tree's own directories have no stored times. */
-	if (p.type != P_INNER && p.type != P_CKPT) {
-		log_warn("utimens %s: only checkpoints and what they hold have times (EPERM)",
-			 path);
-		return -EPERM;
-	}
-	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
 	/* Only the mtime is kept; atime is reported equal to it (noatime). */
@@ -1068,16 +1067,8 @@ int fs_chmod(struct ckfs *fs, const char *path, mode_t mode)
 {
 	struct fpath p;
 	uint32_t m = mode & 07777;
-	int rc = parse_path(fs, path, &p);
+	int rc = attr_target(fs, "chmod", path, &p);
 
-	if (rc < 0)
-		return rc;
-	if (p.type != P_INNER && p.type != P_CKPT) {
-		log_warn("chmod %s: only checkpoints and what they hold have modes (EPERM)",
-			 path);
-		return -EPERM;
-	}
-	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
 	return set_attr(fs, &p, &mode_setter, &m);
