@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "catalog/catalog.h"
 #include "store/store_local.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #define GC_MODELS_PREFIX "models/"
 
@@ -341,5 +343,16 @@ int gc_run(struct store *st, int64_t grace_s, int dry_run, double now,
 	}
 out:
 	keyset_release(&live);
+	if (!dry_run) {
+		metrics_inc(M_GC_RUNS, rc == 0 ? "ok" : metrics_errno_name(rc), NULL, NULL);
+		metrics_add(M_GC_DELETED_OBJECTS, (double)r->deleted, NULL, NULL, NULL);
+		metrics_add(M_GC_DELETED_BYTES, (double)r->deleted_bytes, NULL, NULL, NULL);
+		metrics_add(M_GC_EXPIRED, (double)r->expired, NULL, NULL, NULL);
+		log_debug("gc: %" PRIu64 " expired checkpoints removed, %" PRIu64
+			  " unreferenced chunks deleted (%" PRIu64 " bytes), %" PRIu64
+			  " live, %" PRIu64 " kept as younger than %" PRId64 " s%s%s",
+			  r->expired, r->deleted, r->deleted_bytes, r->live, r->kept_young,
+			  grace_s, rc < 0 ? "; failed: " : "", rc < 0 ? strerror(-rc) : "");
+	}
 	return rc;
 }

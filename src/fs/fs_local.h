@@ -12,7 +12,8 @@
 
 enum ptype {
 	P_ROOT, P_JSONL, P_JOBS, P_JOB, P_KINDDIR, P_CKPT, P_INNER, P_HOTLOAD,
-	P_DEPLOYMENTS, P_DEPLOY, P_PINNED, P_NONE
+	P_DEPLOYMENTS, P_DEPLOY, P_PINNED, P_NONE,
+	P_STATS		/* /.stats: the metrics registry; resolved, never listed */
 };
 
 struct fpath {

@@ -20,6 +20,7 @@
 #include "fs/view.h"
 #include "util/hash.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/name.h"
 #include "fs/fs_local.h"
 
@@ -156,6 +157,14 @@ static int getattr_path(struct ckfs *fs, const struct fpath *pp, struct stat *st
 		struct buf b = BUF_INIT;
 
 		rc = jsonl_build(fs, &b);
+		fill_file(st, 0444, b.len, (int64_t)now * 1000000000);
+		buf_release(&b);
+		return rc;
+	}
+	case P_STATS: {
+		struct buf b = BUF_INIT;
+
+		rc = metrics_render(&b);
 		fill_file(st, 0444, b.len, (int64_t)now * 1000000000);
 		buf_release(&b);
 		return rc;
