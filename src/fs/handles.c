@@ -590,6 +590,7 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 	}
 	pthread_mutex_unlock(&fs->lock);
 
+	e.commit_s = metrics_now() - t0;	/* the data is durable now */
 	rc = store_rc = catalog_entry_put(fs->st, job, dir, ckpt, &e);
 	if (rc == 0 && delta) {
 		int gone;
