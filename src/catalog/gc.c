@@ -243,7 +243,30 @@ static int mark_inflight(struct store *st, struct keyset *live, int64_t since)
 	return rc;
 }
 
+static gc_progress_fn progress_fn;
+static void *progress_arg;
+
+void gc_set_progress(gc_progress_fn fn, void *arg)
+{
+	progress_fn = fn;
+	progress_arg = arg;
+}
+
+/* "chunks/ab/abcd...": how far through the key space @key is, or -1. */
+static double key_frac(const char *key)
+{
+	const char *h = strrchr(key, '/');
+	char top[9];
+
+	if (!h || strlen(h + 1) < 8)
+		return -1;
+	memcpy(top, h + 1, 8);
+	top[8] = '\0';
+	return (double)strtoul(top, NULL, 16) / 4294967296.0;
+}
+
 struct sweep {
+	uint64_t items, bytes;	/* examined so far, for progress */
 	struct store *st;
 	const struct keyset *live;
 	int64_t cutoff;
@@ -258,6 +281,10 @@ static int sweep_cb(const char *key, const struct store_stat *sst, void *arg)
 	struct sweep *s = arg;
 	int d = gc_sweep_decision(s->live, key, sst->mtime, s->cutoff);
 
+	s->items++;
+	s->bytes += sst->size;
+	if (progress_fn)
+		progress_fn(progress_arg, s->items, s->bytes, key_frac(key));
 	if (d < 0)
 		s->r->kept_young++;
 	if (d <= 0)
