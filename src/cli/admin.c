@@ -263,8 +263,8 @@ static void print_table(const struct stat_state *s, const uint64_t objs[2])
 		unsigned n_kind[4] = { 0 };
 		uint64_t l = 0, st = 0, files = 0;
 
-		printf("%s%s\n", i ? "\n" : "", where);
-		printf("%-24s %-6s %-24s %10s %10s %7s  %-19s  %-19s\n", "NAME", "KIND", "BASE",
+		printf("%sjob %s\n", i ? "\n" : "", where);
+		printf("%-24s %-6s %-24s %10s %10s %7s  %-19s  %s\n", "NAME", "KIND", "BASE",
 		       "LOGICAL", "STORED", "RATIO", "CREATED (UTC)", "EXPIRES (UTC)");
 		for (j = i; j < s->n && !strcmp(s->rows[j].where, where); j++) {
 			const struct stat_row *r = &s->rows[j];
@@ -274,7 +274,7 @@ static void print_table(const struct stat_state *s, const uint64_t objs[2])
 			human(sb, sizeof(sb), r->stored);
 			when(cr, sizeof(cr), r->created);
 			when(ex, sizeof(ex), r->expires);
-			printf("%-24s %-6s %-24s %10s %10s %7.3f  %-19s  %-19s\n", r->name,
+			printf("%-24s %-6s %-24s %10s %10s %7.3f  %-19s  %s\n", r->name,
 			       ckpt_kind_name(r->kind), r->base ? r->base : "-", lb, sb,
 			       ratio(r->stored, r->logical), cr, ex);
 			n_kind[r->kind]++;

@@ -371,14 +371,20 @@ static int put_labels(struct buf *out, const struct family *f, const struct seri
 	return rc;
 }
 
-/* Prometheus floats: integers print exactly; others with %.17g. */
+/* Prometheus floats: integers print exactly; others as the shorter of
+ * %.15g and %.17g that reads back as the same double. */
 static int put_value(struct buf *out, double v)
 {
+	char tmp[40];
+
 	if (isinf(v))
 		return buf_append_str(out, v > 0 ? "+Inf" : "-Inf");
 	if (v == floor(v) && fabs(v) < 9007199254740992.0)
 		return buf_printf(out, "%.0f", v);
-	return buf_printf(out, "%.17g", v);
+	snprintf(tmp, sizeof(tmp), "%.15g", v);
+	if (strtod(tmp, NULL) != v)
+		snprintf(tmp, sizeof(tmp), "%.17g", v);
+	return buf_append_str(out, tmp);
 }
 
 static int render_family(struct buf *out, struct family *f, struct series *snap, int n)
