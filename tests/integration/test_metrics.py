@@ -251,6 +251,17 @@ class Metrics(MountTest):
         self.assertEqual(got, want)
         up = self.prom_query('up{job="ckptfs"}')
         self.assertEqual(list(up.values()), [1.0])
+        # The example dashboard's queries name only documented series and
+        # are valid PromQL (evaluated by this Prometheus).
+        with open(os.path.join(ROOT, "examples", "grafana", "ckptfs.json")) as f:
+            dash = json.load(f)
+        for panel in dash["panels"]:
+            for t in panel["targets"]:
+                for n in re.findall(r"\b((?:ckptfs|process)_[a-z_]+)", t["expr"]):
+                    self.assertIn(re.sub(r"_bucket$", "", n), types, t["expr"])
+                q = (t["expr"].replace("$__rate_interval", "1m").replace("$__range", "5m")
+                     .replace("$job", ".*"))
+                self.prom_query(q)
         m.stop()
         log = m.log()
         self.assertRegex(log, r"committed s1/model\.safetensors \(delta\): \d+ bytes, "
