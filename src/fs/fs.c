@@ -162,7 +162,7 @@ static void *gc_main(void *arg)
 		rc = gc_run(fs->st, fs->cfg.gc_grace, 0, wall_now(), &r);
 		if (rc < 0)
 			log_error("gc: %s", strerror(-rc));
-		else if (r.expired || r.deleted)
+		else	/* one summary per pass, even of nothing (doc/METRICS.md) */
 			log_info("gc: %" PRIu64 " expired checkpoints removed, %" PRIu64
 				 " chunks (%" PRIu64 " bytes) reclaimed", r.expired, r.deleted,
 				 r.deleted_bytes);

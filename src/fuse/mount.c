@@ -108,6 +108,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT3("env-file", env_file),
 	OPT3("metrics", metrics),
 	OPT3("log-level", log_level),
+	OPT("log_level=%s", log_level, 0),
 	OPT("--shutdown-timeout=%lf", shutdown_timeout, 0),
 	OPT("shutdown_timeout=%lf", shutdown_timeout, 0),
 	OPT("--shutdown-timeout=", shutdown_timeout_set, 1),

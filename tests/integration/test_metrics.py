@@ -6,6 +6,7 @@ exactly the endpoint's families; 200 parallel scrapes during a `cp` fail
 none and leave the copy exact; per-checkpoint figures; `ckptfs stat`;
 progress lines on a terminal only; syslog in the background."""
 import concurrent.futures
+import errno
 import json
 import os
 import re
@@ -270,7 +271,8 @@ class Metrics(MountTest):
         self.assertIn("metrics at http://127.0.0.1:%d/metrics" % self.port, log)
 
     def test_per_checkpoint_figures_and_stat(self):
-        m = self.mount(args=["--chunk-kib=64"])
+        # (-o log_level=warn: commits log at info, so none appears.)
+        m = self.mount(args=["--chunk-kib=64", "-o", "log_level=warn"])
         os.makedirs(os.path.join(self.src, "a"))
         os.makedirs(os.path.join(self.src, "b"))
         write_safetensors(os.path.join(self.src, "a", "model.safetensors"),
@@ -305,6 +307,7 @@ class Metrics(MountTest):
         self.assertAlmostEqual(rows["a"]["stored_ratio"], float(x["a"]["stored_ratio"]),
                                places=3)
         m.stop()
+        self.assertNotIn("committed", m.log())
         r = self.run_ckptfs("stat", self.store, "--job", "default", "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
         st = json.loads(r.stdout)
@@ -322,6 +325,34 @@ class Metrics(MountTest):
         self.assertRegex(r.stdout, r"(?m)^NAME\s+KIND\s+BASE\s+LOGICAL\s+STORED\s+RATIO")
         self.assertRegex(r.stdout, r"(?m)^b\s+delta\s+a\s")
         self.assertRegex(r.stdout, r"(?m)^total\s")
+
+    def test_checksum_failure_counted(self):
+        """A corrupt chunk reads as EIO and is counted in .stats (no
+        --metrics needed: the registry is the same)."""
+        m = self.mount(args=["--chunk-kib=64"])
+        os.mkdir(m.path("sampler", "k"))
+        random_file(m.path("sampler", "k", "f.bin"), 256 << 10, seed=8)
+        m.stop()
+        key = self.chunk_keys()[0]
+        self.corrupt_object(key, 40)
+        m = self.mount()
+        with open(m.path(".stats")) as f:
+            samples, _ = parse_exposition(f.read())
+        self.assertEqual(value(samples, "ckptfs_checksum_failures_total", object="chunk"), 0)
+        with open(m.path("sampler", "k", "f.bin"), "rb") as f:
+            with self.assertRaises(OSError) as cm:
+                f.read()
+        self.assertEqual(cm.exception.errno, errno.EIO)
+        with open(m.path(".stats")) as f:
+            samples, _ = parse_exposition(f.read())
+        self.assertGreaterEqual(
+            value(samples, "ckptfs_checksum_failures_total", object="chunk"), 1)
+        self.assertGreaterEqual(
+            value(samples, "ckptfs_fuse_errors_total", op="read", errno="EIO"), 1)
+        with self.assertRaises(OSError) as cm:
+            open(m.path(".stats"), "w")
+        self.assertEqual(cm.exception.errno, errno.EACCES)
+        m.cleanup()
 
     def test_parallel_scrapes_during_cp(self):
         m = self.mount(args=["--metrics=127.0.0.1:%d" % self.port])
