@@ -28,7 +28,9 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 with open(CKPTFS, "rb") as _f:
-    SANITIZED = b"AddressSanitizer" in _f.read()
+    _bin = _f.read()
+    SANITIZED = b"AddressSanitizer" in _bin or b"ThreadSanitizer" in _bin
+    del _bin
 
 
 def free_port():
@@ -398,7 +400,8 @@ class Metrics(MountTest):
         self.assertEqual(sha256_file(m.path("sampler", "c", "big.bin")), sha256_file(src))
         # Scrapes render into per-request buffers of a few KiB, and the
         # copy keeps a few chunks in flight (~90 MiB alone): under 160 MiB more
-        # (ASan keeps up to 256 MiB of freed memory in quarantine).
+        # (ASan keeps up to 256 MiB of freed memory in quarantine; TSan's
+        # shadow memory grows with what the copy touches).
         print("metrics: RSS %.1f MiB before, peak %.1f MiB during cp + 200 scrapes"
               % (base_rss / 2**20, peak[0] / 2**20), file=sys.stderr)
         limit = (160 << 20) + ((384 << 20) if SANITIZED else 0)
