@@ -29,7 +29,7 @@ PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 with open(CKPTFS, "rb") as _f:
     _bin = _f.read()
-    SANITIZED = b"AddressSanitizer" in _bin or b"ThreadSanitizer" in _bin
+    SANITIZED = b"__asan_init" in _bin or b"__tsan_init" in _bin
     del _bin
 
 
