@@ -504,12 +504,6 @@ static int check_base_chunks(struct ckfs *fs, const struct entry *e)
 	return 0;
 }
 
-/*
- * Commit the file behind @ws: store its chunks, then its entry, then
- * publish it in the view. The caller holds a reference to @ws. Lock order:
- * the writer, then the mutation turn, then fs->lock; the entry put runs in
- * the turn without fs->lock.
- */
 /* Metrics and the log line of one finished commit. */
 static void note_commit(const char *name, const char *kind, int rc, double t0,
 			uint64_t logical, uint64_t stored)
@@ -527,6 +521,12 @@ static void note_commit(const char *name, const char *kind, int rc, double t0,
 		 secs);
 }
 
+/*
+ * Commit the file behind @ws: store its chunks, then its entry, then
+ * publish it in the view. The caller holds a reference to @ws. Lock order:
+ * the writer, then the mutation turn, then fs->lock; the entry put runs in
+ * the turn without fs->lock.
+ */
 int commit_slot(struct ckfs *fs, struct wslot *ws)
 {
 	char job[256], ckpt[256], base[256], name[4400];
@@ -566,8 +566,10 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 	snprintf(name, sizeof(name), "%s/%s", ws->ckpt, ws->relpath);
 	/* The turn keeps the slot's name and unlinked flag still (renames
 	 * and unlinks take it too) until ns_end(). */
-	if (ws->unlinked)
-		goto out;	/* removed while open: nothing to publish */
+	if (ws->unlinked) {
+		kind = NULL;	/* removed while open: nothing to publish */
+		goto out;
+	}
 	c = find_ckpt(fs, ws->job, ws->dir, ws->ckpt);
 	if (!c) {
 		rc = lookup_errno(fs, ws->job, ws->dir);
@@ -646,7 +648,7 @@ out:
 	writer_unlock(ws->w);
 	if (rc < 0)
 		log_error("commit %s: %s", name, strerror(-rc));
-	if (rc < 0 || kind[0] != 'u')	/* not an unlinked file's no-op */
+	if (kind)	/* not an unlinked file's no-op */
 		note_commit(name, kind, rc, t0, logical, stored);
 	entry_release(&e);
 	return rc;
