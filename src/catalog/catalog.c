@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -424,6 +425,8 @@ int entry_format(const struct entry *e, struct buf *out)
 			cJSON_AddItemToArray(arr, ch);
 		}
 	}
+	if (!e->is_dir && e->commit_s > 0)
+		cJSON_AddNumberToObject(o, "commit_s", round(e->commit_s * 1e6) / 1e6);
 	entry_sum(e, sum);
 	cJSON_AddStringToObject(o, "sum", sum);
 	rc = json_to_buf(o, out);
@@ -535,6 +538,9 @@ int entry_parse(const char *json, size_t len, struct entry *out)
 	if (out->size > (1ull << 60))
 		goto out;
 	out->chunk_size = (uint32_t)csize;
+	if (cJSON_GetObjectItemCaseSensitive(o, "commit_s") &&
+	    json_real(o, "commit_s", 0, 1e9, &out->commit_s) < 0)
+		goto out;
 	arr = cJSON_GetObjectItemCaseSensitive(o, "chunks");
 	if (!cJSON_IsArray(arr))
 		goto out;

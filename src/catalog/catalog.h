@@ -81,6 +81,10 @@ struct entry {
 	uint32_t chunk_size;
 	struct chunk_ref *chunks;	/* ceil(size / chunk_size) of them */
 	size_t n_chunks;
+	/* Seconds from close (or fsync) until its chunks were durable, as
+	 * measured by the mount that committed it; 0: not known. A figure
+	 * for users ("commit_s", optional, not covered by "sum"). */
+	double commit_s;
 };
 
 void ckpt_record_release(struct ckpt_record *r);

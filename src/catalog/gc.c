@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "catalog/catalog.h"
 #include "store/store_local.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #define GC_MODELS_PREFIX "models/"
 
@@ -241,7 +243,30 @@ static int mark_inflight(struct store *st, struct keyset *live, int64_t since)
 	return rc;
 }
 
+static gc_progress_fn progress_fn;
+static void *progress_arg;
+
+void gc_set_progress(gc_progress_fn fn, void *arg)
+{
+	progress_fn = fn;
+	progress_arg = arg;
+}
+
+/* "chunks/ab/abcd...": how far through the key space @key is, or -1. */
+static double key_frac(const char *key)
+{
+	const char *h = strrchr(key, '/');
+	char top[9];
+
+	if (!h || strlen(h + 1) < 8)
+		return -1;
+	memcpy(top, h + 1, 8);
+	top[8] = '\0';
+	return (double)strtoul(top, NULL, 16) / 4294967296.0;
+}
+
 struct sweep {
+	uint64_t items, bytes;	/* examined so far, for progress */
 	struct store *st;
 	const struct keyset *live;
 	int64_t cutoff;
@@ -256,6 +281,10 @@ static int sweep_cb(const char *key, const struct store_stat *sst, void *arg)
 	struct sweep *s = arg;
 	int d = gc_sweep_decision(s->live, key, sst->mtime, s->cutoff);
 
+	s->items++;
+	s->bytes += sst->size;
+	if (progress_fn)
+		progress_fn(progress_arg, s->items, s->bytes, key_frac(key));
 	if (d < 0)
 		s->r->kept_young++;
 	if (d <= 0)
@@ -341,5 +370,16 @@ int gc_run(struct store *st, int64_t grace_s, int dry_run, double now,
 	}
 out:
 	keyset_release(&live);
+	if (!dry_run) {
+		metrics_inc(M_GC_RUNS, rc == 0 ? "ok" : metrics_errno_name(rc), NULL, NULL);
+		metrics_add(M_GC_DELETED_OBJECTS, (double)r->deleted, NULL, NULL, NULL);
+		metrics_add(M_GC_DELETED_BYTES, (double)r->deleted_bytes, NULL, NULL, NULL);
+		metrics_add(M_GC_EXPIRED, (double)r->expired, NULL, NULL, NULL);
+		log_debug("gc: %" PRIu64 " expired checkpoints removed, %" PRIu64
+			  " unreferenced chunks deleted (%" PRIu64 " bytes), %" PRIu64
+			  " live, %" PRIu64 " kept as younger than %" PRId64 " s%s%s",
+			  r->expired, r->deleted, r->deleted_bytes, r->live, r->kept_young,
+			  grace_s, rc < 0 ? "; failed: " : "", rc < 0 ? strerror(-rc) : "");
+	}
 	return rc;
 }

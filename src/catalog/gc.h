@@ -69,4 +69,13 @@ int gc_mark(struct store *st, struct keyset *live);
 int gc_run(struct store *st, int64_t grace_s, int dry_run, double now,
 	   struct gc_report *r);
 
+/*
+ * Progress of gc_run(), for a terminal: called once per chunk object the
+ * sweep examines (@items, their @bytes so far) with the fraction of the
+ * key space done (keys are SHA-256 hex, so uniform), never under a lock.
+ * Process-wide; NULL turns it off (the default; the daemon sets none).
+ */
+typedef void (*gc_progress_fn)(void *arg, uint64_t items, uint64_t bytes, double frac);
+void gc_set_progress(gc_progress_fn fn, void *arg);
+
 #endif

@@ -19,7 +19,7 @@ static void usage(FILE *f)
 		"                                            mount (mount --fd-socket PATH STORE)\n"
 		"  ckptfs fsck STORE                         verify every manifest and chunk\n"
 		"  ckptfs gc [--dry-run] [--grace S] STORE   reclaim unreferenced data\n"
-		"  ckptfs stat STORE                         jobs, checkpoints, bytes, ratios\n"
+		"  ckptfs stat [--job J] [--json] STORE      checkpoints, bytes, ratios, totals\n"
 		"  ckptfs --version | --help\n"
 		"\n"
 		"STORE is a directory or s3://BUCKET[/PREFIX]. `ckptfs mount --help` lists\n"

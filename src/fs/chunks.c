@@ -19,6 +19,7 @@
 
 #include "util/hash.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 struct centry {
 	struct chunk_data pub;	/* first: chunk_data pointers convert back */
@@ -323,7 +324,9 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	int rc;
 
 	catalog_chunk_key(ref->key, key, sizeof(key));
+	metrics_inc(M_CACHE_MISSES, "memory", NULL, NULL);
 	rc = store_get(c->st, key, &frame);
+	metrics_add(M_CACHE_FETCHED_BYTES, (double)frame.len, "memory", NULL, NULL);
 	if (rc < 0) {
 		log_error("chunk %s: %s", ref->key,
 			  rc == -ENOENT ? "missing from the store" : strerror(-rc));
@@ -334,6 +337,7 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	if (strcmp(hex, ref->key)) {
 		log_error("chunk %s: checksum mismatch: the object's SHA-256 is %s "
 			  "(corrupt or substituted store object)", ref->key, hex);
+		metrics_inc(M_CHECKSUM_FAILURES, "chunk", NULL, NULL);
 		rc = -EIO;
 		goto out;
 	}
@@ -342,6 +346,7 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	if (ref->stored_len && frame.len != ref->stored_len) {
 		log_error("chunk %s: %zu bytes, its entry says %" PRIu32 " (corrupt entry)",
 			  ref->key, frame.len, ref->stored_len);
+		metrics_inc(M_CHECKSUM_FAILURES, "chunk", NULL, NULL);
 		rc = -EIO;
 		goto out;
 	}
@@ -349,6 +354,7 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	if (rc < 0 || info.raw_len != raw_len || (info.needs_base && !ref->base_key[0])) {
 		log_error("chunk %s: checksum mismatch in the frame header (corrupt store object)",
 			  ref->key);
+		metrics_inc(M_CHECKSUM_FAILURES, "chunk", NULL, NULL);
 		rc = -EIO;
 		goto out;
 	}
@@ -375,6 +381,8 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	if (rc < 0) {
 		log_error("chunk %s: %s", ref->key, rc == -EBADMSG ?
 			  "checksum mismatch (corrupt store object)" : strerror(-rc));
+		if (rc == -EBADMSG)
+			metrics_inc(M_CHECKSUM_FAILURES, "chunk", NULL, NULL);
 		rc = -EIO;
 		goto out;
 	}
@@ -432,6 +440,7 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	}
 	if (e) {
 		pthread_mutex_unlock(&c->lock);
+		metrics_inc(M_CACHE_HITS, "memory", NULL, NULL);
 		if (e->pub.len != raw_len) {
 			chunks_put(c, &e->pub);
 			log_error("chunk %s: size mismatch", ref->key);

@@ -27,6 +27,7 @@
 #include "hotload/hotload.h"
 #include "util/hash.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/name.h"
 
 #define DEPLOY_MAX (1u << 20)
@@ -510,7 +511,7 @@ long ctl_hotload_write(struct ckfs *fs, struct handle *h, const char *buf, size_
 	struct buf dj = BUF_INIT;
 	char name[256] = "", err[200] = "", *key = NULL;
 	struct timespec ts;
-	double started;
+	double started, t0 = metrics_now();
 	size_t n = size, i;
 	int rc, ran = 0, slot = 0;
 
@@ -597,6 +598,8 @@ long ctl_hotload_write(struct ckfs *fs, struct handle *h, const char *buf, size_
 	req.n_files = t.n_files;
 	req.token_env_allow = fs->cfg.hotload_token_env;
 	/* No fs->lock here: the server reads the checkpoint through this mount. */
+	log_info("hotload %s -> %s: start (%s, %zu files)", t.name, name,
+		 t.kind, t.n_files);
 	rc = hotload_run(&d, &req, &res);
 	ran = 1;	/* hotload_run() logged the outcome, once */
 	if (rc == 0) {
@@ -613,6 +616,14 @@ done:
 			  strerrorname_np(-rc) ? strerrorname_np(-rc) : "?");
 	if (slot)
 		hl_slot_give(fs);
+	{
+		/* Only names of stored deployments become label values (and the
+		 * registry caps how many): a typo is "unknown". */
+		const char *dl = dj.len ? name : "unknown";
+
+		metrics_inc(M_HOTLOADS, dl, rc == 0 ? "ok" : metrics_errno_name(rc), NULL);
+		metrics_observe(M_HOTLOAD_SECONDS, metrics_now() - t0, dl, NULL, NULL);
+	}
 	if (!t.name)
 		t.name = strdup(h->ctl_name);
 	set_status(fs, h->ctl_job, h->ctl_dir, h->ctl_name,

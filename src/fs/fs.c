@@ -21,6 +21,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -82,6 +83,26 @@ static int jsonl_build_locked(struct ckfs *fs, struct buf *out)
 				cJSON_AddNullToObject(o, "expires_at");
 			cJSON_AddNumberToObject(o, "logical_bytes", (double)ckpt_logical(c));
 			cJSON_AddNumberToObject(o, "stored_bytes", (double)ckpt_stored(c));
+			{
+				struct ckpt_figures f;
+
+				ckpt_figures(c, &f);
+				if (f.ratio >= 0)
+					cJSON_AddNumberToObject(o, "stored_ratio",
+								round(f.ratio * 1e4) / 1e4);
+				else
+					cJSON_AddNullToObject(o, "stored_ratio");
+				if (f.zero_fraction >= 0)
+					cJSON_AddNumberToObject(o, "zero_chunk_fraction",
+								round(f.zero_fraction * 1e4) / 1e4);
+				else
+					cJSON_AddNullToObject(o, "zero_chunk_fraction");
+				if (f.commit_s >= 0)
+					cJSON_AddNumberToObject(o, "commit_seconds",
+								round(f.commit_s * 1e3) / 1e3);
+				else
+					cJSON_AddNullToObject(o, "commit_seconds");
+			}
 			cJSON_AddBoolToObject(o, "promotable", promotable(c));
 			cJSON_AddStringToObject(o, "path", path);
 			s = cJSON_PrintUnformatted(o);
@@ -141,7 +162,7 @@ static void *gc_main(void *arg)
 		rc = gc_run(fs->st, fs->cfg.gc_grace, 0, wall_now(), &r);
 		if (rc < 0)
 			log_error("gc: %s", strerror(-rc));
-		else if (r.expired || r.deleted)
+		else	/* one summary per pass, even of nothing (doc/METRICS.md) */
 			log_info("gc: %" PRIu64 " expired checkpoints removed, %" PRIu64
 				 " chunks (%" PRIu64 " bytes) reclaimed", r.expired, r.deleted,
 				 r.deleted_bytes);

@@ -12,7 +12,8 @@
 
 enum ptype {
 	P_ROOT, P_JSONL, P_JOBS, P_JOB, P_KINDDIR, P_CKPT, P_INNER, P_HOTLOAD,
-	P_DEPLOYMENTS, P_DEPLOY, P_PINNED, P_NONE
+	P_DEPLOYMENTS, P_DEPLOY, P_PINNED, P_NONE,
+	P_STATS		/* /.stats: the metrics registry; resolved, never listed */
 };
 
 struct fpath {
@@ -84,6 +85,15 @@ void fill_file(struct stat *st, mode_t perm, uint64_t size, int64_t mtime_ns);
 uint64_t fpath_ino(const struct fpath *p);
 uint64_t ckpt_logical(const struct ckpt *c);
 uint64_t ckpt_stored(const struct ckpt *c);
+/* Figures of a checkpoint for users (xattrs, checkpoints.jsonl); each
+ * double is -1 when it does not apply or is not known. */
+struct ckpt_figures {
+	uint64_t logical, stored;
+	double ratio;		/* stored / logical */
+	double zero_fraction;	/* deltas: all-zero chunks / chunks */
+	double commit_s;	/* sum over its files of close -> durable */
+};
+int ckpt_figures(const struct ckpt *c, struct ckpt_figures *f);
 
 /* policy.c */
 struct ckpt *latest_of_kind(struct view *v, enum ckpt_kind kind);

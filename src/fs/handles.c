@@ -18,6 +18,7 @@
 #include "fs/fs_int.h"
 #include "fs/view.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/name.h"
 #include "fs/fs_local.h"
 
@@ -271,12 +272,13 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 	h->magic = FS_HANDLE_MAGIC;
 	h->last_chunk = -2;
 	h->ino = fpath_ino(&p);
-	if (p.type == P_JSONL) {
+	if (p.type == P_JSONL || p.type == P_STATS) {
 		if (wants_write) {
 			rc = -EACCES;
 			goto fail;
 		}
-		rc = jsonl_build(fs, &h->content);
+		rc = p.type == P_STATS ? metrics_render(&h->content)
+				       : jsonl_build(fs, &h->content);
 		if (rc < 0)
 			goto fail;
 		h->type = H_CONTENT;
@@ -502,6 +504,23 @@ static int check_base_chunks(struct ckfs *fs, const struct entry *e)
 	return 0;
 }
 
+/* Metrics and the log line of one finished commit. */
+static void note_commit(const char *name, const char *kind, int rc, double t0,
+			uint64_t logical, uint64_t stored)
+{
+	double secs = metrics_now() - t0;
+
+	metrics_inc(M_COMMITS, kind, rc == 0 ? "ok" : "error", NULL);
+	if (rc < 0)
+		return;
+	metrics_add(M_LOGICAL_BYTES, (double)logical, kind, NULL, NULL);
+	metrics_add(M_STORED_BYTES, (double)stored, kind, NULL, NULL);
+	metrics_observe(M_COMMIT_SECONDS, secs, kind, NULL, NULL);
+	log_info("committed %s (%s): %" PRIu64 " bytes, %" PRIu64 " stored (ratio %.3f) in %.3f s",
+		 name, kind, logical, stored, logical ? (double)stored / (double)logical : 0.0,
+		 secs);
+}
+
 /*
  * Commit the file behind @ws: store its chunks, then its entry, then
  * publish it in the view. The caller holds a reference to @ws. Lock order:
@@ -515,7 +534,9 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 	enum ckpt_dir dir;
 	struct ckpt *c;
 	int rc, store_rc = 0, delta = 0;
-	double created = 0;
+	double created = 0, t0 = metrics_now();
+	const char *kind = "unknown";
+	uint64_t logical = 0, stored = 0;
 
 	writer_lock(ws->w);
 	if (!writer_is_dirty(ws->w)) {
@@ -536,13 +557,16 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 		pthread_mutex_unlock(&fs->lock);
 		writer_unlock(ws->w);
 		entry_release(&e);
+		note_commit(name, kind, rc, t0, 0, 0);
 		return rc;
 	}
 	snprintf(name, sizeof(name), "%s/%s", ws->ckpt, ws->relpath);
 	/* The turn keeps the slot's name and unlinked flag still (renames
 	 * and unlinks take it too) until ns_end(). */
-	if (ws->unlinked)
-		goto out;	/* removed while open: nothing to publish */
+	if (ws->unlinked) {
+		kind = NULL;	/* removed while open: nothing to publish */
+		goto out;
+	}
 	c = find_ckpt(fs, ws->job, ws->dir, ws->ckpt);
 	if (!c) {
 		rc = lookup_errno(fs, ws->job, ws->dir);
@@ -552,6 +576,7 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 	snprintf(job, sizeof(job), "%s", ws->job);
 	snprintf(ckpt, sizeof(ckpt), "%s", ws->ckpt);
 	dir = ws->dir;
+	kind = ckpt_kind_name(c->rec.kind);	/* a static string */
 	delta = c->rec.kind == KIND_DELTA && c->rec.base;
 	if (delta) {
 		snprintf(base, sizeof(base), "%s", c->rec.base);
@@ -564,6 +589,7 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 	}
 	pthread_mutex_unlock(&fs->lock);
 
+	e.commit_s = metrics_now() - t0;	/* the data is durable now */
 	rc = store_rc = catalog_entry_put(fs->st, job, dir, ckpt, &e);
 	if (rc == 0 && delta) {
 		int gone;
@@ -602,6 +628,8 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 		struct entry *pub = calloc(1, sizeof(*pub));
 		size_t idx;
 
+		logical = e.size;
+		stored = entry_stored_bytes(&e);
 		if (find_slot(c, e.path, &idx))
 			ckpt_remove_slot(c, idx);
 		if (pub) {
@@ -617,6 +645,8 @@ out:
 	writer_unlock(ws->w);
 	if (rc < 0)
 		log_error("commit %s: %s", name, strerror(-rc));
+	if (kind)	/* not an unlinked file's no-op */
+		note_commit(name, kind, rc, t0, logical, stored);
 	entry_release(&e);
 	return rc;
 }

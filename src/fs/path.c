@@ -18,6 +18,7 @@
 #include "fs/fs_int.h"
 #include "fs/view.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/name.h"
 #include "fs/fs_local.h"
 
@@ -71,8 +72,13 @@ static int parse_path_raw(struct ckfs *fs, const char *path, struct fpath *p)
 	}
 #define IS(k, s) (l[k] == strlen(s) && !memcmp(c[k], s, l[k]))
 	if (n == 1 && !IS(0, "sampler") && !IS(0, "state") && !IS(0, "models") &&
-	    !IS(0, "deployments") && !IS(0, "jobs") && !IS(0, "checkpoints.jsonl")) {
+	    !IS(0, "deployments") && !IS(0, "jobs") && !IS(0, "checkpoints.jsonl") &&
+	    !IS(0, ".stats")) {
 		p->type = P_NONE;	/* the root holds nothing else */
+		return 0;
+	}
+	if (IS(0, ".stats") && n == 1) {
+		p->type = P_STATS;
 		return 0;
 	}
 	if (IS(0, "checkpoints.jsonl") && n == 1) {
@@ -223,6 +229,8 @@ int parse_path(struct ckfs *fs, const char *path, struct fpath *p)
 			snprintf(p->ckpt, sizeof(p->ckpt), "%s", c->rec.name);
 		if (c && c->bad_key && ckpt_corrupt_refuses(fs, c, p)) {
 			log_error("%s: store object %s is corrupt (EIO)", path, c->bad_key);
+			metrics_inc(M_CHECKSUM_FAILURES, strstr(c->bad_key, "/entries/") ?
+				    "entry" : "record", NULL, NULL);
 			rc = -EIO;
 		}
 		pthread_mutex_unlock(&fs->lock);

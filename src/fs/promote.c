@@ -19,6 +19,7 @@
 #include "fs/view.h"
 #include "util/hash.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/name.h"
 #include "fs/fs_local.h"
 #include "util/par.h"
@@ -546,6 +547,8 @@ int promote(struct ckfs *fs, const struct fpath *src, const char *id)
 	for (try = 1;; try++) {
 		rc = promote_once(fs, src, id, try == PROMOTE_TRIES);
 		if (rc != -EAGAIN)
-			return rc;
+			break;
 	}
+	metrics_inc(M_PROMOTIONS, rc == 0 ? "ok" : metrics_errno_name(rc), NULL, NULL);
+	return rc;
 }

@@ -21,6 +21,7 @@
 #include "fs/view.h"
 #include "util/hash.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/name.h"
 #include "fs/fs_local.h"
 
@@ -118,6 +119,32 @@ uint64_t ckpt_stored(const struct ckpt *c)
 	return n;
 }
 
+int ckpt_figures(const struct ckpt *c, struct ckpt_figures *f)
+{
+	uint64_t chunks = 0, zero = 0;
+	size_t i, k;
+	int known = 1;
+
+	memset(f, 0, sizeof(*f));
+	for (i = 0; i < c->n_ents; i++) {
+		const struct entry *e = c->ents[i].e;
+
+		if (e->is_dir)
+			continue;
+		f->commit_s += e->commit_s;
+		known &= e->commit_s > 0;
+		for (k = 0; k < e->n_chunks; k++, chunks++)
+			zero += !e->chunks[k].key[0];
+	}
+	f->logical = ckpt_logical(c);
+	f->stored = ckpt_stored(c);
+	f->ratio = f->logical ? (double)f->stored / (double)f->logical : -1;
+	f->zero_fraction = c->rec.kind == KIND_DELTA && chunks ? (double)zero / (double)chunks : -1;
+	if (!known || f->commit_s <= 0)
+		f->commit_s = -1;
+	return 0;
+}
+
 
 static int getattr_path(struct ckfs *fs, const struct fpath *pp, struct stat *st);
 
@@ -157,6 +184,14 @@ static int getattr_path(struct ckfs *fs, const struct fpath *pp, struct stat *st
 		struct buf b = BUF_INIT;
 
 		rc = jsonl_build(fs, &b);
+		fill_file(st, 0444, b.len, (int64_t)now * 1000000000);
+		buf_release(&b);
+		return rc;
+	}
+	case P_STATS: {
+		struct buf b = BUF_INIT;
+
+		rc = metrics_render(&b);
 		fill_file(st, 0444, b.len, (int64_t)now * 1000000000);
 		buf_release(&b);
 		return rc;

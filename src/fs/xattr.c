@@ -57,7 +57,15 @@ static int xattr_value(struct ckfs *fs, const struct ckpt *c, const char *key,
 		n = snprintf(out, cap, "%" PRIu64, ckpt_logical(c));
 	else if (!strcmp(key, "stored_bytes"))
 		n = snprintf(out, cap, "%" PRIu64, ckpt_stored(c));
-	else if (!strcmp(key, "promoted_from"))
+	else if (!strcmp(key, "stored_ratio") || !strcmp(key, "zero_chunk_fraction") ||
+		 !strcmp(key, "commit_seconds")) {
+		struct ckpt_figures f;
+		double v;
+
+		ckpt_figures(c, &f);
+		v = key[0] == 's' ? f.ratio : key[0] == 'z' ? f.zero_fraction : f.commit_s;
+		n = v < 0 ? -ENODATA : snprintf(out, cap, "%.4f", v);
+	} else if (!strcmp(key, "promoted_from"))
 		n = c->rec.promoted_from ? snprintf(out, cap, "%s", c->rec.promoted_from) : -ENODATA;
 	else if (!strcmp(key, "source_snapshot"))
 		n = c->rec.source_snapshot ? snprintf(out, cap, "%s", c->rec.source_snapshot)
@@ -72,7 +80,8 @@ static int xattr_value(struct ckfs *fs, const struct ckpt *c, const char *key,
 
 static const char *const xattr_names[] = {
 	"kind", "base", "snapshot", "ttl", "expires_at", "created",
-	"logical_bytes", "stored_bytes", "promotable", "promoted_from", "source_snapshot",
+	"logical_bytes", "stored_bytes", "stored_ratio", "zero_chunk_fraction",
+	"commit_seconds", "promotable", "promoted_from", "source_snapshot",
 };
 
 int fs_getxattr(struct ckfs *fs, const char *path, const char *name, char *value,

@@ -26,4 +26,16 @@ int ckfuse_fd_receive(const char *sock_path, int *conn_out, char *mnt, size_t mn
  * 0 or -errno. */
 int ckfuse_notify(const char *msg);
 
+/* The operations table @ops with every call counted in the metrics
+ * (requests and errors by op and errno). Returns a static table. */
+const struct fuse_operations *ckfuse_metrics_wrap(const struct fuse_operations *ops);
+
+/* `--metrics [ADDR:]PORT`: serve the metrics registry on /metrics over
+ * HTTP on threads of its own (libmicrohttpd). Port 0 picks a free one.
+ * 0 or -errno (with a log line). */
+struct ckfuse_metrics_server;
+int ckfuse_metrics_start(const char *spec, struct ckfuse_metrics_server **out);
+const char *ckfuse_metrics_url(const struct ckfuse_metrics_server *m);
+void ckfuse_metrics_stop(struct ckfuse_metrics_server *m);	/* NULL is fine */
+
 #endif

@@ -33,6 +33,7 @@
 #include "fs/fs.h"
 #include "store/store.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 struct mount_opts {
 	char *store;
@@ -44,6 +45,8 @@ struct mount_opts {
 	char *hotload_token_env;
 	char *fd_socket;
 	char *env_file;
+	char *metrics;		/* --metrics [ADDR:]PORT */
+	char *log_level;	/* --log-level error|warn|info|debug */
 	double shutdown_timeout;
 	int shutdown_timeout_set;
 	unsigned chunk_kib;
@@ -103,6 +106,9 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--insecure-tls", insecure_tls, 1),
 	OPT3("fd-socket", fd_socket),
 	OPT3("env-file", env_file),
+	OPT3("metrics", metrics),
+	OPT3("log-level", log_level),
+	OPT("log_level=%s", log_level, 0),
 	OPT("--shutdown-timeout=%lf", shutdown_timeout, 0),
 	OPT("shutdown_timeout=%lf", shutdown_timeout, 0),
 	OPT("--shutdown-timeout=", shutdown_timeout_set, 1),
@@ -161,7 +167,10 @@ static void usage(const char *prog)
 	       "                         (S3 credentials from fstab; mode 0600)\n"
 	       "  --shutdown-timeout=S   on SIGTERM, wait this long for files open for\n"
 	       "                         writing to be closed and committed (30);\n"
-	       "                         exit 3 if some had to be abandoned\n",
+	       "                         exit 3 if some had to be abandoned\n"
+	       "  --metrics=[ADDR:]PORT  serve Prometheus metrics on /metrics\n"
+	       "                         (ADDR defaults to 127.0.0.1; off by default)\n"
+	       "  --log-level=L          error, warn, info (default) or debug\n",
 	       prog, prog);
 }
 
@@ -610,7 +619,7 @@ static const struct fuse_operations *drain_operations(void)
 {
 	static struct fuse_operations ops;
 
-	drain.inner = ckfuse_operations();
+	drain.inner = ckfuse_metrics_wrap(ckfuse_operations());
 	ops = *drain.inner;
 	ops.open = drain_open;
 	ops.create = drain_create;
@@ -859,6 +868,19 @@ static void *probe_thread(void *arg)
 	return NULL;
 }
 
+/* The disk cache of an S3 store keeps its own counters: mirror them. */
+static void collect_cache(void *arg)
+{
+	struct store_cache_stats cs;
+
+	if (store_cache_stats(arg, &cs) < 0)
+		return;
+	metrics_set(M_CACHE_HITS, (double)cs.hits, "disk", NULL, NULL);
+	metrics_set(M_CACHE_MISSES, (double)cs.misses, "disk", NULL, NULL);
+	metrics_set(M_CACHE_FETCHED_BYTES, (double)cs.inner_bytes, "disk", NULL, NULL);
+	metrics_set(M_CACHE_BYTES, (double)cs.cached_bytes, "disk", NULL, NULL);
+}
+
 int ckfuse_mount_main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
@@ -879,6 +901,7 @@ int ckfuse_mount_main(int argc, char **argv)
 	char **jargv, **made = NULL;
 	int rc = 1, jargc = 0, nmade = 0, fd_conn = -1, is_fd = 0;
 	long abandoned = 0;
+	struct ckfuse_metrics_server *msrv = NULL;
 
 	/*
 	 * Chunk buffers are megabytes and come and go on many threads: few
@@ -921,6 +944,18 @@ int ckfuse_mount_main(int argc, char **argv)
 	}
 	if (build_config(&o, &cfg) < 0)
 		goto out_args;
+	if (o.log_level) {
+		static const char *const lv[] = { "error", "warn", "info", "debug" };
+		int i;
+
+		for (i = 0; i < 4 && strcmp(o.log_level, lv[i]); i++)
+			;
+		if (i == 4) {
+			fprintf(stderr, "ckptfs: --log-level must be error, warn, info or debug\n");
+			goto out_args;
+		}
+		log_set_level((enum log_level)i);
+	}
 	if (o.env_file && load_env_file(o.env_file) < 0)
 		goto out_args;
 	if (o.fd_socket) {
@@ -1005,6 +1040,11 @@ int ckfuse_mount_main(int argc, char **argv)
 		goto out_signals;
 	}
 	sd_started = 1;
+	metrics_add_collector(collect_cache, st);
+	if (o.metrics && ckfuse_metrics_start(o.metrics, &msrv) < 0) {
+		report_ready(0, "cannot serve --metrics (see the log)");
+		goto out_signals;
+	}
 	log_info("mounted %s on %s (job %s, session %s)", o.store, sc.mnt, cfg.job,
 		 fs_session(fs));
 
@@ -1042,6 +1082,8 @@ out_signals:
 		pthread_join(sd_tid, NULL);
 	}
 	restore_signals();
+	ckfuse_metrics_stop(msrv);
+	metrics_remove_collector(collect_cache, st);
 	/* Handles still open for writing now never get their release (the
 	 * loop is over): drop them without committing anything of them. */
 	pthread_mutex_lock(&drain.lock);
@@ -1083,5 +1125,7 @@ out_args:
 	free(o.hotload_token_env);
 	free(o.fd_socket);
 	free(o.env_file);
+	free(o.metrics);
+	free(o.log_level);
 	return rc;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "util/log.h"
+#include "util/metrics.h"
 
 int store_key_check(const char *key)
 {
@@ -63,4 +64,18 @@ void store_free(struct store *st)
 {
 	if (st)
 		st->ops->destroy(st);
+}
+
+double store_clock(void)
+{
+	return metrics_now();
+}
+
+int store_note(struct store *st, const char *op, double t0, int rc)
+{
+	const char *backend = st->ops->name;
+
+	metrics_inc(M_STORE_REQUESTS, backend, op, rc >= 0 ? "ok" : metrics_errno_name(rc));
+	metrics_observe(M_STORE_SECONDS, metrics_now() - t0, backend, op, NULL);
+	return rc;
 }

@@ -127,22 +127,27 @@ int store_cache_set_write_through(struct store *st, int on);
 /* Fill @out. 0, or -EINVAL if @st is not a cache store. */
 int store_cache_stats(struct store *st, struct store_cache_stats *out);
 
+/* Count one finished operation in the metrics (backend, op, status,
+ * latency since @t0) and return @rc. */
+int store_note(struct store *st, const char *op, double t0, int rc);
+double store_clock(void);
+
 static inline int store_put(struct store *st, const char *key, const void *d, size_t n)
-{ return st->ops->put(st, key, d, n); }
+{ double t0 = store_clock(); return store_note(st, "put", t0, st->ops->put(st, key, d, n)); }
 static inline int store_put_if_absent(struct store *st, const char *key, const void *d, size_t n)
-{ return st->ops->put_if_absent(st, key, d, n); }
+{ double t0 = store_clock(); return store_note(st, "put_if_absent", t0, st->ops->put_if_absent(st, key, d, n)); }
 static inline int store_get_range(struct store *st, const char *key, uint64_t off, size_t len, struct buf *out)
-{ return st->ops->get_range(st, key, off, len, out); }
+{ double t0 = store_clock(); return store_note(st, "get", t0, st->ops->get_range(st, key, off, len, out)); }
 static inline int store_get(struct store *st, const char *key, struct buf *out)
-{ return st->ops->get_range(st, key, 0, STORE_TO_END, out); }
+{ return store_get_range(st, key, 0, STORE_TO_END, out); }
 static inline int store_head(struct store *st, const char *key, struct store_stat *out)
-{ return st->ops->head(st, key, out); }
+{ double t0 = store_clock(); return store_note(st, "head", t0, st->ops->head(st, key, out)); }
 static inline int store_list(struct store *st, const char *prefix, store_list_cb cb, void *arg)
-{ return st->ops->list(st, prefix, cb, arg); }
+{ double t0 = store_clock(); return store_note(st, "list", t0, st->ops->list(st, prefix, cb, arg)); }
 static inline int store_remove(struct store *st, const char *key)
-{ return st->ops->remove(st, key); }
+{ double t0 = store_clock(); return store_note(st, "remove", t0, st->ops->remove(st, key)); }
 static inline int store_touch(struct store *st, const char *key)
-{ return st->ops->touch(st, key); }
+{ double t0 = store_clock(); return store_note(st, "touch", t0, st->ops->touch(st, key)); }
 
 /* 0 if @key obeys the key rules above, else -EINVAL. */
 int store_key_check(const char *key);

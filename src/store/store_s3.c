@@ -37,6 +37,7 @@
 
 #include "store/store_s3_parse.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #define POOL_MAX		32		/* idle handles (= warm connections) kept */
 #define MULTIPART_ABOVE		(64ull << 20)	/* larger puts are uploaded in parts */
@@ -753,7 +754,8 @@ static int s3_request(struct s3_store *s, struct s3_req *r)
 			backoff = BACKOFF_CAP_MS;
 		backoff = backoff / 2 + jitter_rand() % (backoff / 2 + 1);
 		left = deadline - now_ms();
-		log_debug("s3 %s %s/%s: %s; retry %u in %" PRId64 " ms", r->method,
+		metrics_inc(M_STORE_RETRIES, "s3", r->method, NULL);
+		log_info("s3 %s %s/%s: %s; retry %u in %" PRId64 " ms", r->method,
 			  s->bucket, req_name(r), cause, tries, backoff);
 		if (backoff > left)
 			backoff = left > 0 ? left : 0;

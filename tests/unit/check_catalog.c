@@ -327,6 +327,35 @@ START_TEST(test_entry_round_trip_delta_chunks)
 }
 END_TEST
 
+/* commit_s: an optional figure, kept to the microsecond, outside "sum";
+ * a negative or non-number value is a corrupt entry. */
+START_TEST(test_entry_commit_s)
+{
+	struct entry *e = make_file("model.safetensors", 4096, 4096), back;
+	struct buf b = BUF_INIT;
+	char *json, *p;
+
+	e->commit_s = 0.25;
+	json = entry_round_trip(e);
+	ck_assert_ptr_nonnull(strstr(json, "\"commit_s\":0.25"));
+	ck_assert_int_eq(entry_parse(json, strlen(json), &back), 0);
+	ck_assert(back.commit_s == 0.25);
+	entry_release(&back);
+	p = strstr(json, "0.25");
+	memcpy(p, "-1.0", 4);
+	ck_assert_int_eq(entry_parse(json, strlen(json), &back), -EBADMSG);
+	memcpy(p, "\"x\"0", 4);
+	ck_assert_int_eq(entry_parse(json, strlen(json), &back), -EBADMSG);
+	free(json);
+	/* Unknown (0): not written at all. */
+	e->commit_s = 0;
+	ck_assert_int_eq(entry_format(e, &b), 0);
+	ck_assert_ptr_null(memmem(b.data, b.len, "commit_s", 8));
+	buf_release(&b);
+	entry_free(e);
+}
+END_TEST
+
 START_TEST(test_entry_round_trip_dir)
 {
 	struct entry d = { .path = (char *)"a/b/c", .is_dir = 1, .mode = 0750,
@@ -1739,6 +1768,7 @@ int main(void)
 	tcase_add_test(tc, test_entry_round_trip_files);
 	tcase_add_test(tc, test_entry_round_trip_delta_chunks);
 	tcase_add_test(tc, test_entry_round_trip_dir);
+	tcase_add_test(tc, test_entry_commit_s);
 	tcase_add_test(tc, test_entry_mtime_precision);
 	tcase_add_test(tc, test_entry_huge_size);
 	tcase_add_test(tc, test_entry_size_exact_below_2_53);

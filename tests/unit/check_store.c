@@ -44,6 +44,7 @@
 #include "util/buf.h"
 #include "util/hash.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MiB (1024 * 1024)
@@ -1152,12 +1153,23 @@ START_TEST(fake_retries_then_succeeds)
 	struct buf got = BUF_INIT;
 	struct fake f;
 
+	metrics_reset();
 	fake_start(&f, script, ARRAY_SIZE(script));
 	ck_assert_int_eq(fake_open(&f, "s3://fake-bucket", 20, &st), 0);
 	ck_assert_int_eq(store_get_range(st, "a/b", 0, 5, &got), 0);
 	ck_assert_uint_eq(got.len, 5);
 	ck_assert_mem_eq(got.data, "hello", 5);
 	ck_assert_int_eq(f.next, 6);
+	/* Counted: the retries of one GET that then succeeded: 503, 500 and
+	 * 429 always; the dropped connection too unless libcurl, seeing a
+	 * reused connection die, retried it itself on a fresh one. */
+	{
+		double n = metrics_get(M_STORE_RETRIES, "s3", "GET", NULL);
+
+		ck_assert_msg(n == 3 || n == 4, "%g retries", n);
+	}
+	ck_assert(metrics_get(M_STORE_REQUESTS, "s3", "get", "ok") == 1);
+	ck_assert(metrics_get(M_STORE_SECONDS, "s3", "get", NULL) == 1);
 	ck_assert(strstr(f.reqs[5], "\r\nRange: bytes=0-4\r\n") != NULL);
 	buf_release(&got);
 	store_free(st);
