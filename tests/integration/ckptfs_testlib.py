@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -151,6 +152,35 @@ def perturb_safetensors(src, dst, fraction, seed):
         f.write(data)
 
 
+def descendants(pid):
+    """The PIDs of every process below @pid, parents before children."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(0), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def running(pid):
+    """Whether @pid is a process that still runs (not gone, not a zombie)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class Mount:
     """A running `ckptfs mount -f` on a store directory."""
 
@@ -206,8 +236,20 @@ class Mount:
             raise AssertionError("suspicious daemon output:\n" + text)
 
     def kill9(self):
-        self.proc.kill()
+        # The daemon may run under a wrapper (unshare, setpriv): SIGKILL the
+        # deepest process first and wait until none runs, so that nothing a
+        # test does next (closing a descriptor, say) reaches a daemon that
+        # is still dying.
+        pids = [self.proc.pid] + descendants(self.proc.pid)
+        for pid in reversed(pids):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait()
+        deadline = time.monotonic() + 10
+        while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.proc = None
         self.logf.close()
         subprocess.run(["fusermount3", "-u", "-z", self.mnt], check=False,
