@@ -533,6 +533,121 @@ class Containers(unittest.TestCase):
         finally:
             m.stop()
 
+    def s3_bucket(self, role):
+        from ckptfs_testlib import S3
+        if not S3.available():
+            self.skipTest("no S3 server (set CKPTFS_TEST_S3_*)")
+        s3 = S3()
+        bucket = "ckptfs-it-%s-%d" % (role, os.getpid())
+        s3.make_bucket(bucket)
+        return s3, bucket
+
+    def check_store(self, url, job, want, env=None):
+        """Mount the store read-only on the host and check every file of
+        @want ({checkpoint: (kind, {name: sha256})}) byte for byte."""
+        mnt = os.path.join(self.tmp, "check")
+        m = Mount(url, mnt, os.path.join(self.tmp, "check.log"), job=job,
+                  args=["-o", "ro"], env=env)
+        m.start(timeout=60)
+        try:
+            for ck, (kind, files) in want.items():
+                d = os.path.join(mnt, "sampler", ck)
+                self.assertEqual(os.getxattr(d, "user.ckptfs.kind").decode(), kind, ck)
+                for n, sha in files.items():
+                    self.assertEqual(sha256_file(os.path.join(d, n)), sha, "%s/%s" % (ck, n))
+        finally:
+            m.stop()
+
+    def test_compose_recipe_under_podman_compose(self):
+        """examples/compose/compose.yaml, unchanged, under Debian 12's
+        podman-compose (1.0.3), with an override file for what differs
+        here: the image tag, host networking for the ckptfs service (the
+        test S3 server listens on 127.0.0.1 only) and a smaller, faster
+        trainer, and a local store: the test S3 server listens on 127.0.0.1
+        only, and podman-compose 1.0 cannot put a service on the host
+        network (it adds its project network too, which podman refuses), so
+        s3.env names a store directory (CKPTFS_STORE=/store) mounted into
+        the ckptfs service. podman-compose 1.0 ignores `condition:
+        service_healthy`, and podman 4.3 runs healthchecks only through
+        systemd timers (no systemd here): the trainer and inference
+        services wait with the documented readiness probe, which the recipe
+        ships; the compose healthcheck command is run with `podman
+        healthcheck run`."""
+        if not shutil.which("podman-compose"):
+            self.skipTest("no podman-compose (apt-get install podman-compose)")
+        proj = os.path.join(self.tmp, "compose")
+        os.makedirs(proj)
+        shutil.copy(os.path.join(TOP, "examples", "compose", "compose.yaml"), proj)
+        os.makedirs(os.path.join(proj, "ckpt"))
+        ckpt = os.path.join(proj, "ckpt")
+        subprocess.run(["mount", "--bind", ckpt, ckpt], check=True)
+        self.host_mounts.append(ckpt)
+        subprocess.run(["mount", "--make-rshared", ckpt], check=True)
+        env_file = os.path.join(proj, "s3.env")
+        with open(env_file, "w") as f:
+            f.write("CKPTFS_STORE=/store\n")
+        os.chmod(env_file, 0o600)
+        with open(os.path.join(proj, "test.yaml"), "w") as f:
+            f.write("services:\n"
+                    "  ckptfs:\n"
+                    "    image: %s\n"
+                    "    volumes: ['%s:/store']\n"
+                    "  trainer:\n"
+                    "    image: %s\n"
+                    "    environment: {STEPS: '3', SIZE_MB: '16', INTERVAL: '3'}\n"
+                    "  inference: {image: %s}\n" % (IMAGE, self.store, IMAGE, IMAGE))
+        name = "ckptfs-it-%d" % os.getpid()
+        pc = ["podman-compose", "-p", name, "-f", os.path.join(proj, "compose.yaml"),
+              "-f", os.path.join(proj, "test.yaml")]
+
+        def compose(*args, timeout=300):
+            r = subprocess.run(pc + list(args), env=podman_env(), capture_output=True,
+                               text=True, timeout=timeout, cwd=proj)
+            if r.returncode != 0:
+                raise AssertionError("podman-compose %s: exit %d\n%s%s"
+                                     % (" ".join(args), r.returncode, r.stdout, r.stderr))
+            return r
+
+        def logs(svc):
+            return podman("logs", "%s_%s_1" % (name, svc), check=False).stdout
+
+        compose("up", "-d", "--no-build")
+        try:
+            fs = name + "_ckptfs_1"
+            wait_for(lambda: podman("healthcheck", "run", fs, check=False).returncode == 0,
+                     60, "the compose healthcheck")
+            wait_for(lambda: "wrote step-3" in logs("trainer"), 120, "the trainer:\n" +
+                     podman("logs", fs, check=False).stderr)
+            wrote = {}
+            for line in logs("trainer").splitlines():
+                if line.startswith("trainer: wrote "):
+                    wrote[line.split()[2]] = line.split()[3]
+            self.assertEqual(sorted(wrote), ["step-1", "step-2", "step-3"])
+            self.assertEqual(len(set(wrote.values())), 3)
+            wait_for(lambda: "/ckpt/c/sampler/step-3 " in logs("inference"), 60,
+                     "the inference stand-in")
+            loaded = [l.split() for l in logs("inference").splitlines()
+                      if l.startswith("inference: loaded ")]
+            for _, _, d, sha, _ in loaded:
+                self.assertEqual(sha, wrote[os.path.basename(d)], d)
+            t0 = time.time()
+            compose("stop", "-t", "40", timeout=200)
+            print("containers: compose stop %.1f s" % (time.time() - t0), file=sys.stderr)
+            for svc in ("ckptfs", "trainer", "inference"):
+                rc = podman("inspect", "%s_%s_1" % (name, svc), "--format",
+                            "{{.State.ExitCode}}").stdout.strip()
+                self.assertEqual(rc, "0", svc + ":\n" + podman("logs", "%s_%s_1" % (name, svc),
+                                                               check=False).stderr)
+            self.assertEqual(top_mount_type(os.path.join(ckpt, "c")), "")
+        finally:
+            compose("down", "-v", "-t", "5", timeout=200)
+        # Nothing was written into the bare directory under the mount point.
+        self.assertEqual(os.listdir(os.path.join(ckpt, "c")), [])
+        self.check_store(self.store, "rl-7", {
+            "step-1": ("base", {"model.safetensors": wrote["step-1"]}),
+            "step-2": ("delta", {"model.safetensors": wrote["step-2"]}),
+            "step-3": ("delta", {"model.safetensors": wrote["step-3"]})})
+
     def test_kubernetes_sidecar_under_kube_play(self):
         """Test 4: examples/k8s/sidecar.yaml. podman 4.3 has no native
         sidecars (an init container with restartPolicy: Always would be run
