@@ -376,6 +376,8 @@ class Containers(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="ckptfs-ct-", dir=base)
         self.names = []
         self.host_mounts = []
+        self.kube_files = []
+        self.secrets = []
         self.src = os.path.join(self.tmp, "src")
         for s in ("s0", "s1"):
             os.makedirs(os.path.join(self.src, s))
@@ -392,6 +394,10 @@ class Containers(unittest.TestCase):
         os.makedirs(self.store)
 
     def tearDown(self):
+        for path in self.kube_files:
+            podman("kube", "play", "--down", path, check=False)
+        for n in self.secrets:
+            podman("secret", "rm", n, check=False)
         for n in reversed(self.names):
             podman("rm", "-f", "-t", "5", n, check=False)
         for p in reversed(self.host_mounts):
@@ -647,6 +653,149 @@ class Containers(unittest.TestCase):
             "step-1": ("base", {"model.safetensors": wrote["step-1"]}),
             "step-2": ("delta", {"model.safetensors": wrote["step-2"]}),
             "step-3": ("delta", {"model.safetensors": wrote["step-3"]})})
+
+    # A stand-in for the trainer (or the workload): a base, then a delta
+    # (1 MiB of it changed), each sha256'd before writing and read back.
+    STAND_IN = ("for s in 1 2; do "
+                "if [ $s = 1 ]; then head -c 16M /dev/urandom > /tmp/m; "
+                "else head -c 1M /dev/urandom | dd of=/tmp/m bs=1M seek=5 conv=notrunc status=none; fi; "
+                "mkdir -p DIR/step-$s && cp /tmp/m DIR/step-$s/model.safetensors && "
+                "echo \"wrote step-$s $(sha256sum < /tmp/m)\" && "
+                "echo \"read step-$s $(sha256sum < DIR/step-$s/model.safetensors)\" || exit 1; "
+                "done")
+
+    def stand_in_hashes(self, log):
+        """{step: sha256} the stand-in wrote, checking what it read back."""
+        wrote = {l.split()[1]: l.split()[2] for l in log.splitlines() if l.startswith("wrote ")}
+        read = {l.split()[1]: l.split()[2] for l in log.splitlines() if l.startswith("read ")}
+        self.assertEqual(sorted(wrote), ["step-1", "step-2"], log)
+        self.assertNotEqual(wrote["step-1"], wrote["step-2"])
+        self.assertEqual(read, wrote, log)
+        return wrote
+
+    def kube_manifest(self, name):
+        try:
+            import yaml
+        except ImportError:
+            self.skipTest("no python3-yaml")
+        with open(os.path.join(TOP, "examples", "k8s", name)) as f:
+            return yaml.safe_load(f)
+
+    def kube_play(self, pod, pod_name):
+        """podman kube play @pod (a dict); torn down by tearDown."""
+        import yaml
+        path = os.path.join(self.tmp, pod_name + ".yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(pod, f)
+        podman("kube", "play", "--down", path, check=False)
+        self.kube_files.append(path)
+        podman("kube", "play", path, timeout=300)
+
+    def kube_secret(self, s3):
+        """The manifests' Secret ckptfs-s3 as podman 4.3 reads one for
+        envFrom: a podman secret holding a JSON map of base64 values."""
+        import base64
+        import json
+        path = os.path.join(self.tmp, "secret.json")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            json.dump({k: base64.b64encode(v.encode()).decode() for k, v in s3.env().items()}, f)
+        podman("secret", "rm", "ckptfs-s3", check=False)
+        podman("secret", "create", "ckptfs-s3", path)
+        os.unlink(path)
+        self.secrets.append("ckptfs-s3")
+
+    def test_kubernetes_in_container_under_kube_play(self):
+        """examples/k8s/in-container.yaml (a) under podman kube play, on the
+        test S3 server. Differences from what is shipped: the image (the
+        project's), `hostNetwork: true` (the test S3 server listens on
+        127.0.0.1 only), the bucket, and `python train.py` replaced by a
+        shell stand-in writing a base and a delta. The Secret ckptfs-s3 is
+        a podman secret (podman 4.3 has no kind: Secret in kube play)."""
+        s3, bucket = self.s3_bucket("k8s-a")
+        self.kube_secret(s3)
+        pod = self.kube_manifest("in-container.yaml")
+        spec = pod["spec"]
+        spec["hostNetwork"] = True
+        c = spec["containers"][0]
+        c["image"] = IMAGE
+        script = c["args"][0].replace("s3://my-bucket/checkpoints", "s3://%s/p" % bucket)
+        self.assertIn("exec python train.py --save-dir /ckpt/sampler", script)
+        script = script.replace("exec python train.py --save-dir /ckpt/sampler",
+                                self.STAND_IN.replace("DIR", "/ckpt/sampler"))
+        c["args"] = [script]
+        name = pod["metadata"]["name"]
+        self.kube_play(pod, name)
+        cname = "%s-%s" % (name, c["name"])
+        wait_for(lambda: podman("inspect", cname, "--format", "{{.State.Running}}")
+                 .stdout.strip() == "false", 120, "the trainer")
+        log = podman("logs", cname).stdout
+        self.assertEqual(podman("inspect", cname, "--format", "{{.State.ExitCode}}")
+                         .stdout.strip(), "0", log + podman("logs", cname).stderr)
+        wrote = self.stand_in_hashes(log)
+        self.check_store("s3://%s/p" % bucket, "rl-7", {
+            "step-1": ("base", {"model.safetensors": wrote["step-1"]}),
+            "step-2": ("delta", {"model.safetensors": wrote["step-2"]})}, env=s3.env())
+
+    def test_kubernetes_fd_sidecar_under_kube_play(self):
+        """examples/k8s/fd-sidecar.yaml (c) under podman kube play: the
+        privileged fd-mount helper, the daemon as uid 65534 with every
+        capability dropped and no /dev/fuse, on the test S3 server.
+        Differences from what is shipped: podman 4.3 has no native sidecars
+        (an init container with restartPolicy: Always would run to
+        completion first), so both become regular containers; podman's
+        emptyDir is neither a shared mount nor shared between containers,
+        so both volumes become host directories (the mount one a shared
+        mount); `hostNetwork: true` (the test S3 server is on 127.0.0.1);
+        the bucket; the inference server is replaced by a stand-in that
+        writes a base and a delta through the mount and reads them back."""
+        s3, bucket = self.s3_bucket("k8s-c")
+        self.kube_secret(s3)
+        ckpt = self.shared_dir("ckpt")
+        sock = os.path.join(self.tmp, "sock")
+        os.makedirs(sock)
+        os.chmod(sock, 0o755)
+        pod = self.kube_manifest("fd-sidecar.yaml")
+        spec = pod["spec"]
+        spec["hostNetwork"] = True
+        sidecars = spec.pop("initContainers")
+        for c in sidecars:
+            self.assertEqual(c.pop("restartPolicy"), "Always")
+            c["image"] = IMAGE
+        helper, daemon = sidecars
+        self.assertIn("s3://my-bucket/checkpoints", daemon["args"])
+        daemon["args"] = [a.replace("s3://my-bucket/checkpoints", "s3://%s/p" % bucket)
+                          for a in daemon["args"]]
+        self.assertEqual(daemon["securityContext"]["capabilities"]["drop"], ["ALL"])
+        app = spec["containers"][0]
+        app["image"] = IMAGE
+        app.pop("args")
+        app["command"] = ["sh", "-c"]
+        app["args"] = ["until grep -q ' /ckpt/c fuse.ckptfs ' /proc/mounts && "
+                       "timeout 5 stat -t /ckpt/c >/dev/null; do sleep 0.2; done; " +
+                       self.STAND_IN.replace("DIR", "/ckpt/c/sampler") +
+                       "; trap 'exit 0' TERM; while sleep 1; do :; done"]
+        spec["containers"] = sidecars + [app]
+        for v in spec["volumes"]:
+            self.assertEqual(v.pop("emptyDir"), {})
+            v["hostPath"] = {"path": ckpt if v["name"] == "ckpt" else sock,
+                             "type": "Directory"}
+        name = pod["metadata"]["name"]
+        self.kube_play(pod, name)
+        cname = lambda c: "%s-%s" % (name, c["name"])
+        wait_for(lambda: "read step-2 " in podman("logs", cname(app), check=False).stdout,
+                 120, "the workload:\n" + podman("logs", cname(daemon), check=False).stderr)
+        wrote = self.stand_in_hashes(podman("logs", cname(app)).stdout)
+        caps = podman("exec", cname(daemon), "sh", "-c",
+                      "id -u; grep CapEff /proc/1/status; test -e /dev/fuse && echo fuse || echo nofuse").stdout.split()
+        self.assertEqual(caps, ["65534", "CapEff:", "0000000000000000", "nofuse"])
+        podman("pod", "stop", "-t", "30", name, timeout=120)
+        for c in (helper, daemon, app):
+            rc = podman("inspect", cname(c), "--format", "{{.State.ExitCode}}").stdout.strip()
+            self.assertEqual(rc, "0", c["name"] + ":\n" + podman("logs", cname(c)).stderr)
+        self.assertEqual(top_mount_type(os.path.join(ckpt, "c")), "")
+        self.check_store("s3://%s/p" % bucket, "rl-7", {
+            "step-1": ("base", {"model.safetensors": wrote["step-1"]}),
+            "step-2": ("delta", {"model.safetensors": wrote["step-2"]})}, env=s3.env())
 
     def test_kubernetes_sidecar_under_kube_play(self):
         """Test 4: examples/k8s/sidecar.yaml. podman 4.3 has no native
