@@ -797,6 +797,114 @@ class Containers(unittest.TestCase):
             "step-1": ("base", {"model.safetensors": wrote["step-1"]}),
             "step-2": ("delta", {"model.safetensors": wrote["step-2"]})}, env=s3.env())
 
+    def systemd_image(self):
+        """The project's image with systemd as its init (built once per run)."""
+        if "systemd" not in _image:
+            ctx = os.path.join(self.tmp, "systemd-image")
+            os.makedirs(ctx)
+            with open(os.path.join(ctx, "Containerfile"), "w") as f:
+                f.write("FROM %s\n"
+                        "RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install"
+                        " -y -q --no-install-recommends systemd && rm -rf /var/lib/apt/lists/*\n"
+                        "HEALTHCHECK NONE\n"
+                        "ENTRYPOINT [\"/lib/systemd/systemd\"]\n"
+                        "CMD []\n" % IMAGE)
+            podman("build", "--format", "docker", "-t", IMAGE + "-systemd", ctx, timeout=900)
+            _image["systemd"] = IMAGE + "-systemd"
+        return _image["systemd"]
+
+    def test_systemd_units_under_systemd(self):
+        """examples/systemd under a real systemd (252): systemd is not PID 1
+        on this machine, so it runs as PID 1 of a container
+        (--systemd=always) of the project's image plus systemd, with the
+        shipped unit files bind-mounted read-only into /etc/systemd/system
+        and the test S3 server (--network host). ckptfs@.service:
+        `systemctl start` returns once READY=1 arrived (Type=notify) with
+        the STATUS text; a base and a delta read back exact; SIGKILL of the
+        daemon: the dead mount is cleared and the unit restarts and serves
+        the same bytes; `systemctl stop` drains and exits 0. mnt-ckpt.mount
+        (mount(8) -> mount.fuse3 -> ckptfs, credentials from env-file): its
+        What= is set to the test bucket by a drop-in. mnt-ckpt.automount is
+        only verified (systemd-analyze verify): this kernel has no autofs."""
+        s3, bucket = self.s3_bucket("systemd")
+        image = self.systemd_image()
+        etc = os.path.join(self.tmp, "etc-ckptfs")
+        os.makedirs(etc)
+        creds = "".join("%s=%s\n" % kv for kv in s3.env().items())
+        for fname, text in (("t.env", "CKPTFS_STORE=s3://%s/svc\nCKPTFS_MOUNTPOINT=/mnt/svc\n"
+                             "CKPTFS_OPTS=--job rl-7 --cache-dir /var/cache/ckptfs/t "
+                             "-o allow_other\n" % bucket + creds), ("s3.env", creds)):
+            with open(os.open(os.path.join(etc, fname), os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+                f.write(text)
+        dropin = os.path.join(self.tmp, "dropin")
+        os.makedirs(dropin)
+        with open(os.path.join(dropin, "test-bucket.conf"), "w") as f:
+            f.write("[Mount]\nWhat=s3://%s/mnt\n" % bucket)
+        units = os.path.join(TOP, "examples", "systemd")
+        c = self.name("systemd")
+        vols = []
+        for u in os.listdir(units):
+            vols += ["-v", "%s:/etc/systemd/system/%s:ro" % (os.path.join(units, u), u)]
+        podman("run", "-d", "--name", c, "--systemd=always", "--network", "host", *PRIV,
+               *vols, "-v", etc + ":/etc/ckptfs:ro", "-v", self.src + ":/src:ro",
+               "-v", dropin + ":/etc/systemd/system/mnt-ckpt.mount.d:ro", image)
+
+        def sh(cmd, check=True):
+            return podman("exec", c, "sh", "-c", cmd, check=check).stdout
+
+        def show(unit, *props):
+            out = sh("systemctl show -p %s %s" % (",".join(props), unit))
+            return dict(l.split("=", 1) for l in out.splitlines())
+
+        wait_for(lambda: sh("systemctl is-system-running", check=False).strip()
+                 in ("running", "degraded"), 60, "systemd in the container")
+        verify = podman("exec", c, "systemd-analyze", "verify", "ckptfs@t.service",
+                        "mnt-ckpt.mount", "mnt-ckpt.automount", check=False)
+        self.assertEqual(verify.returncode, 0, verify.stdout + verify.stderr)
+        self.assertEqual(verify.stderr.strip(), "")
+
+        # ckptfs@.service
+        t0 = time.time()
+        start = podman("exec", c, "systemctl", "start", "ckptfs@t", check=False)
+        self.assertEqual(start.returncode, 0, sh("journalctl -u ckptfs@t --no-pager", False))
+        print("containers: systemctl start ckptfs@t %.2f s" % (time.time() - t0), file=sys.stderr)
+        st = show("ckptfs@t", "ActiveState", "SubState", "StatusText", "MainPID")
+        self.assertEqual((st["ActiveState"], st["SubState"]), ("active", "running"))
+        self.assertEqual(st["StatusText"], "serving s3://%s/svc on /mnt/svc" % bucket)
+        sh("for s in s0 s1; do mkdir /mnt/svc/sampler/$s && cp /src/$s/* /mnt/svc/sampler/$s/; done")
+        sh("kill -9 %s" % st["MainPID"])
+        wait_for(lambda: show("ckptfs@t", "NRestarts", "ActiveState") ==
+                 {"NRestarts": "1", "ActiveState": "active"}, 60, "the restart")
+        self.assertEqual(sh("grep -c ' /mnt/svc fuse.ckptfs ' /proc/mounts").strip(), "1")
+        for s_ in ("s0", "s1"):
+            out = sh("cd /mnt/svc/sampler/%s && sha256sum *" % s_)
+            self.assertEqual({l.split()[1]: l.split()[0] for l in out.splitlines()}, self.want[s_])
+        sh("systemctl stop ckptfs@t")
+        st = show("ckptfs@t", "ActiveState", "Result", "ExecMainStatus")
+        self.assertEqual(st, {"ActiveState": "inactive", "Result": "success",
+                              "ExecMainStatus": "0"})
+        self.assertEqual(sh("grep -c ' /mnt/svc ' /proc/mounts", check=False).strip(), "0")
+
+        # mnt-ckpt.mount
+        start = podman("exec", c, "systemctl", "start", "mnt-ckpt.mount", check=False)
+        self.assertEqual(start.returncode, 0, sh("journalctl -u mnt-ckpt.mount --no-pager", False))
+        self.assertIn(" /mnt/ckpt fuse.ckptfs rw,nosuid,nodev,", sh("cat /proc/mounts"))
+        args = sh("for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = ckptfs ] && "
+                  "tr '\\0' ' ' < $p/cmdline; done; true")
+        self.assertIn("env-file=/etc/ckptfs/s3.env", args)
+        self.assertNotIn(s3.secret, args)
+        sh("mkdir /mnt/ckpt/sampler/s0 && cp /src/s0/* /mnt/ckpt/sampler/s0/")
+        sh("systemctl stop mnt-ckpt.mount")
+        self.assertEqual(show("mnt-ckpt.mount", "ActiveState", "Result"),
+                         {"ActiveState": "inactive", "Result": "success"})
+        self.assertEqual(sh("grep -c ' /mnt/ckpt ' /proc/mounts", check=False).strip(), "0")
+        podman("stop", "-t", "30", c, timeout=120)
+
+        self.check_store("s3://%s/svc" % bucket, "rl-7", {
+            "s0": ("base", self.want["s0"]), "s1": ("delta", self.want["s1"])}, env=s3.env())
+        self.check_store("s3://%s/mnt" % bucket, "rl-7", {"s0": ("base", self.want["s0"])},
+                         env=s3.env())
+
     def test_kubernetes_sidecar_under_kube_play(self):
         """Test 4: examples/k8s/sidecar.yaml. podman 4.3 has no native
         sidecars (an init container with restartPolicy: Always would be run
