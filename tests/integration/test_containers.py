@@ -469,6 +469,63 @@ class Containers(unittest.TestCase):
             self.assertEqual(got, self.want[s])
         self.assertEqual(self.stop(r), 0)
 
+    def test_daemon_as_pid1(self):
+        """The image's ENTRYPOINT makes ckptfs PID 1 of its container:
+        orphans reparented to it do not stay zombies; `podman stop`
+        (SIGTERM) lets a write in flight finish and commit, then exit 0
+        well within the stop timeout; a writer still open at
+        --shutdown-timeout is abandoned (no file) and the container's exit
+        status is 3."""
+        w = self.name("pid1")
+        podman("run", "-d", "--name", w, *PRIV, "-v", self.store + ":/store",
+               "-v", self.src + ":/src:ro", IMAGE, "/store", "/mnt/ckptfs", "--job", "it")
+        self.wait_healthy(w)
+        self.assertEqual(podman("exec", w, "cat", "/proc/1/comm").stdout.strip(), "ckptfs")
+        podman("exec", w, "sh", "-c", "for i in 1 2 3; do sh -c 'sleep 0.2 &'; done")
+        time.sleep(1.5)
+        states = podman("exec", w, "sh", "-c",
+                        "for p in /proc/[0-9]*; do cut -d' ' -f2,3,4 $p/stat; done").stdout
+        self.assertNotIn(" Z ", states)
+        # A write in flight when podman stop sends SIGTERM.
+        model = "/src/s0/model.safetensors"
+        podman("exec", "-d", w, "sh", "-c",
+               "mkdir /mnt/ckptfs/sampler/s0 && { head -c 4M %s; sleep 3; tail -c +4194305 %s; }"
+               " | dd of=/mnt/ckptfs/sampler/s0/model.safetensors bs=1M iflag=fullblock"
+               " status=none >&-" % (model, model))
+        wait_for(lambda: podman("exec", w, "test", "-e", "/mnt/ckptfs/sampler/s0/model.safetensors",
+                                check=False).returncode == 0, 30, "the writer")
+        t0 = time.time()
+        self.assertEqual(self.stop(w, timeout=40), 0, podman("logs", w).stderr)
+        took = time.time() - t0
+        print("containers: podman stop with a write in flight %.1f s" % took, file=sys.stderr)
+        self.assertLess(took, 30)
+        self.assertIn("1 files open for writing", podman("logs", w).stderr)
+        # Abandoned at the deadline: exit status 3, no file.
+        w2 = self.name("pid1-abandon")
+        podman("run", "-d", "--name", w2, *PRIV, "-v", self.store + ":/store", IMAGE,
+               "/store", "/mnt/ckptfs", "--job", "it", "--shutdown-timeout", "1")
+        self.wait_healthy(w2)
+        # The writers hold one descriptor, never closed before the end: a
+        # shell redirection opens the file, dup2()s it and closes the
+        # original, and every close commits (doc/SEMANTICS.md), so `cmd >
+        # FILE` commits an empty FILE at once. dd with stdout closed opens
+        # of= as fd 1 itself.
+        podman("exec", "-d", w2, "sh", "-c", "mkdir /mnt/ckptfs/sampler/s1 && "
+               "{ echo x; sleep 60; } | dd of=/mnt/ckptfs/sampler/s1/held status=none >&-")
+        wait_for(lambda: podman("exec", w2, "test", "-e", "/mnt/ckptfs/sampler/s1/held",
+                                check=False).returncode == 0, 30, "the held writer")
+        self.assertEqual(self.stop(w2, timeout=20), 3, podman("logs", w2).stderr)
+        self.assertIn("abandoned", podman("logs", w2).stderr)
+        m = Mount(self.store, os.path.join(self.tmp, "check"), os.path.join(self.tmp, "c.log"),
+                  job="it", args=["-o", "ro"])
+        m.start()
+        try:
+            self.assertEqual(sha256_file(m.path("sampler", "s0", "model.safetensors")),
+                             self.want["s0"]["model.safetensors"])
+            self.assertNotIn("held", os.listdir(m.path("sampler", "s1")))
+        finally:
+            m.stop()
+
     def test_second_container_reads_through_an_rshared_bind(self):
         """Test 2."""
         d = self.shared_dir("prop")
