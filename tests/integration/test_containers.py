@@ -237,6 +237,46 @@ class Readiness(MountTest):
         lis.close()
 
 
+@requires_fuse
+class Pid1(MountTest):
+    def test_pid1_reaps_orphans(self):
+        """As PID 1 (of a PID namespace here, of a container in
+        Containers.test_daemon_as_pid1) the daemon reaps the orphans
+        reparented to it, and SIGTERM still drains and exits 0."""
+        if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"):
+            self.skipTest("needs root, unshare and nsenter")
+        mnt = os.path.join(self.tmp, "m")
+        os.makedirs(mnt)
+        log = open(os.path.join(self.tmp, "pid1.log"), "w")
+        p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", CKPTFS, "mount",
+                              "-f", self.store, mnt], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: top_mount_type(mnt) == "fuse.ckptfs", 30, "the mount")
+            kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                                  text=True).stdout.split()
+            self.assertEqual(len(kids), 1)
+            daemon = kids[0]
+            out = subprocess.run(
+                ["nsenter", "-t", daemon, "-p", "sh", "-c",
+                 "sh -c 'sleep 0.2 &'; sh -c 'sleep 0.2 &'; sleep 1.5; "
+                 "for p in /proc/[0-9]*; do cut -d' ' -f1-4 $p/stat 2>/dev/null; done"],
+                capture_output=True, text=True, check=True).stdout
+            # /proc is the host's: look at the children of our daemon.
+            zombies = [l for l in out.splitlines()
+                       if l.split()[2] == "Z" and l.split()[3] == daemon]
+            self.assertEqual(zombies, [])
+            with open("/proc/%s/status" % daemon) as f:
+                self.assertIn("NSpid:\t%s\t1\n" % daemon, f.read())
+            os.kill(int(daemon), signal.SIGTERM)
+            self.assertEqual(p.wait(timeout=60), 0)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            log.close()
+        self.assertEqual(top_mount_type(mnt), "")
+
+
 CP_MIB = int(os.environ.get("CKPTFS_SHUTDOWN_CP_MIB", "2048"))
 
 
