@@ -644,9 +644,11 @@ class Containers(unittest.TestCase):
     def s3_bucket(self, role):
         from ckptfs_testlib import S3
         if not S3.available():
+            if os.environ.get("CKPTFS_TEST_REQUIRE_S3"):
+                self.fail("CKPTFS_TEST_REQUIRE_S3 is set but no S3 server is configured")
             self.skipTest("no S3 server (set CKPTFS_TEST_S3_*)")
         s3 = S3()
-        bucket = "ckptfs-it-%s-%d" % (role, os.getpid())
+        bucket = "ckptfs-it-%s-%d-%d" % (role, os.getpid(), int(time.time()))
         s3.make_bucket(bucket)
         return s3, bucket
 
