@@ -911,6 +911,7 @@ class Containers(unittest.TestCase):
                         "RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install"
                         " -y -q --no-install-recommends systemd && rm -rf /var/lib/apt/lists/*\n"
                         "HEALTHCHECK NONE\n"
+                        "STOPSIGNAL SIGRTMIN+3\n"
                         "ENTRYPOINT [\"/lib/systemd/systemd\"]\n"
                         "CMD []\n" % IMAGE)
             podman("build", "--format", "docker", "-t", IMAGE + "-systemd", ctx, timeout=900)
@@ -1002,8 +1003,25 @@ class Containers(unittest.TestCase):
         self.assertEqual(show("mnt-ckpt.mount", "ActiveState", "Result"),
                          {"ActiveState": "inactive", "Result": "success"})
         self.assertEqual(sh("grep -c ' /mnt/ckpt ' /proc/mounts", check=False).strip(), "0")
-        podman("stop", "-t", "30", c, timeout=120)
 
+        # The fstab line of doc/CONTAINERS.md, through systemd's fstab
+        # generator (bucket and mount point changed).
+        with open(os.path.join(TOP, "doc", "CONTAINERS.md")) as f:
+            line = [l.strip() for l in f if " fuse.ckptfs " in l and "_netdev" in l][0]
+        self.assertTrue(line.startswith("s3://my-bucket/ckpt  /mnt/ckpt  "), line)
+        line = line.replace("s3://my-bucket/ckpt", "s3://%s/fstab" % bucket, 1)
+        line = line.replace("/mnt/ckpt", "/mnt/fstab", 1)
+        sh("mkdir -p /mnt/fstab && echo '%s' >> /etc/fstab && systemctl daemon-reload" % line)
+        start = podman("exec", c, "systemctl", "start", "mnt-fstab.mount", check=False)
+        self.assertEqual(start.returncode, 0, sh("journalctl -u mnt-fstab.mount --no-pager", False))
+        sh("mkdir /mnt/fstab/sampler/s0 && cp /src/s0/* /mnt/fstab/sampler/s0/")
+        sh("systemctl stop mnt-fstab.mount")
+        t0 = time.time()
+        podman("stop", "-t", "30", c, timeout=120)
+        self.assertLess(time.time() - t0, 20, "systemd did not stop on SIGRTMIN+3")
+
+        self.check_store("s3://%s/fstab" % bucket, "rl-7", {"s0": ("base", self.want["s0"])},
+                         env=s3.env())
         self.check_store("s3://%s/svc" % bucket, "rl-7", {
             "s0": ("base", self.want["s0"]), "s1": ("delta", self.want["s1"])}, env=s3.env())
         self.check_store("s3://%s/mnt" % bucket, "rl-7", {"s0": ("base", self.want["s0"])},
