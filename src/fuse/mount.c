@@ -634,7 +634,10 @@ static atomic_int loop_done;
  * container is reparented to us and stays a zombie unless we reap it. Our
  * own child (fusermount3 in detach_mount) is waited for by its caller:
  * while one is in flight the reaper leaves all children alone, and the
- * caller reaps what it left once done.
+ * caller reaps what it left once done. (A reaper already past its check
+ * when the fork happens could still take that child: detach_mount then
+ * fails with ECHILD and the shutdown stops the loop instead, as for any
+ * failed unmount. Only a non-root PID 1 unmounts with fusermount3.)
  */
 static volatile sig_atomic_t own_child_busy;
 
