@@ -751,6 +751,8 @@ class Containers(unittest.TestCase):
             self.assertEqual(top_mount_type(os.path.join(ckpt, "c")), "")
         finally:
             compose("down", "-v", "-t", "5", timeout=200)
+            # podman-compose 1.0 leaves its project network behind.
+            podman("network", "rm", "-f", name + "_default", check=False)
         # Nothing was written into the bare directory under the mount point.
         self.assertEqual(os.listdir(os.path.join(ckpt, "c")), [])
         self.check_store(self.store, "rl-7", {
