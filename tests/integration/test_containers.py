@@ -271,8 +271,9 @@ class Pid1(MountTest):
             self.assertEqual(p.wait(timeout=60), 0)
         finally:
             if p.poll() is None:
-                p.kill()
+                p.kill()          # --kill-child: the daemon too
                 p.wait()
+                subprocess.run(["fusermount3", "-u", "-z", mnt], stderr=subprocess.DEVNULL)
             log.close()
         self.assertEqual(top_mount_type(mnt), "")
 
