@@ -11,8 +11,11 @@ project's Dockerfile builds on a base image made from Debian packages
 written in one container read back exact in a read-only container mount;
 a second container sees a mount through an rshared bind; an unprivileged
 container (--cap-drop ALL, uid 65534, no /dev/fuse) serves a descriptor
-passed by `ckptfs fd-mount`; the Kubernetes sidecar example under
-`podman kube play`.
+passed by `ckptfs fd-mount`; the daemon as PID 1 (zombies, podman stop);
+the recipes as shipped in examples/: compose under podman-compose, the three
+Kubernetes manifests under `podman kube play`, the systemd units (and the
+fstab line) under a real systemd running as PID 1 of a container. The
+Kubernetes and systemd tests use the test S3 server.
 """
 import errno
 import os
