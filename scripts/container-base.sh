@@ -9,14 +9,16 @@
 #                                           (default /var/cache/ckptfs/containers.conf)
 #
 # Prints the containers.conf path on stdout (export CONTAINERS_CONF=<it>).
-# Needs root. Installs podman, runc and mmdebstrap with apt-get when missing.
+# Needs root. Installs podman, runc, mmdebstrap and podman-compose (the compose
+# recipe's test; it brings python3-yaml, which the Kubernetes tests use) with
+# apt-get when missing.
 set -euo pipefail
 
 conf=${CKPTFS_CONTAINERS_CONF:-/var/cache/ckptfs/containers.conf}
 image=localhost/debian:bookworm-slim
 
 need=()
-for p in podman runc mmdebstrap; do
+for p in podman runc mmdebstrap podman-compose; do
 	command -v "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -36,7 +36,8 @@ s3dir=${CKPTFS_S3_DIR:-/tmp/ckptfs-test-s3}
 stop_s3() { [ -n "${S3_STARTED:-}" ] && scripts/s3-stop.sh "$s3dir" >/dev/null 2>&1 || true; }
 trap stop_s3 EXIT
 if [ -z "${SKIP_S3:-}" ]; then
-	scripts/s3-start.sh 0 "$s3dir" > "$s3dir.env"
+	# 8 GiB of RAM for the objects: several suites write GiB-sized checkpoints.
+	S3_STORE_BYTES=${S3_STORE_BYTES:-$((8 << 30))} scripts/s3-start.sh 0 "$s3dir" > "$s3dir.env"
 	S3_STARTED=1
 	# shellcheck disable=SC1090
 	. "$s3dir.env"

@@ -638,6 +638,28 @@ static int sig_pipe[2] = { -1, -1 };
 static pthread_t main_thread;
 static atomic_int loop_done;
 
+/*
+ * PID 1 in a container (the image's ENTRYPOINT): every orphan of the
+ * container is reparented to us and stays a zombie unless we reap it. Our
+ * own child (fusermount3 in detach_mount) is waited for by its caller:
+ * while one is in flight the reaper leaves all children alone, and the
+ * caller reaps what it left once done. (A reaper already past its check
+ * when the fork happens could still take that child: detach_mount then
+ * fails with ECHILD and the shutdown stops the loop instead, as for any
+ * failed unmount. Only a non-root PID 1 unmounts with fusermount3.)
+ */
+static volatile sig_atomic_t own_child_busy;
+
+static void reap_orphans(int sig)
+{
+	int saved = errno;
+
+	(void)sig;
+	while (!own_child_busy && waitpid(-1, NULL, WNOHANG) > 0)
+		;
+	errno = saved;
+}
+
 static void on_signal(int sig)
 {
 	int saved = errno;
@@ -664,20 +686,26 @@ struct shutdown_ctx {
 static int detach_mount(const char *mnt)
 {
 	pid_t pid;
-	int status;
+	int status, rc;
 
 	if (geteuid() == 0)
 		return umount2(mnt, MNT_DETACH) < 0 ? -errno : 0;
+	own_child_busy = 1;
 	pid = fork();
-	if (pid < 0)
+	if (pid < 0) {
+		own_child_busy = 0;
 		return -errno;
+	}
 	if (pid == 0) {
 		execlp("fusermount3", "fusermount3", "-u", "-z", "--", mnt, (char *)NULL);
 		_exit(127);
 	}
-	if (waitpid(pid, &status, 0) < 0)
-		return -errno;
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+	rc = waitpid(pid, &status, 0) < 0 ? -errno :
+	     WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+	own_child_busy = 0;
+	if (getpid() == 1)
+		reap_orphans(0);
+	return rc;
 }
 
 static void *shutdown_thread(void *arg)
@@ -751,6 +779,12 @@ static int install_signals(void)
 	    sigaction(SIGHUP, &act, NULL) < 0)
 		return -errno;
 	signal(SIGPIPE, SIG_IGN);
+	if (getpid() == 1) {
+		act.sa_handler = reap_orphans;
+		act.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+		if (sigaction(SIGCHLD, &act, NULL) < 0)
+			return -errno;
+	}
 	return 0;
 }
 

@@ -11,8 +11,11 @@ project's Dockerfile builds on a base image made from Debian packages
 written in one container read back exact in a read-only container mount;
 a second container sees a mount through an rshared bind; an unprivileged
 container (--cap-drop ALL, uid 65534, no /dev/fuse) serves a descriptor
-passed by `ckptfs fd-mount`; the Kubernetes sidecar example under
-`podman kube play`.
+passed by `ckptfs fd-mount`; the daemon as PID 1 (zombies, podman stop);
+the recipes as shipped in examples/: compose under podman-compose, the three
+Kubernetes manifests under `podman kube play`, the systemd units (and the
+fstab line) under a real systemd running as PID 1 of a container. The
+Kubernetes and systemd tests use the test S3 server.
 """
 import errno
 import os
@@ -170,9 +173,14 @@ class HostMounts(MountTest):
             with open(os.path.join(mnt, "sampler", "e0", "f"), "wb") as f:
                 f.write(b"s3 via env file")
             self.assertTrue(s3.objects(bucket, "p/"))
-            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-            self.assertIn("env-file=", ps)
-            self.assertNotIn(s3.secret, ps)
+            # ckptfs's own command lines (other processes on a shared
+            # machine, e.g. curl --user in other tests, may show the secret).
+            ps = [l for l in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                            text=True).stdout.splitlines()
+                  if l.startswith(CKPTFS + " ")]
+            self.assertTrue(ps)
+            self.assertIn("env-file=", "\n".join(ps))
+            self.assertNotIn(s3.secret, "\n".join(ps))
         finally:
             unmount_background(self, mnt)
 
@@ -230,6 +238,47 @@ class Readiness(MountTest):
         m.logf.close()
         self.assertEqual(top_mount_type(m.mnt), "")
         lis.close()
+
+
+@requires_fuse
+class Pid1(MountTest):
+    def test_pid1_reaps_orphans(self):
+        """As PID 1 (of a PID namespace here, of a container in
+        Containers.test_daemon_as_pid1) the daemon reaps the orphans
+        reparented to it, and SIGTERM still drains and exits 0."""
+        if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"):
+            self.skipTest("needs root, unshare and nsenter")
+        mnt = os.path.join(self.tmp, "m")
+        os.makedirs(mnt)
+        log = open(os.path.join(self.tmp, "pid1.log"), "w")
+        p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", CKPTFS, "mount",
+                              "-f", self.store, mnt], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: top_mount_type(mnt) == "fuse.ckptfs", 30, "the mount")
+            kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                                  text=True).stdout.split()
+            self.assertEqual(len(kids), 1)
+            daemon = kids[0]
+            out = subprocess.run(
+                ["nsenter", "-t", daemon, "-p", "sh", "-c",
+                 "sh -c 'sleep 0.2 &'; sh -c 'sleep 0.2 &'; sleep 1.5; "
+                 "for p in /proc/[0-9]*; do cut -d' ' -f1-4 $p/stat 2>/dev/null; done"],
+                capture_output=True, text=True, check=True).stdout
+            # /proc is the host's: look at the children of our daemon.
+            zombies = [l for l in out.splitlines()
+                       if l.split()[2] == "Z" and l.split()[3] == daemon]
+            self.assertEqual(zombies, [])
+            with open("/proc/%s/status" % daemon) as f:
+                self.assertIn("NSpid:\t%s\t1\n" % daemon, f.read())
+            os.kill(int(daemon), signal.SIGTERM)
+            self.assertEqual(p.wait(timeout=60), 0)
+        finally:
+            if p.poll() is None:
+                p.kill()          # --kill-child: the daemon too
+                p.wait()
+                subprocess.run(["fusermount3", "-u", "-z", mnt], stderr=subprocess.DEVNULL)
+            log.close()
+        self.assertEqual(top_mount_type(mnt), "")
 
 
 CP_MIB = int(os.environ.get("CKPTFS_SHUTDOWN_CP_MIB", "2048"))
@@ -376,6 +425,8 @@ class Containers(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="ckptfs-ct-", dir=base)
         self.names = []
         self.host_mounts = []
+        self.kube_files = []
+        self.secrets = []
         self.src = os.path.join(self.tmp, "src")
         for s in ("s0", "s1"):
             os.makedirs(os.path.join(self.src, s))
@@ -392,6 +443,10 @@ class Containers(unittest.TestCase):
         os.makedirs(self.store)
 
     def tearDown(self):
+        for path in self.kube_files:
+            podman("kube", "play", "--down", path, check=False)
+        for n in self.secrets:
+            podman("secret", "rm", n, check=False)
         for n in reversed(self.names):
             podman("rm", "-f", "-t", "5", n, check=False)
         for p in reversed(self.host_mounts):
@@ -463,6 +518,63 @@ class Containers(unittest.TestCase):
             self.assertEqual(got, self.want[s])
         self.assertEqual(self.stop(r), 0)
 
+    def test_daemon_as_pid1(self):
+        """The image's ENTRYPOINT makes ckptfs PID 1 of its container:
+        orphans reparented to it do not stay zombies; `podman stop`
+        (SIGTERM) lets a write in flight finish and commit, then exit 0
+        well within the stop timeout; a writer still open at
+        --shutdown-timeout is abandoned (no file) and the container's exit
+        status is 3."""
+        w = self.name("pid1")
+        podman("run", "-d", "--name", w, *PRIV, "-v", self.store + ":/store",
+               "-v", self.src + ":/src:ro", IMAGE, "/store", "/mnt/ckptfs", "--job", "it")
+        self.wait_healthy(w)
+        self.assertEqual(podman("exec", w, "cat", "/proc/1/comm").stdout.strip(), "ckptfs")
+        podman("exec", w, "sh", "-c", "for i in 1 2 3; do sh -c 'sleep 0.2 &'; done")
+        time.sleep(1.5)
+        states = podman("exec", w, "sh", "-c",
+                        "for p in /proc/[0-9]*; do cut -d' ' -f2,3,4 $p/stat; done").stdout
+        self.assertNotIn(" Z ", states)
+        # A write in flight when podman stop sends SIGTERM.
+        model = "/src/s0/model.safetensors"
+        podman("exec", "-d", w, "sh", "-c",
+               "mkdir /mnt/ckptfs/sampler/s0 && { head -c 4M %s; sleep 3; tail -c +4194305 %s; }"
+               " | dd of=/mnt/ckptfs/sampler/s0/model.safetensors bs=1M iflag=fullblock"
+               " status=none >&-" % (model, model))
+        wait_for(lambda: podman("exec", w, "test", "-e", "/mnt/ckptfs/sampler/s0/model.safetensors",
+                                check=False).returncode == 0, 30, "the writer")
+        t0 = time.time()
+        self.assertEqual(self.stop(w, timeout=40), 0, podman("logs", w).stderr)
+        took = time.time() - t0
+        print("containers: podman stop with a write in flight %.1f s" % took, file=sys.stderr)
+        self.assertLess(took, 30)
+        self.assertIn("1 files open for writing", podman("logs", w).stderr)
+        # Abandoned at the deadline: exit status 3, no file.
+        w2 = self.name("pid1-abandon")
+        podman("run", "-d", "--name", w2, *PRIV, "-v", self.store + ":/store", IMAGE,
+               "/store", "/mnt/ckptfs", "--job", "it", "--shutdown-timeout", "1")
+        self.wait_healthy(w2)
+        # The writers hold one descriptor, never closed before the end: a
+        # shell redirection opens the file, dup2()s it and closes the
+        # original, and every close commits (doc/SEMANTICS.md), so `cmd >
+        # FILE` commits an empty FILE at once. dd with stdout closed opens
+        # of= as fd 1 itself.
+        podman("exec", "-d", w2, "sh", "-c", "mkdir /mnt/ckptfs/sampler/s1 && "
+               "{ echo x; sleep 60; } | dd of=/mnt/ckptfs/sampler/s1/held status=none >&-")
+        wait_for(lambda: podman("exec", w2, "test", "-e", "/mnt/ckptfs/sampler/s1/held",
+                                check=False).returncode == 0, 30, "the held writer")
+        self.assertEqual(self.stop(w2, timeout=20), 3, podman("logs", w2).stderr)
+        self.assertIn("abandoned", podman("logs", w2).stderr)
+        m = Mount(self.store, os.path.join(self.tmp, "check"), os.path.join(self.tmp, "c.log"),
+                  job="it", args=["-o", "ro"])
+        m.start()
+        try:
+            self.assertEqual(sha256_file(m.path("sampler", "s0", "model.safetensors")),
+                             self.want["s0"]["model.safetensors"])
+            self.assertNotIn("held", os.listdir(m.path("sampler", "s1")))
+        finally:
+            m.stop()
+
     def test_second_container_reads_through_an_rshared_bind(self):
         """Test 2."""
         d = self.shared_dir("prop")
@@ -532,6 +644,394 @@ class Containers(unittest.TestCase):
                              self.want["s0"]["model.safetensors"])
         finally:
             m.stop()
+
+    def s3_bucket(self, role):
+        from ckptfs_testlib import S3
+        if not S3.available():
+            if os.environ.get("CKPTFS_TEST_REQUIRE_S3"):
+                self.fail("CKPTFS_TEST_REQUIRE_S3 is set but no S3 server is configured")
+            self.skipTest("no S3 server (set CKPTFS_TEST_S3_*)")
+        s3 = S3()
+        bucket = "ckptfs-it-%s-%d-%d" % (role, os.getpid(), int(time.time()))
+        s3.make_bucket(bucket)
+        return s3, bucket
+
+    def check_store(self, url, job, want, env=None):
+        """Mount the store read-only on the host and check every file of
+        @want ({checkpoint: (kind, {name: sha256})}) byte for byte."""
+        mnt = os.path.join(self.tmp, "check")
+        m = Mount(url, mnt, os.path.join(self.tmp, "check.log"), job=job,
+                  args=["-o", "ro"], env=env)
+        m.start(timeout=60)
+        try:
+            for ck, (kind, files) in want.items():
+                d = os.path.join(mnt, "sampler", ck)
+                self.assertEqual(os.getxattr(d, "user.ckptfs.kind").decode(), kind, ck)
+                for n, sha in files.items():
+                    self.assertEqual(sha256_file(os.path.join(d, n)), sha, "%s/%s" % (ck, n))
+        finally:
+            m.stop()
+
+    def test_compose_recipe_under_podman_compose(self):
+        """examples/compose/compose.yaml, unchanged, under Debian 12's
+        podman-compose (1.0.3), with an override file for what differs
+        here: the image tag, host networking for the ckptfs service (the
+        test S3 server listens on 127.0.0.1 only) and a smaller, faster
+        trainer, and a local store: the test S3 server listens on 127.0.0.1
+        only, and podman-compose 1.0 cannot put a service on the host
+        network (it adds its project network too, which podman refuses), so
+        s3.env names a store directory (CKPTFS_STORE=/store) mounted into
+        the ckptfs service. podman-compose 1.0 ignores `condition:
+        service_healthy`, and podman 4.3 runs healthchecks only through
+        systemd timers (no systemd here): the trainer and inference
+        services wait with the documented readiness probe, which the recipe
+        ships; the compose healthcheck command is run with `podman
+        healthcheck run`."""
+        if not shutil.which("podman-compose"):
+            self.skipTest("no podman-compose (apt-get install podman-compose)")
+        proj = os.path.join(self.tmp, "compose")
+        os.makedirs(proj)
+        shutil.copy(os.path.join(TOP, "examples", "compose", "compose.yaml"), proj)
+        os.makedirs(os.path.join(proj, "ckpt"))
+        ckpt = os.path.join(proj, "ckpt")
+        subprocess.run(["mount", "--bind", ckpt, ckpt], check=True)
+        self.host_mounts.append(ckpt)
+        subprocess.run(["mount", "--make-rshared", ckpt], check=True)
+        env_file = os.path.join(proj, "s3.env")
+        with open(env_file, "w") as f:
+            f.write("CKPTFS_STORE=/store\n")
+        os.chmod(env_file, 0o600)
+        with open(os.path.join(proj, "test.yaml"), "w") as f:
+            f.write("services:\n"
+                    "  ckptfs:\n"
+                    "    image: %s\n"
+                    "    volumes: ['%s:/store']\n"
+                    "  trainer:\n"
+                    "    image: %s\n"
+                    "    environment: {STEPS: '3', SIZE_MB: '16', INTERVAL: '3'}\n"
+                    "  inference: {image: %s}\n" % (IMAGE, self.store, IMAGE, IMAGE))
+        name = "ckptfs-it-%d" % os.getpid()
+        pc = ["podman-compose", "-p", name, "-f", os.path.join(proj, "compose.yaml"),
+              "-f", os.path.join(proj, "test.yaml")]
+
+        def compose(*args, timeout=300):
+            r = subprocess.run(pc + list(args), env=podman_env(), capture_output=True,
+                               text=True, timeout=timeout, cwd=proj)
+            if r.returncode != 0:
+                raise AssertionError("podman-compose %s: exit %d\n%s%s"
+                                     % (" ".join(args), r.returncode, r.stdout, r.stderr))
+            return r
+
+        def logs(svc):
+            return podman("logs", "%s_%s_1" % (name, svc), check=False).stdout
+
+        compose("up", "-d", "--no-build")
+        try:
+            fs = name + "_ckptfs_1"
+            wait_for(lambda: podman("healthcheck", "run", fs, check=False).returncode == 0,
+                     60, "the compose healthcheck")
+            wait_for(lambda: "wrote step-3" in logs("trainer"), 120, "the trainer:\n" +
+                     podman("logs", fs, check=False).stderr)
+            wrote = {}
+            for line in logs("trainer").splitlines():
+                if line.startswith("trainer: wrote "):
+                    wrote[line.split()[2]] = line.split()[3]
+            self.assertEqual(sorted(wrote), ["step-1", "step-2", "step-3"])
+            self.assertEqual(len(set(wrote.values())), 3)
+            wait_for(lambda: "/ckpt/c/sampler/step-3 " in logs("inference"), 60,
+                     "the inference stand-in")
+            loaded = [l.split() for l in logs("inference").splitlines()
+                      if l.startswith("inference: loaded ")]
+            for _, _, d, sha, _ in loaded:
+                self.assertEqual(sha, wrote[os.path.basename(d)], d)
+            t0 = time.time()
+            compose("stop", "-t", "40", timeout=200)
+            print("containers: compose stop %.1f s" % (time.time() - t0), file=sys.stderr)
+            for svc in ("ckptfs", "trainer", "inference"):
+                rc = podman("inspect", "%s_%s_1" % (name, svc), "--format",
+                            "{{.State.ExitCode}}").stdout.strip()
+                self.assertEqual(rc, "0", svc + ":\n" + podman("logs", "%s_%s_1" % (name, svc),
+                                                               check=False).stderr)
+            self.assertEqual(top_mount_type(os.path.join(ckpt, "c")), "")
+        finally:
+            compose("down", "-v", "-t", "5", timeout=200)
+            # podman-compose 1.0 leaves its project network behind.
+            podman("network", "rm", "-f", name + "_default", check=False)
+        # Nothing was written into the bare directory under the mount point.
+        self.assertEqual(os.listdir(os.path.join(ckpt, "c")), [])
+        self.check_store(self.store, "rl-7", {
+            "step-1": ("base", {"model.safetensors": wrote["step-1"]}),
+            "step-2": ("delta", {"model.safetensors": wrote["step-2"]}),
+            "step-3": ("delta", {"model.safetensors": wrote["step-3"]})})
+
+    # A stand-in for the trainer (or the workload): a base, then a delta
+    # (1 MiB of it changed), each sha256'd before writing and read back.
+    STAND_IN = ("for s in 1 2; do "
+                "if [ $s = 1 ]; then head -c 16M /dev/urandom > /tmp/m; "
+                "else head -c 1M /dev/urandom | dd of=/tmp/m bs=1M seek=5 conv=notrunc status=none; fi; "
+                "mkdir -p DIR/step-$s && cp /tmp/m DIR/step-$s/model.safetensors && "
+                "echo \"wrote step-$s $(sha256sum < /tmp/m)\" && "
+                "echo \"read step-$s $(sha256sum < DIR/step-$s/model.safetensors)\" || exit 1; "
+                "done")
+
+    def stand_in_hashes(self, log):
+        """{step: sha256} the stand-in wrote, checking what it read back."""
+        wrote = {l.split()[1]: l.split()[2] for l in log.splitlines() if l.startswith("wrote ")}
+        read = {l.split()[1]: l.split()[2] for l in log.splitlines() if l.startswith("read ")}
+        self.assertEqual(sorted(wrote), ["step-1", "step-2"], log)
+        self.assertNotEqual(wrote["step-1"], wrote["step-2"])
+        self.assertEqual(read, wrote, log)
+        return wrote
+
+    def kube_manifest(self, name):
+        try:
+            import yaml
+        except ImportError:
+            self.skipTest("no python3-yaml")
+        with open(os.path.join(TOP, "examples", "k8s", name)) as f:
+            return yaml.safe_load(f)
+
+    def kube_play(self, pod, pod_name):
+        """podman kube play @pod (a dict); torn down by tearDown."""
+        import yaml
+        path = os.path.join(self.tmp, pod_name + ".yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(pod, f)
+        podman("kube", "play", "--down", path, check=False)
+        self.kube_files.append(path)
+        podman("kube", "play", path, timeout=300)
+
+    def kube_secret(self, s3):
+        """The manifests' Secret ckptfs-s3 as podman 4.3 reads one for
+        envFrom: a podman secret holding a JSON map of base64 values."""
+        import base64
+        import json
+        path = os.path.join(self.tmp, "secret.json")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            json.dump({k: base64.b64encode(v.encode()).decode() for k, v in s3.env().items()}, f)
+        podman("secret", "rm", "ckptfs-s3", check=False)
+        podman("secret", "create", "ckptfs-s3", path)
+        os.unlink(path)
+        self.secrets.append("ckptfs-s3")
+
+    def test_kubernetes_in_container_under_kube_play(self):
+        """examples/k8s/in-container.yaml (a) under podman kube play, on the
+        test S3 server. Differences from what is shipped: the image (the
+        project's), `hostNetwork: true` (the test S3 server listens on
+        127.0.0.1 only), the bucket, and `python train.py` replaced by a
+        shell stand-in writing a base and a delta. The Secret ckptfs-s3 is
+        a podman secret (podman 4.3 has no kind: Secret in kube play)."""
+        s3, bucket = self.s3_bucket("k8s-a")
+        self.kube_secret(s3)
+        pod = self.kube_manifest("in-container.yaml")
+        spec = pod["spec"]
+        spec["hostNetwork"] = True
+        c = spec["containers"][0]
+        c["image"] = IMAGE
+        script = c["args"][0].replace("s3://my-bucket/checkpoints", "s3://%s/p" % bucket)
+        self.assertIn("exec python train.py --save-dir /ckpt/sampler", script)
+        script = script.replace("exec python train.py --save-dir /ckpt/sampler",
+                                self.STAND_IN.replace("DIR", "/ckpt/sampler"))
+        c["args"] = [script]
+        name = pod["metadata"]["name"]
+        self.kube_play(pod, name)
+        cname = "%s-%s" % (name, c["name"])
+        wait_for(lambda: podman("inspect", cname, "--format", "{{.State.Running}}")
+                 .stdout.strip() == "false", 120, "the trainer")
+        log = podman("logs", cname).stdout
+        self.assertEqual(podman("inspect", cname, "--format", "{{.State.ExitCode}}")
+                         .stdout.strip(), "0", log + podman("logs", cname).stderr)
+        wrote = self.stand_in_hashes(log)
+        self.check_store("s3://%s/p" % bucket, "rl-7", {
+            "step-1": ("base", {"model.safetensors": wrote["step-1"]}),
+            "step-2": ("delta", {"model.safetensors": wrote["step-2"]})}, env=s3.env())
+
+    def test_kubernetes_fd_sidecar_under_kube_play(self):
+        """examples/k8s/fd-sidecar.yaml (c) under podman kube play: the
+        privileged fd-mount helper, the daemon as uid 65534 with every
+        capability dropped and no /dev/fuse, on the test S3 server.
+        Differences from what is shipped: podman 4.3 has no native sidecars
+        (an init container with restartPolicy: Always would run to
+        completion first), so both become regular containers; podman's
+        emptyDir is neither a shared mount nor shared between containers,
+        so both volumes become host directories (the mount one a shared
+        mount); `hostNetwork: true` (the test S3 server is on 127.0.0.1);
+        the bucket; the inference server is replaced by a stand-in that
+        writes a base and a delta through the mount and reads them back."""
+        s3, bucket = self.s3_bucket("k8s-c")
+        self.kube_secret(s3)
+        ckpt = self.shared_dir("ckpt")
+        sock = os.path.join(self.tmp, "sock")
+        os.makedirs(sock)
+        os.chmod(sock, 0o755)
+        pod = self.kube_manifest("fd-sidecar.yaml")
+        spec = pod["spec"]
+        spec["hostNetwork"] = True
+        sidecars = spec.pop("initContainers")
+        for c in sidecars:
+            self.assertEqual(c.pop("restartPolicy"), "Always")
+            c["image"] = IMAGE
+        helper, daemon = sidecars
+        self.assertIn("s3://my-bucket/checkpoints", daemon["args"])
+        daemon["args"] = [a.replace("s3://my-bucket/checkpoints", "s3://%s/p" % bucket)
+                          for a in daemon["args"]]
+        self.assertEqual(daemon["securityContext"]["capabilities"]["drop"], ["ALL"])
+        app = spec["containers"][0]
+        app["image"] = IMAGE
+        app.pop("args")
+        app["command"] = ["sh", "-c"]
+        app["args"] = ["until grep -q ' /ckpt/c fuse.ckptfs ' /proc/mounts && "
+                       "timeout 5 stat -t /ckpt/c >/dev/null; do sleep 0.2; done; " +
+                       self.STAND_IN.replace("DIR", "/ckpt/c/sampler") +
+                       "; trap 'exit 0' TERM; while sleep 1; do :; done"]
+        spec["containers"] = sidecars + [app]
+        for v in spec["volumes"]:
+            self.assertEqual(v.pop("emptyDir"), {})
+            v["hostPath"] = {"path": ckpt if v["name"] == "ckpt" else sock,
+                             "type": "Directory"}
+        name = pod["metadata"]["name"]
+        self.kube_play(pod, name)
+        cname = lambda c: "%s-%s" % (name, c["name"])
+        wait_for(lambda: "read step-2 " in podman("logs", cname(app), check=False).stdout,
+                 120, "the workload:\n" + podman("logs", cname(daemon), check=False).stderr)
+        wrote = self.stand_in_hashes(podman("logs", cname(app)).stdout)
+        caps = podman("exec", cname(daemon), "sh", "-c",
+                      "id -u; grep CapEff /proc/1/status; test -e /dev/fuse && echo fuse || echo nofuse").stdout.split()
+        self.assertEqual(caps, ["65534", "CapEff:", "0000000000000000", "nofuse"])
+        podman("pod", "stop", "-t", "30", name, timeout=120)
+        for c in (helper, daemon, app):
+            rc = podman("inspect", cname(c), "--format", "{{.State.ExitCode}}").stdout.strip()
+            self.assertEqual(rc, "0", c["name"] + ":\n" + podman("logs", cname(c)).stderr)
+        self.assertEqual(top_mount_type(os.path.join(ckpt, "c")), "")
+        self.check_store("s3://%s/p" % bucket, "rl-7", {
+            "step-1": ("base", {"model.safetensors": wrote["step-1"]}),
+            "step-2": ("delta", {"model.safetensors": wrote["step-2"]})}, env=s3.env())
+
+    def systemd_image(self):
+        """The project's image with systemd as its init (built once per run)."""
+        if "systemd" not in _image:
+            ctx = os.path.join(self.tmp, "systemd-image")
+            os.makedirs(ctx)
+            with open(os.path.join(ctx, "Containerfile"), "w") as f:
+                f.write("FROM %s\n"
+                        "RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install"
+                        " -y -q --no-install-recommends systemd && rm -rf /var/lib/apt/lists/*\n"
+                        "HEALTHCHECK NONE\n"
+                        "STOPSIGNAL SIGRTMIN+3\n"
+                        "ENTRYPOINT [\"/lib/systemd/systemd\"]\n"
+                        "CMD []\n" % IMAGE)
+            podman("build", "--format", "docker", "-t", IMAGE + "-systemd", ctx, timeout=900)
+            _image["systemd"] = IMAGE + "-systemd"
+        return _image["systemd"]
+
+    def test_systemd_units_under_systemd(self):
+        """examples/systemd under a real systemd (252): systemd is not PID 1
+        on this machine, so it runs as PID 1 of a container
+        (--systemd=always) of the project's image plus systemd, with the
+        shipped unit files bind-mounted read-only into /etc/systemd/system
+        and the test S3 server (--network host). ckptfs@.service:
+        `systemctl start` returns once READY=1 arrived (Type=notify) with
+        the STATUS text; a base and a delta read back exact; SIGKILL of the
+        daemon: the dead mount is cleared and the unit restarts and serves
+        the same bytes; `systemctl stop` drains and exits 0. mnt-ckpt.mount
+        (mount(8) -> mount.fuse3 -> ckptfs, credentials from env-file): its
+        What= is set to the test bucket by a drop-in. mnt-ckpt.automount is
+        only verified (systemd-analyze verify): this kernel has no autofs."""
+        s3, bucket = self.s3_bucket("systemd")
+        image = self.systemd_image()
+        etc = os.path.join(self.tmp, "etc-ckptfs")
+        os.makedirs(etc)
+        creds = "".join("%s=%s\n" % kv for kv in s3.env().items())
+        for fname, text in (("t.env", "CKPTFS_STORE=s3://%s/svc\nCKPTFS_MOUNTPOINT=/mnt/svc\n"
+                             "CKPTFS_OPTS=--job rl-7 --cache-dir /var/cache/ckptfs/t "
+                             "-o allow_other\n" % bucket + creds), ("s3.env", creds)):
+            with open(os.open(os.path.join(etc, fname), os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+                f.write(text)
+        dropin = os.path.join(self.tmp, "dropin")
+        os.makedirs(dropin)
+        with open(os.path.join(dropin, "test-bucket.conf"), "w") as f:
+            f.write("[Mount]\nWhat=s3://%s/mnt\n" % bucket)
+        units = os.path.join(TOP, "examples", "systemd")
+        c = self.name("systemd")
+        vols = []
+        for u in os.listdir(units):
+            vols += ["-v", "%s:/etc/systemd/system/%s:ro" % (os.path.join(units, u), u)]
+        podman("run", "-d", "--name", c, "--systemd=always", "--network", "host", *PRIV,
+               *vols, "-v", etc + ":/etc/ckptfs:ro", "-v", self.src + ":/src:ro",
+               "-v", dropin + ":/etc/systemd/system/mnt-ckpt.mount.d:ro", image)
+
+        def sh(cmd, check=True):
+            return podman("exec", c, "sh", "-c", cmd, check=check).stdout
+
+        def show(unit, *props):
+            out = sh("systemctl show -p %s %s" % (",".join(props), unit))
+            return dict(l.split("=", 1) for l in out.splitlines())
+
+        wait_for(lambda: sh("systemctl is-system-running", check=False).strip()
+                 in ("running", "degraded"), 60, "systemd in the container")
+        verify = podman("exec", c, "systemd-analyze", "verify", "ckptfs@t.service",
+                        "mnt-ckpt.mount", "mnt-ckpt.automount", check=False)
+        self.assertEqual(verify.returncode, 0, verify.stdout + verify.stderr)
+        self.assertEqual(verify.stderr.strip(), "")
+
+        # ckptfs@.service
+        t0 = time.time()
+        start = podman("exec", c, "systemctl", "start", "ckptfs@t", check=False)
+        self.assertEqual(start.returncode, 0, sh("journalctl -u ckptfs@t --no-pager", False))
+        print("containers: systemctl start ckptfs@t %.2f s" % (time.time() - t0), file=sys.stderr)
+        st = show("ckptfs@t", "ActiveState", "SubState", "StatusText", "MainPID")
+        self.assertEqual((st["ActiveState"], st["SubState"]), ("active", "running"))
+        self.assertEqual(st["StatusText"], "serving s3://%s/svc on /mnt/svc" % bucket)
+        sh("for s in s0 s1; do mkdir /mnt/svc/sampler/$s && cp /src/$s/* /mnt/svc/sampler/$s/; done")
+        sh("kill -9 %s" % st["MainPID"])
+        wait_for(lambda: show("ckptfs@t", "NRestarts", "ActiveState") ==
+                 {"NRestarts": "1", "ActiveState": "active"}, 60, "the restart")
+        self.assertEqual(sh("grep -c ' /mnt/svc fuse.ckptfs ' /proc/mounts").strip(), "1")
+        for s_ in ("s0", "s1"):
+            out = sh("cd /mnt/svc/sampler/%s && sha256sum *" % s_)
+            self.assertEqual({l.split()[1]: l.split()[0] for l in out.splitlines()}, self.want[s_])
+        sh("systemctl stop ckptfs@t")
+        st = show("ckptfs@t", "ActiveState", "Result", "ExecMainStatus")
+        self.assertEqual(st, {"ActiveState": "inactive", "Result": "success",
+                              "ExecMainStatus": "0"})
+        self.assertEqual(sh("grep -c ' /mnt/svc ' /proc/mounts", check=False).strip(), "0")
+
+        # mnt-ckpt.mount
+        start = podman("exec", c, "systemctl", "start", "mnt-ckpt.mount", check=False)
+        self.assertEqual(start.returncode, 0, sh("journalctl -u mnt-ckpt.mount --no-pager", False))
+        self.assertIn(" /mnt/ckpt fuse.ckptfs rw,nosuid,nodev,", sh("cat /proc/mounts"))
+        args = sh("for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = ckptfs ] && "
+                  "tr '\\0' ' ' < $p/cmdline; done; true")
+        self.assertIn("env-file=/etc/ckptfs/s3.env", args)
+        self.assertNotIn(s3.secret, args)
+        sh("mkdir /mnt/ckpt/sampler/s0 && cp /src/s0/* /mnt/ckpt/sampler/s0/")
+        sh("systemctl stop mnt-ckpt.mount")
+        self.assertEqual(show("mnt-ckpt.mount", "ActiveState", "Result"),
+                         {"ActiveState": "inactive", "Result": "success"})
+        self.assertEqual(sh("grep -c ' /mnt/ckpt ' /proc/mounts", check=False).strip(), "0")
+
+        # The fstab line of doc/CONTAINERS.md, through systemd's fstab
+        # generator (bucket and mount point changed).
+        with open(os.path.join(TOP, "doc", "CONTAINERS.md")) as f:
+            line = [l.strip() for l in f if " fuse.ckptfs " in l and "_netdev" in l][0]
+        self.assertTrue(line.startswith("s3://my-bucket/ckpt  /mnt/ckpt  "), line)
+        line = line.replace("s3://my-bucket/ckpt", "s3://%s/fstab" % bucket, 1)
+        line = line.replace("/mnt/ckpt", "/mnt/fstab", 1)
+        sh("mkdir -p /mnt/fstab && echo '%s' >> /etc/fstab && systemctl daemon-reload" % line)
+        start = podman("exec", c, "systemctl", "start", "mnt-fstab.mount", check=False)
+        self.assertEqual(start.returncode, 0, sh("journalctl -u mnt-fstab.mount --no-pager", False))
+        sh("mkdir /mnt/fstab/sampler/s0 && cp /src/s0/* /mnt/fstab/sampler/s0/")
+        sh("systemctl stop mnt-fstab.mount")
+        t0 = time.time()
+        podman("stop", "-t", "30", c, timeout=120)
+        self.assertLess(time.time() - t0, 20, "systemd did not stop on SIGRTMIN+3")
+
+        self.check_store("s3://%s/fstab" % bucket, "rl-7", {"s0": ("base", self.want["s0"])},
+                         env=s3.env())
+        self.check_store("s3://%s/svc" % bucket, "rl-7", {
+            "s0": ("base", self.want["s0"]), "s1": ("delta", self.want["s1"])}, env=s3.env())
+        self.check_store("s3://%s/mnt" % bucket, "rl-7", {"s0": ("base", self.want["s0"])},
+                         env=s3.env())
 
     def test_kubernetes_sidecar_under_kube_play(self):
         """Test 4: examples/k8s/sidecar.yaml. podman 4.3 has no native
