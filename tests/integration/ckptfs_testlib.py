@@ -302,6 +302,28 @@ class S3:
     def make_bucket(self, name):
         self.curl("PUT", "/" + name, data=b"")
 
+    def remove_bucket(self, name):
+        """Delete every object of bucket @name, then the bucket: the test
+        server keeps its objects in RAM, and every suite runs twice."""
+        import base64
+        from xml.sax.saxutils import escape
+        keys = list(self.objects(name))
+        for i in range(0, len(keys), 1000):
+            body = ("<Delete><Quiet>true</Quiet>" + "".join(
+                "<Object><Key>%s</Key></Object>" % escape(k) for k in keys[i:i + 1000]) +
+                "</Delete>").encode()
+            md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+            cmd = ["curl", "-sS", "--fail-with-body", "-X", "POST",
+                   "--aws-sigv4", "aws:amz:%s:s3" % self.region,
+                   "--user", "%s:%s" % (self.key, self.secret),
+                   "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+                   "-H", "Content-MD5: " + md5, "-H", "Content-Type: application/xml",
+                   "--data-binary", "@-", self.endpoint + "/" + name + "?delete="]
+            r = subprocess.run(cmd, input=body, capture_output=True)
+            if r.returncode:
+                raise AssertionError("delete objects in %s: %s %s" % (name, r.stdout, r.stderr))
+        self.curl("DELETE", "/" + name)
+
     def objects(self, bucket, prefix=""):
         """{key: size} under prefix (ListObjectsV2, all pages)."""
         import urllib.parse
@@ -386,6 +408,11 @@ class MountTest(unittest.TestCase):
         for m in self.mounts:
             m.cleanup()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.s3 and getattr(self, "bucket", None):
+            try:
+                self.s3.remove_bucket(self.bucket)
+            except (AssertionError, OSError) as e:
+                sys.stderr.write("note: test bucket %s not removed: %s\n" % (self.bucket, e))
 
     def mount(self, name="mnt", job=None, args=(), env=None):
         args = list(args)
