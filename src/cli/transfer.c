@@ -560,8 +560,20 @@ static int rwalk_cb(void *arg, const char *name, const struct ckptfs_stat *st)
 	struct rwalk *w = arg;
 	char r[PATH_MAX];
 
+	struct ckptfs_stat own;
+
 	if (snprintf(r, sizeof(r), "%s%s%s", w->rel, *w->rel ? "/" : "", name) >= (int)sizeof(r))
 		return -ENAMETOOLONG;
+	if (!st) {	/* the listing did not say: ask */
+		char p[PATH_MAX * 2];
+		int rc;
+
+		snprintf(p, sizeof(p), "%s/%s", w->root, r);
+		rc = ckptfs_stat(w->h, p, &own);
+		if (rc < 0)
+			return rc;
+		st = &own;
+	}
 	if (st && st->type == CKPTFS_DIR)
 		return files_add(w->files, NULL, r, 0) < 0 ? -ENOMEM : 0;
 	return files_add(w->files, "", r, st ? st->size : 0) < 0 ? -ENOMEM : 0;
@@ -693,6 +705,8 @@ static int get_one(void *arg, size_t i)
 			goto out;
 		}
 	}
+	if (off && !c->quiet)
+		printf("%s (resuming at %llu)\n", c->files->rel[i], (unsigned long long)off);
 	while (off < size) {
 		ssize_t n = ckptfs_pread(f, buf, IO_BLOCK, off);
 
@@ -806,9 +820,15 @@ int xfer_get_main(int argc, char **argv)
 		fprintf(stderr, "ckptfs: get %s: %s\n", l.path, strerror(-rc));
 		goto fail;
 	}
-	if (mkdir(argv[first + 1], 0755) < 0 && errno != EEXIST) {
-		fprintf(stderr, "ckptfs: %s: %s\n", argv[first + 1], strerror(errno));
-		goto fail;
+	{
+		char d[PATH_MAX];
+
+		snprintf(d, sizeof(d), "%s/", argv[first + 1]);
+		rc = mkdirs_local(d);	/* mkdir -p DIR */
+		if (rc < 0) {
+			fprintf(stderr, "ckptfs: %s: %s\n", argv[first + 1], strerror(-rc));
+			goto fail;
+		}
 	}
 	c = (struct get_ctx){ h, root, argv[first + 1], &files, o.quiet, o.do_fsync };
 	if (queue_run(files.n, o.parallel, &c, get_one) < 0)

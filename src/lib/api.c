@@ -377,7 +377,8 @@ int ckptfs_stat(ckptfs *h, const char *path, struct ckptfs_stat *st)
 struct rd {
 	ckptfs_dirent_fn cb;
 	void *arg;
-	int with_stat;
+	struct ckfs *fs;	/* set: each entry is stat'ed in directory @dir */
+	const char *dir;
 	int rc;
 };
 
@@ -385,19 +386,37 @@ static int rd_fill(void *arg, const char *name, const struct stat *sb)
 {
 	struct rd *r = arg;
 	struct ckptfs_stat st;
+	struct stat own;
 
+	(void)sb;	/* the core's readdir gives inode numbers only */
 	if (!strcmp(name, ".") || !strcmp(name, ".."))
 		return 0;
-	if (sb && r->with_stat)
-		to_api_stat(sb, &st);
-	r->rc = r->cb(r->arg, name, sb && r->with_stat ? &st : NULL);
+	if (r->fs) {
+		char p[PATH_MAX];
+		int rc;
+
+		if (snprintf(p, sizeof(p), "%s/%s", strcmp(r->dir, "/") ? r->dir : "", name) >=
+		    (int)sizeof(p)) {
+			r->rc = -ENAMETOOLONG;
+			return 1;
+		}
+		rc = fs_getattr(r->fs, p, &own);
+		if (rc == -ENOENT)
+			return 0;	/* gone since the listing */
+		if (rc < 0) {
+			r->rc = rc;
+			return 1;
+		}
+		to_api_stat(&own, &st);
+	}
+	r->rc = r->cb(r->arg, name, r->fs ? &st : NULL);
 	return r->rc != 0;
 }
 
 int ckptfs_readdir(ckptfs *h, const char *path, ckptfs_dirent_fn cb, void *arg)
 {
 	char p[PATH_MAX];
-	struct rd r = { cb, arg, 1, 0 };
+	struct rd r = { cb, arg, h->fs, p, 0 };
 	int rc = mpath(path, p, sizeof(p));
 
 	if (rc < 0)
@@ -408,7 +427,7 @@ int ckptfs_readdir(ckptfs *h, const char *path, ckptfs_dirent_fn cb, void *arg)
 
 int ckptfs_list_jobs(ckptfs *h, ckptfs_dirent_fn cb, void *arg)
 {
-	struct rd r = { cb, arg, 0, 0 };
+	struct rd r = { cb, arg, NULL, NULL, 0 };
 	int rc = fs_readdir(h->fs, "/jobs", rd_fill, &r);
 
 	return r.rc ? r.rc : rc;
@@ -548,7 +567,7 @@ int ckptfs_list(ckptfs *h, ckptfs_info_fn cb, void *arg)
 
 	for (d = 0; d < 2 && rc == 0; d++) {
 		struct names ns = { 0 };
-		struct rd r = { names_add, &ns, 0, 0 };
+		struct rd r = { names_add, &ns, NULL, NULL, 0 };
 		char p[PATH_MAX];
 
 		snprintf(p, sizeof(p), "/%s", dirs[d]);
@@ -882,7 +901,7 @@ int ckptfs_set_ttl(ckptfs *h, const char *path, int64_t seconds)
 static int remove_tree(struct ckfs *fs, const char *p, int depth)
 {
 	struct names ns = { 0 };
-	struct rd r = { names_add, &ns, 0, 0 };
+	struct rd r = { names_add, &ns, NULL, NULL, 0 };
 	struct stat sb;
 	size_t i;
 	int rc;
