@@ -245,18 +245,6 @@ static int resolve(const char *arg, const char *job, int need_dir, struct loc *l
 	return 0;
 }
 
-static int open_loc(const struct loc *l, struct xopts *o, int create, ckptfs **h)
-{
-	int rc;
-
-	if (!create && add_lib_opt(o, "create=0") < 0)
-		return -ENOMEM;
-	rc = ckptfs_open(l->store, l->job[0] ? l->job : NULL, o->opts, h);
-	if (rc < 0)
-		fprintf(stderr, "ckptfs: cannot open store %s: %s\n", l->store, strerror(-rc));
-	return rc;
-}
-
 /* ---- a small work queue: N threads over a list of items ---- */
 
 struct queue {
@@ -514,8 +502,23 @@ int xfer_put_main(int argc, char **argv)
 		if (files_add(&files, argv[i], bn, (uint64_t)sb.st_size) < 0)
 			goto fail;
 	}
-	if (open_loc(&l, &o, 1, &h) < 0)
-		goto fail;
+	/* Each base chunk is read once: a small decoded-chunk cache keeps
+	 * the peak RSS low (a later --cache-mib wins). */
+	{
+		const char *mine[32 + 1];
+		int k, n = 0;
+
+		mine[n++] = "cache-mib=32";
+		for (k = 0; k < o.nopts; k++)
+			mine[n++] = o.opts[k];
+		mine[n] = NULL;
+		rc = ckptfs_open(l.store, l.job[0] ? l.job : NULL, mine, &h);
+		if (rc < 0) {
+			fprintf(stderr, "ckptfs: cannot open store %s: %s\n", l.store,
+				strerror(-rc));
+			goto fail;
+		}
+	}
 	rc = ckptfs_mkckpt(h, l.path, o.kind);
 	if (rc == -EEXIST && o.kind) {
 		fprintf(stderr, "ckptfs: put: %s exists: --kind applies to a new checkpoint\n",
