@@ -49,7 +49,8 @@ class ApiExample(unittest.TestCase):
             f.write(example_source())
         cls.cc = os.environ.get("CKPTFS_CC", "cc")
         san = os.environ.get("CKPTFS_SANITIZE", "none")
-        cls.san = [] if san in ("", "none") else ["-fsanitize=" + san]
+        cls.san = ([] if san in ("", "none") else ["-fsanitize=" + san]) + \
+            os.environ.get("CKPTFS_EXTRA_CFLAGS", "").split()
 
     @classmethod
     def tearDownClass(cls):

@@ -8,6 +8,23 @@ import os
 import sys
 import unittest
 
+
+# A libckptfs built with AddressSanitizer needs the ASan runtime loaded first,
+# which a plain python3 does not have: re-run this file with it preloaded.
+_san = os.environ.get("CKPTFS_SANITIZE", "none")
+if "address" in _san and "CKPTFS_ASAN_PRELOADED" not in os.environ:
+    import subprocess
+    rt = subprocess.run([os.environ.get("CKPTFS_CC", "cc"), "-print-file-name=libclang_rt.asan-"
+                         + os.uname().machine + ".so"], capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(rt):   # gcc names it libasan.so
+        rt = subprocess.run([os.environ.get("CKPTFS_CC", "cc"), "-print-file-name=libasan.so"],
+                            capture_output=True, text=True).stdout.strip()
+    env = dict(os.environ, LD_PRELOAD=rt, CKPTFS_ASAN_PRELOADED="1",
+               ASAN_OPTIONS="detect_leaks=0:" + os.environ.get("ASAN_OPTIONS", ""))
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+# Loaded now; programs this test starts (ckptfs mount) carry their own runtime.
+os.environ.pop("LD_PRELOAD", None) if "CKPTFS_ASAN_PRELOADED" in os.environ else None
+
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples", "python"))
 import ckptfs  # noqa: E402
