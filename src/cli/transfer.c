@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define IO_BLOCK (4u << 20)
@@ -657,6 +658,8 @@ static int get_one(void *arg, size_t i)
 	struct get_ctx c_ = *(struct get_ctx *)arg, *c = &c_;
 	char path[PATH_MAX * 2], dst[PATH_MAX * 2], part[PATH_MAX * 2 + 16];
 	ckptfs_file *f = NULL;
+	struct ckptfs_stat rst;
+	struct timespec times[2];
 	struct stat sb;
 	uint64_t off = 0, size;
 	char *buf = NULL, *cmp = NULL;
@@ -667,11 +670,16 @@ static int get_one(void *arg, size_t i)
 	snprintf(path, sizeof(path), "%s/%s", c->ckpt, c->files->rel[i]);
 	snprintf(dst, sizeof(dst), "%s/%s", c->dest, c->files->rel[i]);
 	snprintf(part, sizeof(part), "%s" PART_SUFFIX, dst);
-	rc = ckptfs_open_file(c->h, path, &f);
+	rc = ckptfs_stat(c->h, path, &rst);
+	if (rc == 0)
+		rc = ckptfs_open_file(c->h, path, &f);
 	if (rc < 0)
 		goto out;
 	size = ckptfs_file_size(f);
-	if (stat(dst, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == size) {
+	/* Complete from an earlier run: same size and the store's mtime,
+	 * which a completed fetch sets (as rsync decides). */
+	if (stat(dst, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == size &&
+	    (int64_t)sb.st_mtime == rst.mtime) {
 		if (!c->quiet)
 			printf("%s (already here)\n", c->files->rel[i]);
 		goto out;
@@ -726,8 +734,10 @@ static int get_one(void *arg, size_t i)
 			goto out;
 		off += (uint64_t)n;
 	}
-	if (ftruncate(fd, (off_t)size) < 0 || (c->do_fsync && fsync(fd) < 0) ||
-	    rename(part, dst) < 0) {
+	times[0].tv_sec = times[1].tv_sec = (time_t)rst.mtime;
+	times[0].tv_nsec = times[1].tv_nsec = 0;
+	if (ftruncate(fd, (off_t)size) < 0 || futimens(fd, times) < 0 ||
+	    (c->do_fsync && fsync(fd) < 0) || rename(part, dst) < 0) {
 		rc = -errno;
 		goto out;
 	}

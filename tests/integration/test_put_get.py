@@ -147,6 +147,12 @@ class PutGet(MountTest):
         # A complete file is not fetched again.
         r = self.ck("get", self.store + "/sampler/s0", out)
         self.assertIn("model.safetensors (already here)", r.stdout)
+        # Same size but another mtime (an older file of that name): fetched again.
+        os.utime(os.path.join(out, "model.safetensors"), (1, 1))
+        r = self.ck("get", self.store + "/sampler/s0", out)
+        self.assertNotIn("model.safetensors (already here)", r.stdout)
+        self.assertIn("config.json (already here)", r.stdout)
+        self.assertEqual(sha256_file(os.path.join(out, "model.safetensors")), want)
         # A part that is not a prefix of this file starts over.
         os.unlink(os.path.join(out, "model.safetensors"))
         with open(part, "wb") as g:
