@@ -246,6 +246,20 @@ static int resolve(const char *arg, const char *job, int need_dir, struct loc *l
 	return 0;
 }
 
+/*
+ * The mount's default of 3 workers per CPU, at most 6: each worker keeps
+ * a chunk or two in flight, so this bounds put's and get's memory on big
+ * machines too (a later --threads wins).
+ */
+static const char *bounded_threads(void)
+{
+	static char opt[32];
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	snprintf(opt, sizeof(opt), "threads=%ld", n < 1 ? 3 : (3 * n > 6 ? 6 : 3 * n));
+	return opt;
+}
+
 /* ---- a small work queue: N threads over a list of items ---- */
 
 struct queue {
@@ -506,10 +520,11 @@ int xfer_put_main(int argc, char **argv)
 	/* Each base chunk is read once: a small decoded-chunk cache keeps
 	 * the peak RSS low (a later --cache-mib wins). */
 	{
-		const char *mine[32 + 1];
+		const char *mine[32 + 2];
 		int k, n = 0;
 
 		mine[n++] = "cache-mib=32";
+		mine[n++] = bounded_threads();
 		for (k = 0; k < o.nopts; k++)
 			mine[n++] = o.opts[k];
 		mine[n] = NULL;
@@ -792,7 +807,7 @@ int xfer_get_main(int argc, char **argv)
 	/* Bounded memory: the decoded-chunk cache of a one-pass copy need
 	 * not be large (a later --cache-mib wins). */
 	{
-		const char *mine[32 + 1];
+		const char *mine[32 + 2];
 		int k, n = 0;
 
 		if (add_lib_opt(&o, "create=0") < 0) {
@@ -800,6 +815,7 @@ int xfer_get_main(int argc, char **argv)
 			return 1;
 		}
 		mine[n++] = "cache-mib=64";
+		mine[n++] = bounded_threads();
 		for (k = 0; k < o.nopts; k++)
 			mine[n++] = o.opts[k];
 		mine[n] = NULL;
