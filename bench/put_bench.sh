@@ -45,13 +45,14 @@ if [[ -w /proc/sys/vm/drop_caches ]] && { sync; echo 3 >/proc/sys/vm/drop_caches
 fi
 drop_caches() { sync; if ((CAN_DROP)); then echo 3 >/proc/sys/vm/drop_caches; fi; }
 now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 # Run "$@" under GNU time; print "SECONDS RSS_KIB CPU_SECONDS" (user + sys).
 timed() {
 	local t0 t1
 	t0=$(now)
 	/usr/bin/time -f '%M %U %S' -o "$W/time.out" "$@" >/dev/null
 	t1=$(now)
-	tail -1 "$W/time.out" | awk -v w="$(echo "$t1 - $t0" | bc -l)" '{ print w, $1, $2 + $3 }'
+	tail -1 "$W/time.out" | awk -v w="$(calc "$t1 - $t0")" '{ print w, $1, $2 + $3 }'
 }
 min() { printf '%s\n' "$@" | sort -g | head -1; }
 max() { printf '%s\n' "$@" | sort -g | tail -1; }
@@ -75,23 +76,23 @@ for ((i = 0; i < REPEAT; i++)); do
 	mkdir -p "$W/plain"
 	warm "$W/src/step-0000"
 	t0=$(now); cp -r "$W/src/step-0000" "$W/plain/s0"; sync; t1=$(now)
-	cp0+=("$(echo "$t1 - $t0" | bc -l)")
+	cp0+=("$(calc "$t1 - $t0")")
 	warm "$W/src/step-0000"
 	read -r t r c < <(timed "$BIN" put -q "$W/store/sampler/s0" "$W/src/step-0000"); sync
 	put0+=("$t"); rss0+=("$r"); cpu0+=("$c")
 	warm "$W/src/step-0001"
 	t0=$(now); cp -r "$W/src/step-0001" "$W/plain/s1"; sync; t1=$(now)
-	cp1+=("$(echo "$t1 - $t0" | bc -l)")
+	cp1+=("$(calc "$t1 - $t0")")
 	warm "$W/src/step-0001"
 	read -r t r c < <(timed "$BIN" put -q "$W/store/sampler/s1" "$W/src/step-0001"); sync
 	put1+=("$t"); rss1+=("$r"); cpu1+=("$c")
 	drop_caches
 	t0=$(now); cat "$W/plain/s1"/* >/dev/null; t1=$(now)
-	cold+=("$(echo "$t1 - $t0" | bc -l)")
+	cold+=("$(calc "$t1 - $t0")")
 	# The same output work as get: a cold copy to a directory (no sync).
 	rm -rf "$W/cpout"; drop_caches
 	t0=$(now); cp -r "$W/plain/s1" "$W/cpout"; t1=$(now)
-	coldcp+=("$(echo "$t1 - $t0" | bc -l)")
+	coldcp+=("$(calc "$t1 - $t0")")
 	rm -rf "$W/cpout"; drop_caches
 	read -r t r c < <(timed "$BIN" get -q "$W/store/sampler/s1" "$W/got")
 	get1+=("$t"); rssg+=("$r"); cpug+=("$c")
@@ -107,23 +108,23 @@ kind1=$(grep '"name":"s1"' "$W/ls.jsonl" | sed 's/.*"kind":"\([a-z]*\)".*/\1/')
 b_cp0=$(min "${cp0[@]}"); b_put0=$(min "${put0[@]}")
 b_cp1=$(min "${cp1[@]}"); b_put1=$(min "${put1[@]}")
 b_cold=$(min "${cold[@]}"); b_get1=$(min "${get1[@]}"); b_coldcp=$(min "${coldcp[@]}")
-mb() { echo "scale=0; $BYTES / 1048576 / $1" | bc -l; }
+mb() { awk "BEGIN { printf \"%d\", $BYTES / 1048576 / $1 }"; }
 printf '\nckptfs put/get vs plain disk: %s MiB per checkpoint (bf16, 2 shards), best of %d%s\n' \
 	"$((BYTES / 1048576))" "$REPEAT" "$( ((CAN_DROP)) || echo ', NO drop_caches: cold = warm')"
 printf '%-34s %9s %9s %8s %8s\n' "operation" "ckptfs s" "plain s" "ratio" "RSS MiB"
 printf '%-34s %9.2f %9.2f %7.2fx %8d\n' "base: put vs cp+sync" "$b_put0" "$b_cp0" \
-	"$(echo "$b_cp0 / $b_put0" | bc -l)" "$(($(max "${rss0[@]}") / 1024))"
+	"$(calc "$b_cp0 / $b_put0")" "$(($(max "${rss0[@]}") / 1024))"
 printf '%-34s %9.2f %9.2f %7.2fx %8d\n' "1-step delta: put vs cp+sync" "$b_put1" "$b_cp1" \
-	"$(echo "$b_cp1 / $b_put1" | bc -l)" "$(($(max "${rss1[@]}") / 1024))"
+	"$(calc "$b_cp1 / $b_put1")" "$(($(max "${rss1[@]}") / 1024))"
 printf '%-34s %9.2f %9.2f %7.2fx %8d\n' "delta: get (cold) vs cold read" "$b_get1" "$b_cold" \
-	"$(echo "$b_cold / $b_get1" | bc -l)" "$(($(max "${rssg[@]}") / 1024))"
+	"$(calc "$b_cold / $b_get1")" "$(($(max "${rssg[@]}") / 1024))"
 printf '%-34s %9.2f %9.2f %7.2fx\n' "delta: get (cold) vs cold cp to dir" "$b_get1" "$b_coldcp" \
-	"$(echo "$b_coldcp / $b_get1" | bc -l)"
+	"$(calc "$b_coldcp / $b_get1")"
 printf 'CPU seconds (user+sys, best): put base %s, put delta %s, get delta %s; CPU pressure avg60 %s\n' \
 	"$(min "${cpu0[@]}")" "$(min "${cpu1[@]}")" "$(min "${cpug[@]}")" \
 	"$(sed -n 's/^some avg10=[0-9.]* avg60=\([0-9.]*\).*/\1%/p' /proc/pressure/cpu 2>/dev/null)"
 printf 'throughput MB/s: put base %s, put delta %s, get delta %s; delta kind %s, stored %s of %s bytes (%.1fx)\n' \
 	"$(mb "$b_put0")" "$(mb "$b_put1")" "$(mb "$b_get1")" "$kind1" "$stored1" "$BYTES" \
-	"$(echo "$BYTES / $stored1" | bc -l)"
+	"$(calc "$BYTES / $stored1")"
 printf 'all runs (s): cp0 %s | put0 %s | cp1 %s | put1 %s | cold %s | coldcp %s | get1 %s\n' \
 	"${cp0[*]}" "${put0[*]}" "${cp1[*]}" "${put1[*]}" "${cold[*]}" "${coldcp[*]}" "${get1[*]}"
