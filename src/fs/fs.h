@@ -68,6 +68,9 @@ int fs_fgetattr(struct ckfs *fs, uint64_t fh, struct stat *st);
 int fs_readdir(struct ckfs *fs, const char *path, fs_fill_fn fill, void *arg);
 int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode);
 int fs_rmdir(struct ckfs *fs, const char *path);
+/* Remove the promoted model models/ID with all it holds: what unlink of the
+ * symlink that `ln -s` promoted with means (-EISDIR for anything else). */
+int fs_unpromote(struct ckfs *fs, const char *path);
 int fs_unlink(struct ckfs *fs, const char *path);
 int fs_rename(struct ckfs *fs, const char *from, const char *to, unsigned flags);
 int fs_truncate(struct ckfs *fs, const char *path, uint64_t fh, uint64_t size);

@@ -66,6 +66,8 @@ int lookup_errno(struct ckfs *fs, const char *job, enum ckpt_dir dir);
  */
 int ns_begin(struct ckfs *fs);
 void ns_end(struct ckfs *fs, int store_rc);
+/* ns_begin() that logs, naming @op and @what, when it refuses. */
+int turn_begin(struct ckfs *fs, const char *op, const char *what);
 struct ent_slot *find_slot(struct ckpt *c, const char *rel, size_t *idx);
 struct wslot *find_wslot(struct ckfs *fs, const struct fpath *p);
 int ckpt_has_writers(struct ckfs *fs, const char *job, enum ckpt_dir dir,

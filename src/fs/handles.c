@@ -528,10 +528,7 @@ int commit_slot(struct ckfs *fs, struct wslot *ws)
 	 * free. */
 	snprintf(name, sizeof(name), "%s/%s", ws->ckpt, ws->relpath);
 	if (rc == 0) {
-		rc = ns_begin(fs);
-		if (rc < 0)
-			log_error("commit %s: the store failed for the operation before (%s)",
-				  name, strerror(-rc));
+		rc = turn_begin(fs, "commit", name);
 	} else {
 		log_error("commit %s: %s", name, strerror(-rc));
 	}

@@ -294,6 +294,16 @@ int ns_begin(struct ckfs *fs)
 	return 0;
 }
 
+int turn_begin(struct ckfs *fs, const char *op, const char *what)
+{
+	int rc = ns_begin(fs);
+
+	if (rc < 0)
+		log_error("%s %s: the store failed for the operation before (%s)", op, what,
+			  strerror(-rc));
+	return rc;
+}
+
 void ns_end(struct ckfs *fs, int store_rc)
 {
 	if (store_rc == -ETIMEDOUT || store_rc == -EIO) {

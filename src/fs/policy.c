@@ -143,11 +143,9 @@ int create_ckpt(struct ckfs *fs, const struct fpath *p)
 		}
 	}
 	pthread_mutex_lock(&fs->lock);
-	rc = ns_begin(fs);
+	rc = turn_begin(fs, "mkdir", p->ckpt);
 	if (rc < 0) {
 		pthread_mutex_unlock(&fs->lock);
-		log_error("mkdir %s: the store failed for the operation before (%s)",
-			  p->ckpt, strerror(-rc));
 		return rc;
 	}
 	v = get_view(fs, p->job, p->dir);

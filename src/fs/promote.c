@@ -21,6 +21,7 @@
 #include "util/log.h"
 #include "util/name.h"
 #include "fs/fs_local.h"
+#include "util/par.h"
 
 /* ---------------------------------------------------------------- promote */
 
@@ -228,29 +229,45 @@ static int source_unchanged(struct ckfs *fs, const struct ckpt_record *was,
  * young (touch), then check each is still there, as a delta commit does.
  * 0, or -EIO naming a chunk that is gone.
  */
+struct pin_job {
+	struct ckfs *fs;
+	const struct keyset *keys;
+	int pass;		/* 0: touch, 1: check */
+};
+
+static int pin_one(size_t i, void *arg)
+{
+	const struct pin_job *pj = arg;
+	struct store_stat sst;
+	char key[128];
+
+	catalog_chunk_key(pj->keys->v[i], key, sizeof(key));
+	return pj->pass == 0 ? store_touch(pj->fs->st, key) : store_head(pj->fs->st, key, &sst);
+}
+
+/* Requests in flight at once: each waits on the store (one S3 round trip
+ * per chunk, thousands for a large model), not on this machine's cores. */
+#define PIN_THREADS 16
+
 static int pin_chunks(struct ckfs *fs, const struct entry *ents, size_t n, char *gone,
 		      size_t gone_cap)
 {
 	struct keyset keys = { 0 };
-	size_t i, j;
-	int rc = 0, pass;
+	struct pin_job pj = { .fs = fs, .keys = &keys };
+	size_t i, j, at = 0;
+	int rc = 0;
 
 	for (i = 0; rc == 0 && i < n; i++)
 		for (j = 0; rc == 0 && j < ents[i].n_chunks; j++)
 			if (ents[i].chunks[j].key[0])
 				rc = keyset_add(&keys, ents[i].chunks[j].key);
 	keyset_sort(&keys);
-	for (pass = 0; rc == 0 && pass < 2; pass++) {
-		for (i = 0; rc == 0 && i < keys.n; i++) {
-			struct store_stat sst;
-			char key[128];
-
-			catalog_chunk_key(keys.v[i], key, sizeof(key));
-			rc = pass == 0 ? store_touch(fs->st, key) : store_head(fs->st, key, &sst);
-			if (rc == -ENOENT) {
-				snprintf(gone, gone_cap, "%s", keys.v[i]);
-				rc = -EIO;
-			}
+	/* Every touch ends before the first check starts. */
+	for (pj.pass = 0; rc == 0 && pj.pass < 2; pj.pass++) {
+		rc = par_each(keys.n, PIN_THREADS, pin_one, &pj, &at);
+		if (rc == -ENOENT) {
+			snprintf(gone, gone_cap, "%s", keys.v[at]);
+			rc = -EIO;
 		}
 	}
 	keyset_release(&keys);

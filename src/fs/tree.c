@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -418,17 +419,6 @@ static int rewrite_ckpt_attrs(struct ckfs *fs, const struct fpath *p,
 			      void (*fn)(struct ckpt_attrs *a, const void *arg), const void *arg);
 static void set_ckpt_mode(struct ckpt_attrs *a, const void *arg);
 
-/* Lock held: take the mutation turn, or log why not. */
-static int turn_begin(struct ckfs *fs, const char *op, const char *path)
-{
-	int rc = ns_begin(fs);
-
-	if (rc < 0)
-		log_error("%s %s: the store failed for the operation before (%s)", op, path,
-			  strerror(-rc));
-	return rc;
-}
-
 int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode)
 {
 	struct fpath p;
@@ -489,7 +479,11 @@ int fs_mkdir(struct ckfs *fs, const char *path, mode_t mode)
 	return rc;
 }
 
-int fs_rmdir(struct ckfs *fs, const char *path)
+/*
+ * rmdir, or with @whole_model the removal of a promoted model with what it
+ * holds (the unlink of the symlink `ln -s` made, see fs_unpromote).
+ */
+static int remove_dir(struct ckfs *fs, const char *path, bool whole_model)
 {
 	struct fpath p;
 	struct ckpt *c;
@@ -498,6 +492,8 @@ int fs_rmdir(struct ckfs *fs, const char *path)
 
 	if (rc < 0)
 		return rc;
+	if (whole_model && (p.type != P_CKPT || p.dir != CKPT_MODEL))
+		return p.type == P_NONE ? -ENOENT : -EISDIR;
 	if (p.type != P_CKPT && p.type != P_INNER)
 		return p.type == P_NONE ? -ENOENT : -EPERM;
 	rc = refuse_remove(fs, &p);
@@ -517,7 +513,7 @@ int fs_rmdir(struct ckfs *fs, const char *path)
 	if (p.type == P_CKPT) {
 		struct view *v;
 
-		if (c->n_ents || ckpt_has_writers(fs, p.job, p.dir, p.ckpt)) {
+		if ((c->n_ents && !whole_model) || ckpt_has_writers(fs, p.job, p.dir, p.ckpt)) {
 			rc = -ENOTEMPTY;
 			goto out;
 		}
@@ -561,6 +557,16 @@ out:
 	ns_end(fs, store_rc);
 	pthread_mutex_unlock(&fs->lock);
 	return rc;
+}
+
+int fs_rmdir(struct ckfs *fs, const char *path)
+{
+	return remove_dir(fs, path, false);
+}
+
+int fs_unpromote(struct ckfs *fs, const char *path)
+{
+	return remove_dir(fs, path, true);
 }
 
 int fs_unlink(struct ckfs *fs, const char *path)
@@ -1016,21 +1022,31 @@ static int set_attr(struct ckfs *fs, const struct fpath *p, const struct setter 
 	return rc;
 }
 
+/*
+ * The path chmod and utimens may change: a checkpoint or what it holds
+ * (the mount tree's own directories have no stored modes or times), in a
+ * checkpoint this mount may write.
+ */
+static int attr_target(struct ckfs *fs, const char *op, const char *path, struct fpath *p)
+{
+	int rc = parse_path(fs, path, p);
+
+	if (rc < 0)
+		return rc;
+	if (p->type != P_INNER && p->type != P_CKPT) {
+		log_warn("%s %s: only checkpoints and what they hold have modes and times (EPERM)",
+			 op, path);
+		return -EPERM;
+	}
+	return refuse_write(fs, p);
+}
+
 int fs_utimens(struct ckfs *fs, const char *path, const struct timespec tv[2])
 {
 	struct fpath p;
 	int64_t ns;
-	int rc = parse_path(fs, path, &p);
+	int rc = attr_target(fs, "utimens", path, &p);
 
-	if (rc < 0)
-		return rc;
-	/* The mount tree's own directories have no stored times. */
-	if (p.type != P_INNER && p.type != P_CKPT) {
-		log_warn("utimens %s: only checkpoints and what they hold have times (EPERM)",
-			 path);
-		return -EPERM;
-	}
-	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
 	/* Only the mtime is kept; atime is reported equal to it (noatime). */
@@ -1051,16 +1067,8 @@ int fs_chmod(struct ckfs *fs, const char *path, mode_t mode)
 {
 	struct fpath p;
 	uint32_t m = mode & 07777;
-	int rc = parse_path(fs, path, &p);
+	int rc = attr_target(fs, "chmod", path, &p);
 
-	if (rc < 0)
-		return rc;
-	if (p.type != P_INNER && p.type != P_CKPT) {
-		log_warn("chmod %s: only checkpoints and what they hold have modes (EPERM)",
-			 path);
-		return -EPERM;
-	}
-	rc = refuse_write(fs, &p);
 	if (rc < 0)
 		return rc;
 	return set_attr(fs, &p, &mode_setter, &m);

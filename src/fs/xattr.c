@@ -288,11 +288,9 @@ int fs_setxattr(struct ckfs *fs, const char *path, const char *name,
 		return known ? -EPERM : -ENOTSUP;
 	}
 	pthread_mutex_lock(&fs->lock);
-	rc = ns_begin(fs);
+	rc = turn_begin(fs, "setxattr", path);
 	if (rc < 0) {
 		pthread_mutex_unlock(&fs->lock);
-		log_error("setxattr %s on %s: the store failed for the operation before (%s)",
-			  name, p.ckpt, strerror(-rc));
 		return rc;
 	}
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
@@ -341,11 +339,9 @@ int fs_removexattr(struct ckfs *fs, const char *path, const char *name)
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&fs->lock);
-	rc = ns_begin(fs);
+	rc = turn_begin(fs, "removexattr", path);
 	if (rc < 0) {
 		pthread_mutex_unlock(&fs->lock);
-		log_error("removexattr %s on %s: the store failed for the operation before (%s)",
-			  name, p.ckpt, strerror(-rc));
 		return rc;
 	}
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);

@@ -18,6 +18,9 @@
 #include "fs/fs.h"
 #include "util/log.h"
 
+/* How long the kernel may keep a name and its attributes (see held symlinks). */
+#define ENTRY_TIMEOUT_S 1.0
+
 static struct ckfs *fs_of(void)
 {
 	return fuse_get_context()->private_data;
@@ -42,8 +45,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	 */
 	cfg->hard_remove = 0;
 	cfg->auto_cache = 1;		/* drop cached pages when mtime/size change */
-	cfg->attr_timeout = 1.0;
-	cfg->entry_timeout = 1.0;
+	cfg->attr_timeout = ENTRY_TIMEOUT_S;
+	cfg->entry_timeout = ENTRY_TIMEOUT_S;
 	cfg->negative_timeout = 0;
 	return fuse_get_context()->private_data;
 }
@@ -60,16 +63,100 @@ struct dir_handle {
 	char path[];
 };
 
-/* Set by op_symlink for the getattr libfuse makes right after it. */
-static __thread const char *symlink_just_made;
+/*
+ * Promotion by `ln -s ../sampler/X models/ID` makes a directory, but the
+ * kernel insists that what symlink(2) created is a symlink, and it keys its
+ * inode by the node libfuse gave the name. Reporting a directory for that
+ * node while the kernel still holds it as a symlink makes the kernel mark
+ * the inode bad and fail the lstat() with EIO. So for as long as the kernel
+ * may hold the symlink (its entry and attributes last ENTRY_TIMEOUT_S from
+ * the last answer that called it one), getattr keeps calling models/ID a
+ * symlink (readlink leads to models/.pinned/ID, the same directory). Once
+ * nobody has looked for that long, the kernel's next access is a LOOKUP,
+ * which sees a directory and makes a fresh inode for it.
+ *
+ * The table is small and bounded: a name that falls out of it early can at
+ * worst cost one EIO on a stat racing a burst of more than SYMLINK_HELD
+ * promotions, never a wrong byte.
+ */
+#define SYMLINK_HELD 64
+#define SYMLINK_HOLD_NS ((int64_t)(2 * ENTRY_TIMEOUT_S * 1e9))
+
+struct held_symlink {
+	int64_t until_ns;		/* 0: free */
+	char path[256];
+};
+
+static struct held_symlink held[SYMLINK_HELD];
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Start (or extend) holding @path as a symlink. */
+static void hold_symlink(const char *path)
+{
+	int64_t now = mono_ns();
+	struct held_symlink *slot = NULL;
+
+	if (strlen(path) >= sizeof(held[0].path))
+		return;
+	pthread_mutex_lock(&held_lock);
+	for (int i = 0; i < SYMLINK_HELD; i++) {
+		struct held_symlink *h = &held[i];
+
+		if (h->until_ns > now && !strcmp(h->path, path)) {
+			slot = h;
+			break;
+		}
+		/* Otherwise the free or expired slot, or the one ending first. */
+		if (!slot || (slot->until_ns > now && h->until_ns < slot->until_ns))
+			slot = h;
+	}
+	strcpy(slot->path, path);
+	slot->until_ns = now + SYMLINK_HOLD_NS;
+	pthread_mutex_unlock(&held_lock);
+}
+
+/* Whether the kernel may still hold @path as the symlink it created;
+ * if so the hold is extended, since this answer renews the kernel's. */
+static int symlink_held(const char *path)
+{
+	int64_t now = mono_ns();
+	int found = 0;
+
+	pthread_mutex_lock(&held_lock);
+	for (int i = 0; i < SYMLINK_HELD && !found; i++) {
+		if (held[i].until_ns > now && !strcmp(held[i].path, path)) {
+			held[i].until_ns = now + SYMLINK_HOLD_NS;
+			found = 1;
+		}
+	}
+	pthread_mutex_unlock(&held_lock);
+	return found;
+}
+
+/* Stop holding @path (it was removed or renamed away). */
+static void release_symlink(const char *path)
+{
+	pthread_mutex_lock(&held_lock);
+	for (int i = 0; i < SYMLINK_HELD; i++)
+		if (held[i].until_ns && !strcmp(held[i].path, path))
+			held[i].until_ns = 0;
+	pthread_mutex_unlock(&held_lock);
+}
 
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
-	if (path && symlink_just_made && !strcmp(path, symlink_just_made)) {
+	if (path && symlink_held(path)) {
 		int rc = fs_getattr(fs_of(), path, st);
 
-		symlink_just_made = NULL;
-		if (rc == 0) {
+		if (rc == 0 && S_ISDIR(st->st_mode)) {
 			st->st_mode = S_IFLNK | 0777;
 			st->st_size = (off_t)strlen(path);
 		}
@@ -149,69 +236,47 @@ static int op_mkdir(const char *path, mode_t mode)
 
 static int op_rmdir(const char *path)
 {
-	return fs_rmdir(fs_of(), path);
+	int rc = fs_rmdir(fs_of(), path);
+
+	if (rc == 0)
+		release_symlink(path);
+	return rc;
 }
 
 static int op_unlink(const char *path)
 {
-	return fs_unlink(fs_of(), path);
+	/* rm of what the kernel still holds as the symlink `ln -s` made. */
+	int rc = symlink_held(path) ? fs_unpromote(fs_of(), path) : fs_unlink(fs_of(), path);
+
+	if (rc == 0)
+		release_symlink(path);
+	return rc;
 }
 
 static int op_rename(const char *from, const char *to, unsigned int flags)
 {
-	return fs_rename(fs_of(), from, to, flags);
+	int rc = fs_rename(fs_of(), from, to, flags);
+
+	/* What now sits at @to is whatever rename(2) moved there, as the
+	 * kernel believes it: a held symlink moves along; anything else is
+	 * what getattr reports. */
+	if (rc == 0) {
+		int was_held = symlink_held(from);
+
+		release_symlink(from);
+		release_symlink(to);
+		if (was_held)
+			hold_symlink(to);
+	}
+	return rc;
 }
-
-/*
- * Promotion by `ln -s ../sampler/X models/ID` makes a directory, but the
- * kernel insists that what a symlink call created is a symlink. So the one
- * getattr libfuse makes right after our symlink, on this thread, reports a
- * symlink (whose readlink leads to the model's directory), and the entry is
- * then invalidated so the next lookup sees the directory.
- */
-struct inval {
-	struct fuse *fuse;
-	char path[];
-};
-
-static void *inval_later(void *arg)
-{
-	struct inval *iv = arg;
-
-	/* Blocks in the kernel until the rename that moved the dentry has
-	 * finished, which needs no help from this thread. */
-	fuse_invalidate_path(iv->fuse, iv->path);
-	free(iv);
-	return NULL;
-}
-
-
-/* Drop the kernel's entry for @path from another thread: the kernel
- * processes it once the current request has been answered. */
-static void invalidate_later(const char *path)
-{
-	struct inval *iv = malloc(sizeof(*iv) + strlen(path) + 1);
-	pthread_t t;
-
-	if (!iv)
-		return;
-	iv->fuse = fuse_get_context()->fuse;
-	strcpy(iv->path, path);
-	if (pthread_create(&t, NULL, inval_later, iv) == 0)
-		pthread_detach(t);
-	else
-		free(iv);
-}
-
 
 static int op_symlink(const char *target, const char *path)
 {
 	int rc = fs_symlink(fs_of(), target, path);
 
-	if (rc == 0) {
-		symlink_just_made = path;
-		invalidate_later(path);
-	}
+	if (rc == 0)
+		hold_symlink(path);
 	return rc;
 }
 

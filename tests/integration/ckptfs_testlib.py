@@ -13,10 +13,12 @@ import os
 import random
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -405,3 +407,82 @@ class StandIn:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+class TcpRelay:
+    """A TCP relay in front of a server on 127.0.0.1 (the test S3 server),
+    on @port or a free one. cut(): every connection, open or new, is dropped
+    at once (the listener stays, so the daemon sees resets, as from a dead
+    server behind a load balancer); mend() ends that; close() also closes
+    the listener (connections are refused)."""
+
+    def __init__(self, target_port, port=0):
+        self.target = ("127.0.0.1", target_port)
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", port))
+        self.srv.listen(64)
+        self.port = self.srv.getsockname()[1]
+        self.lock = threading.Lock()
+        self.conns = []
+        self.down = False
+        self.closed = False
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            if self.down or self.closed:
+                c.close()
+                continue
+            try:
+                u = socket.create_connection(self.target)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        self.down = True
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def mend(self):
+        self.down = False
+
+    def close(self):
+        self.closed = True
+        self.cut()
+        try:
+            self.srv.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.srv.close()

@@ -4,6 +4,7 @@ a writer, train-state checkpoints, cross-job reads, snapshot aliases."""
 import errno
 import json
 import os
+import stat
 import shutil
 import subprocess
 import sys
@@ -85,6 +86,34 @@ class Promotion(MountTest):
         self.assertEqual(self.run_ckptfs("gc", "--grace", "0", self.store).returncode, 0)
         self.assertLess(self.store_bytes("chunks/"), before)
         self.assertEqual(self.run_ckptfs("fsck", self.store).returncode, 0)
+
+    def test_symlink_is_usable_at_once_and_becomes_the_directory(self):
+        """`ln -s` makes a directory, but the kernel holds what symlink(2)
+        made as a symlink: every stat, ls -l and rm in the next seconds must
+        work (reporting a directory too early made the kernel answer EIO),
+        and once the kernel has let go, models/ID is the directory."""
+        m = self.m
+        link = m.path("models", "fresh")
+        os.symlink("../sampler/s1", link)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            st = os.lstat(link)             # EIO here before the fix
+            self.assertTrue(stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode))
+            self.assertTrue(stat.S_ISDIR(os.stat(link).st_mode))
+            self.assertIn("config.json", os.listdir(link))
+            r = subprocess.run(["ls", "-l", m.path("models")], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            time.sleep(0.05)
+        self.assertEqual(sha256_tree(link), self.want["s1"])
+        # Left alone past the kernel's timeouts, it is the model's directory.
+        time.sleep(2.5)
+        self.assertTrue(stat.S_ISDIR(os.lstat(link).st_mode))
+        # rm right after ln -s unpromotes, as the kernel sees a symlink.
+        os.symlink("../sampler/s0", m.path("models", "gone"))
+        os.lstat(m.path("models", "gone"))
+        os.unlink(m.path("models", "gone"))
+        self.assertNotIn("gone", os.listdir(m.path("models")))
+        self.assertErrno(errno.ENOENT, os.lstat, m.path("models", "gone"))
 
     def test_refusals(self):
         m = self.m

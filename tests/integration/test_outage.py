@@ -7,94 +7,17 @@ global lock and every caller retried with a fresh deadline, so one `ls`
 took many deadlines and everything else waited behind it.)"""
 import errno
 import os
-import socket
 import sys
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ckptfs_testlib import BACKEND, MountTest, random_file, requires_fuse, sha256_file
+from ckptfs_testlib import (BACKEND, MountTest, TcpRelay, random_file, requires_fuse,
+                            sha256_file)
 
 DEADLINE = 3.0          # CKPTFS_S3_TIMEOUT: one request, retries included
 ALLOWED = (errno.EIO, errno.ETIMEDOUT)
-
-
-class CutProxy:
-    """A TCP relay to the S3 server on 127.0.0.1. cut(): every connection,
-    open or new, is dropped at once (the listener stays, so the daemon sees
-    resets, as from a dead server behind a load balancer); mend() ends it."""
-
-    def __init__(self, target_port):
-        self.target = ("127.0.0.1", target_port)
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(64)
-        self.port = self.srv.getsockname()[1]
-        self.lock = threading.Lock()
-        self.conns = []
-        self.down = False
-        self.closed = False
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self):
-        while True:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            if self.down or self.closed:
-                c.close()
-                continue
-            try:
-                u = socket.create_connection(self.target)
-            except OSError:
-                c.close()
-                continue
-            with self.lock:
-                self.conns += [c, u]
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def pipe(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                b.sendall(d)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self):
-        self.down = True
-        with self.lock:
-            conns, self.conns = self.conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def mend(self):
-        self.down = False
-
-    def close(self):
-        self.closed = True
-        self.cut()
-        try:
-            self.srv.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.srv.close()
 
 
 @requires_fuse
@@ -102,7 +25,7 @@ class CutProxy:
 class StoreOutage(MountTest):
     def test_cut_store_bounded_and_no_enoent(self):
         port = int(self.s3.endpoint.rsplit(":", 1)[1])
-        proxy = CutProxy(port)
+        proxy = TcpRelay(port)
         env = dict(AWS_ENDPOINT_URL="http://127.0.0.1:%d" % proxy.port,
                    CKPTFS_S3_TIMEOUT=str(DEADLINE))
         m = self.mount(env=env)

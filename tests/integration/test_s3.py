@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -14,68 +13,12 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ckptfs_testlib import (BACKEND, MountTest, perturb_safetensors, random_file,
+from ckptfs_testlib import (BACKEND, MountTest, TcpRelay, perturb_safetensors, random_file,
                             requires_fuse, sha256_file, sha256_tree, write_safetensors)
 
 
 def xattr(path, name):
     return os.getxattr(path, "user.ckptfs." + name).decode()
-
-
-class Proxy:
-    """A TCP relay in front of the S3 server, which the test can cut."""
-
-    def __init__(self, target_port, port=0):
-        self.target = ("127.0.0.1", target_port)
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", port))
-        self.srv.listen(64)
-        self.port = self.srv.getsockname()[1]
-        self.conns = []
-        self.alive = True
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self):
-        while self.alive:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            try:
-                u = socket.create_connection(self.target)
-            except OSError:
-                c.close()
-                continue
-            self.conns += [c, u]
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def pipe(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                b.sendall(d)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def stop(self):
-        self.alive = False
-        self.srv.close()
-        for s in self.conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
 
 
 @requires_fuse
@@ -155,7 +98,7 @@ class ManyMounts(MountTest):
 
     def test_server_cut_mid_cp_loses_nothing(self):
         port = int(self.s3.endpoint.rsplit(":", 1)[1])
-        proxy = Proxy(port)
+        proxy = TcpRelay(port)
         env = dict(AWS_ENDPOINT_URL="http://127.0.0.1:%d" % proxy.port, CKPTFS_S3_TIMEOUT="4")
         m = self.mount(env=env)
         os.mkdir(m.path("sampler", "s"))
@@ -165,10 +108,10 @@ class ManyMounts(MountTest):
         cp = subprocess.Popen(["cp", os.path.join(self.src, "big"), m.path("sampler", "s", "big")],
                               stderr=subprocess.PIPE)
         time.sleep(0.3)
-        proxy.stop()
+        proxy.close()
         _, err = cp.communicate(timeout=120)
         self.assertNotEqual(cp.returncode, 0, "the cp must fail when the store is gone")
-        proxy = Proxy(port, proxy.port)    # the server is back
+        proxy = TcpRelay(port, proxy.port)    # the server is back
         try:
             time.sleep(1.2)
             self.assertNotIn("big", os.listdir(m.path("sampler", "s")))
@@ -179,7 +122,7 @@ class ManyMounts(MountTest):
                              sha256_file(os.path.join(self.src, "big")))
             m.stop()
         finally:
-            proxy.stop()
+            proxy.close()
 
     def test_bad_credentials_and_missing_bucket(self):
         mnt = os.path.join(self.tmp, "x")

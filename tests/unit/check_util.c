@@ -18,6 +18,7 @@
 #include "util/hash.h"
 #include "util/log.h"
 #include "util/name.h"
+#include "util/par.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -574,6 +575,60 @@ START_TEST(test_log_hook_and_level)
 }
 END_TEST
 
+/* ---- par_each ---- */
+
+struct par_probe {
+	unsigned char seen[1000];
+	size_t fail_from;	/* steps >= this fail with -EIO (or ENOENT at 700) */
+};
+
+static int par_probe_step(size_t i, void *arg)
+{
+	struct par_probe *pp = arg;
+
+	__atomic_add_fetch(&pp->seen[i], 1, __ATOMIC_RELAXED);
+	if (i == 700)
+		return -ENOENT;
+	return i >= pp->fail_from ? -EIO : 0;
+}
+
+START_TEST(test_par_each_runs_every_step_once)
+{
+	static const unsigned threads[] = { 0, 1, 2, 16, 1000 };
+
+	for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
+		struct par_probe pp = { .fail_from = SIZE_MAX };
+		size_t at = 12345;
+
+		/* Steps 0..699: none fails. */
+		ck_assert_int_eq(par_each(700, threads[t], par_probe_step, &pp, &at), 0);
+		ck_assert_uint_eq(at, 12345);
+		for (size_t i = 0; i < 700; i++)
+			ck_assert_int_eq(pp.seen[i], 1);
+		ck_assert_int_eq(pp.seen[700], 0);
+	}
+	ck_assert_int_eq(par_each(0, 4, par_probe_step, NULL, NULL), 0);
+}
+END_TEST
+
+START_TEST(test_par_each_reports_the_lowest_failure)
+{
+	struct par_probe pp = { .fail_from = 900 };
+	size_t at = 0;
+
+	/* 700 fails (ENOENT), so do 900..999 (EIO): the lowest index wins,
+	 * whichever thread met its failure first. */
+	ck_assert_int_eq(par_each(1000, 8, par_probe_step, &pp, &at), -ENOENT);
+	ck_assert_uint_eq(at, 700);
+	/* On one thread, nothing after the failure runs. */
+	memset(&pp, 0, sizeof(pp));
+	pp.fail_from = 5;
+	ck_assert_int_eq(par_each(1000, 1, par_probe_step, &pp, &at), -EIO);
+	ck_assert_uint_eq(at, 5);
+	ck_assert_int_eq(pp.seen[6], 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("util");
@@ -605,6 +660,11 @@ int main(void)
 	tcase_add_test(tc, test_hash_hex);
 	tcase_add_test(tc, test_sha256_incremental);
 	tcase_add_test(tc, test_xxh3);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("par");
+	tcase_add_test(tc, test_par_each_runs_every_step_once);
+	tcase_add_test(tc, test_par_each_reports_the_lowest_failure);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("log");
