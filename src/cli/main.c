@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/admin.h"
+#include "cli/transfer.h"
 #include "fuse/ckfuse.h"
 
 static void usage(FILE *f)
@@ -20,6 +21,11 @@ static void usage(FILE *f)
 		"  ckptfs fsck STORE                         verify every manifest and chunk\n"
 		"  ckptfs gc [--dry-run] [--grace S] STORE   reclaim unreferenced data\n"
 		"  ckptfs stat [--job J] [--json] STORE      checkpoints, bytes, ratios, totals\n"
+		"  ckptfs put STORE[/JOB]/sampler/NAME FILE_OR_DIR...  store a checkpoint\n"
+		"                                            (no mount needed; also state/NAME)\n"
+		"  ckptfs get STORE[/JOB]/sampler/NAME DIR   fetch a checkpoint's exact bytes\n"
+		"  ckptfs ls STORE[/JOB]                     the checkpoints.jsonl view\n"
+		"  ckptfs cat STORE[/JOB]/sampler/NAME/FILE  a committed file to stdout\n"
 		"  ckptfs --version | --help\n"
 		"\n"
 		"STORE is a directory or s3://BUCKET[/PREFIX]. `ckptfs mount --help` lists\n"
@@ -54,6 +60,14 @@ int main(int argc, char **argv)
 		return admin_stat_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "gc"))
 		return admin_gc_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "put"))
+		return xfer_put_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "get"))
+		return xfer_get_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "ls"))
+		return xfer_ls_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "cat"))
+		return xfer_cat_main(argc - 1, argv + 1);
 	/* mount.fuse3 (`mount -t fuse.ckptfs`, fstab) runs "ckptfs STORE
 	 * MOUNTPOINT -o OPTS": no command word, a store first. */
 	if (argc >= 3 && argv[1][0] != '-')
