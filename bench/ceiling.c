@@ -313,7 +313,7 @@ static int c_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t of
 	dir = d ? d->path : "";
 	plen = strlen(dir);
 	if (!d)
-		fill(buf, SYNTH + 1, NULL, 0, 0);
+		fill(buf, &SYNTH[1], NULL, 0, 0);
 	for (i = 0; i < g.n; i++) {
 		const char *p = g.nodes[i]->path;
 
