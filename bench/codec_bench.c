@@ -19,8 +19,20 @@
  *
  * usage: codec_bench [-s MiB (default 128)] [-c chunk KiB (default 4096)]
  *                    [-l level (default 0)] [-r repeats (default 3)]
+ *
+ * File mode (bench/save.sh): the codec alone on real files, on T threads:
+ *   codec_bench -f FILE [-b BASE_FILE] [-t T] [-c chunk KiB] [-r repeats]
+ * reads FILE (and BASE_FILE) into memory, then encodes every chunk as ckptfs's
+ * writer does (safetensors spans, XOR against the same chunk of BASE_FILE when
+ * given), chunks shared out to T threads, and prints the wall-clock MB/s of raw
+ * bytes (best of the repeats). With a base it also times "decode the base
+ * chunk from its frame, then encode", which is what a delta save must do when
+ * the base is not in memory. No hashing, no I/O: the ceiling of a save.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +42,7 @@
 #include <zstd.h>
 
 #include "codec/codec.h"
+#include "util/buf.h"
 
 struct model {
 	uint8_t *file;
@@ -303,6 +316,192 @@ out:
 	return rc;
 }
 
+/* ---- file mode ---- */
+
+struct fjob {
+	const uint8_t *data, *base;	/* base NULL: full frames */
+	uint8_t **bframes;		/* with decode_base: the base chunks' frames */
+	size_t *bflen;
+	size_t size, chunk;
+	const struct st_layout *layout;
+	int decode_base;
+	size_t next;			/* atomic: next chunk index */
+	size_t stored;			/* atomic */
+	int err;
+};
+
+static int read_file(const char *path, uint8_t **out, size_t *len)
+{
+	struct stat sb;
+	size_t done = 0;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 || fstat(fd, &sb) < 0)
+		return -1;
+	*out = malloc((size_t)sb.st_size + 1);
+	if (!*out)
+		return -1;
+	while (done < (size_t)sb.st_size) {
+		ssize_t n = read(fd, *out + done, (size_t)sb.st_size - done);
+
+		if (n <= 0)
+			return -1;
+		done += (size_t)n;
+	}
+	close(fd);
+	*len = done;
+	return 0;
+}
+
+static void *fworker(void *arg)
+{
+	struct fjob *j = arg;
+	struct codec_ctx *ctx = codec_ctx_new();
+	struct codec_span spans[256];
+	struct buf out = BUF_INIT;
+	uint8_t *bdec = malloc(j->chunk);
+
+	if (!ctx || !bdec) {
+		j->err = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+		size_t off = i * j->chunk, len, ns = 0;
+		const uint8_t *b = NULL;
+		int rc;
+
+		if (off >= j->size)
+			break;
+		len = j->size - off < j->chunk ? j->size - off : j->chunk;
+		if (j->layout)
+			ns = st_layout_chunk_spans(j->layout, off, len, spans, 256);
+		if (j->base) {
+			b = j->base + off;
+			if (j->decode_base) {
+				if (codec_decode(ctx, j->bframes[i], j->bflen[i], NULL, bdec, len) < 0) {
+					j->err = -EBADMSG;
+					break;
+				}
+				b = bdec;
+			}
+		}
+		buf_reset(&out);
+		rc = codec_encode(ctx, j->data + off, len, b, spans, ns, 0, &out);
+		if (rc < 0) {
+			j->err = rc;
+			break;
+		}
+		__atomic_fetch_add(&j->stored, rc == CODEC_ALL_ZERO ? 0 : out.len, __ATOMIC_RELAXED);
+	}
+out:
+	buf_release(&out);
+	free(bdec);
+	codec_ctx_free(ctx);
+	return NULL;
+}
+
+static double wall(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Run @j on @threads threads; best wall seconds of @reps. */
+static double frun(struct fjob *j, int threads, int reps)
+{
+	pthread_t tid[64];
+	double best = 0;
+	int r, t;
+
+	for (r = 0; r < reps; r++) {
+		double t0 = wall();
+
+		j->next = 0;
+		j->stored = 0;
+		for (t = 0; t < threads; t++)
+			pthread_create(&tid[t], NULL, fworker, j);
+		for (t = 0; t < threads; t++)
+			pthread_join(tid[t], NULL);
+		t0 = wall() - t0;
+		if (r == 0 || t0 < best)
+			best = t0;
+	}
+	return best;
+}
+
+static int file_mode(const char *file, const char *bfile, int threads, size_t chunk, int reps)
+{
+	struct st_layout layout = ST_LAYOUT_INIT;
+	struct fjob j = { 0 };
+	uint8_t *data, *base = NULL;
+	size_t size, bsize = 0, n, i;
+	double t;
+
+	if (threads < 1 || threads > 64 || read_file(file, &data, &size) < 0 ||
+	    (bfile && read_file(bfile, &base, &bsize) < 0)) {
+		fprintf(stderr, "codec_bench: cannot read %s\n", bfile ? bfile : file);
+		return 1;
+	}
+	j.data = data;
+	j.size = size;
+	j.chunk = chunk;
+	j.layout = st_layout_parse(data, size, &layout) == 0 ? &layout : NULL;
+	if (base && bsize != size) {
+		fprintf(stderr, "codec_bench: %s and %s differ in size\n", file, bfile);
+		return 1;
+	}
+	n = (size + chunk - 1) / chunk;
+	if (base) {
+		/* The base's own frames, for the decode + encode figure. */
+		struct codec_ctx *ctx = codec_ctx_new();
+		struct codec_span spans[256];
+
+		j.bframes = calloc(n, sizeof(*j.bframes));
+		j.bflen = calloc(n, sizeof(*j.bflen));
+		if (!ctx || !j.bframes || !j.bflen)
+			return 1;
+		for (i = 0; i < n; i++) {
+			struct buf out = BUF_INIT;
+			size_t off = i * chunk, len = size - off < chunk ? size - off : chunk;
+			size_t ns = j.layout ? st_layout_chunk_spans(j.layout, off, len, spans, 256) : 0;
+
+			if (codec_encode(ctx, base + off, len, NULL, spans, ns, 0, &out) < 0)
+				return 1;
+			j.bframes[i] = out.data;
+			j.bflen[i] = out.len;
+		}
+		codec_ctx_free(ctx);
+	}
+	t = frun(&j, threads, reps);
+	if (j.err)
+		return 1;
+	printf("codec alone: %s%s, %.1f MiB, %d threads: stored/raw %.4f, encode %.0f MB/s",
+	       base ? "delta " : "base ", file, (double)size / 1048576, threads,
+	       (double)j.stored / (double)size, (double)size / t / 1e6);
+	if (base) {
+		j.base = base;
+		t = frun(&j, threads, reps);
+		printf(" (against the raw base bytes: %.0f MB/s", (double)size / t / 1e6);
+		j.decode_base = 1;
+		t = frun(&j, threads, reps);
+		if (j.err)
+			return 1;
+		printf("; decode base chunk + encode: %.0f MB/s)", (double)size / t / 1e6);
+	}
+	printf("\n");
+	for (i = 0; base && i < n; i++)
+		free(j.bframes[i]);
+	free(j.bframes);
+	free(j.bflen);
+	st_layout_release(&layout);
+	free(data);
+	free(base);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	size_t mib = 128, chunk_kib = 4096, zcap, z1, i;
@@ -314,17 +513,27 @@ int main(int argc, char **argv)
 	struct result res;
 	uint8_t *delta, *x, *scratch, *zbuf;
 
-	while ((opt = getopt(argc, argv, "s:c:l:r:")) != -1) {
+	const char *file = NULL, *bfile = NULL;
+	int threads = 1;
+
+	while ((opt = getopt(argc, argv, "s:c:l:r:f:b:t:")) != -1) {
 		switch (opt) {
+		case 'f': file = optarg; break;
+		case 'b': bfile = optarg; break;
+		case 't': threads = atoi(optarg); break;
 		case 's': mib = strtoul(optarg, NULL, 0); break;
 		case 'c': chunk_kib = strtoul(optarg, NULL, 0); break;
 		case 'l': level = atoi(optarg); break;
 		case 'r': reps = atoi(optarg); break;
 		default:
-			fprintf(stderr, "usage: %s [-s MiB] [-c chunk_KiB] [-l level] [-r reps]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-s MiB] [-c chunk_KiB] [-l level] [-r reps]\n"
+				"       %s -f FILE [-b BASE_FILE] [-t threads] [-c chunk_KiB] [-r reps]\n",
+				argv[0], argv[0]);
 			return 2;
 		}
 	}
+	if (file)
+		return file_mode(file, bfile, threads, chunk_kib * 1024, reps);
 	if (!mib || !chunk_kib || chunk_kib * 1024 > CODEC_CHUNK_MAX || reps < 1) {
 		fprintf(stderr, "bad arguments\n");
 		return 2;

@@ -18,6 +18,9 @@ struct pool {
 	int stopping;
 	int n_threads;
 	pthread_t *threads;
+	/* pool_buf_*: freed buffers of buf_size bytes (under lock) */
+	void **bufs;
+	size_t n_bufs, max_bufs, buf_size;
 };
 
 static void *worker(void *arg)
@@ -54,7 +57,11 @@ struct pool *pool_new(int n_threads)
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	p->threads = calloc((size_t)n_threads, sizeof(*p->threads));
-	if (!p->threads) {
+	p->max_bufs = (size_t)n_threads + 2;
+	p->bufs = calloc(p->max_bufs, sizeof(*p->bufs));
+	if (!p->threads || !p->bufs) {
+		free(p->threads);
+		free(p->bufs);
 		free(p);
 		return NULL;
 	}
@@ -104,6 +111,39 @@ void pool_free(struct pool *p)
 		pthread_join(p->threads[i], NULL);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
+	while (p->n_bufs)
+		free(p->bufs[--p->n_bufs]);
+	free(p->bufs);
 	free(p->threads);
 	free(p);
+}
+
+void *pool_buf_get(struct pool *p, size_t size)
+{
+	void *b = NULL;
+
+	if (!p)
+		return malloc(size);
+	pthread_mutex_lock(&p->lock);
+	if (!p->buf_size)
+		p->buf_size = size;
+	if (size == p->buf_size && p->n_bufs)
+		b = p->bufs[--p->n_bufs];
+	pthread_mutex_unlock(&p->lock);
+	return b ? b : malloc(size);
+}
+
+void pool_buf_put(struct pool *p, void *buf, size_t size)
+{
+	if (!buf)
+		return;
+	if (p) {
+		pthread_mutex_lock(&p->lock);
+		if (size == p->buf_size && p->n_bufs < p->max_bufs) {
+			p->bufs[p->n_bufs++] = buf;
+			buf = NULL;
+		}
+		pthread_mutex_unlock(&p->lock);
+	}
+	free(buf);
 }

@@ -143,7 +143,7 @@ static void encode_task_run(void *arg)
 	int rc;
 
 	rc = encode_chunk(w, t->index, t->data, t->len, &ref);
-	free(t->data);
+	pool_buf_put(w->env.pool, t->data, t->len);
 	pthread_mutex_lock(&w->lock);
 	if (rc < 0 && !w->err)
 		w->err = rc;
@@ -346,7 +346,7 @@ static int stream_append(struct writer *w, const char *buf, size_t size)
 		size_t n;
 
 		if (!w->cur) {
-			w->cur = malloc(cs);
+			w->cur = pool_buf_get(w->env.pool, cs);
 			if (!w->cur)
 				return -ENOMEM;
 		}
@@ -548,7 +548,7 @@ static int commit_spool(struct writer *w, size_t n_chunks)
 	for (i = 0; rc == 0 && i < n_chunks; i++) {
 		uint64_t off = (uint64_t)i * cs;
 		size_t len = w->size - off < cs ? (size_t)(w->size - off) : cs;
-		uint8_t *data = malloc(len);
+		uint8_t *data = len == cs ? pool_buf_get(w->env.pool, cs) : malloc(len);
 		long got;
 
 		if (!data) {
@@ -557,7 +557,7 @@ static int commit_spool(struct writer *w, size_t n_chunks)
 		}
 		got = io_pread_full(w->spool_fd, data, len, off);
 		if (got != (long)len) {
-			free(data);
+			pool_buf_put(w->env.pool, data, len);
 			rc = got < 0 ? (int)got : -EIO;
 			break;
 		}

@@ -156,6 +156,9 @@ static int name_tmp(struct local_store *ls, struct tmp_file *t)
 {
 	int tries, rc = -EIO;
 
+	/* Held from now on: the name never exists unlocked. */
+	if (flock(t->fd, LOCK_EX) < 0)
+		return -errno;
 	for (tries = 0; tries < 8; tries++) {
 		rc = random_tmp_name(t->name);
 		if (rc == 0)
@@ -178,13 +181,8 @@ static int open_tmp(struct local_store *ls, struct tmp_file *t)
 		t->fd = openat(ls->root_fd, ".tmp", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 		if (t->fd < 0)
 			return -errno;
-		/* Held through name_tmp(): the name never exists unlocked. */
-		if (flock(t->fd, LOCK_EX) < 0) {
-			int e = errno;
-
-			close(t->fd);
-			return -e;
-		}
+		/* Unnamed, so no sweep can see it: name_tmp() locks it before
+		 * it gets a name in .tmp (most never do, see do_put). */
 		return 0;
 	}
 	for (tries = 0; tries < 8; tries++) {
@@ -249,6 +247,32 @@ static int do_put(struct store *st, const char *key, const void *data,
 	rc = write_tmp(ls, data, len, &t);
 	if (rc < 0)
 		goto out;
+	/*
+	 * An unnamed temp file whose key does not exist yet (every new chunk)
+	 * is linked straight to its key, like an exclusive create: the same
+	 * atomic, durable result as the rename below, without naming it in
+	 * .tmp first (a getrandom, a flock, a link and a rename per put, and
+	 * two directories changed instead of one). Only when the key exists
+	 * (an overwrite) does it need a name for rename() to move.
+	 */
+	if (!exclusive && !t.name[0]) {
+		for (tries = 0; tries < 5; tries++) {
+			rc = make_parents(ls, key);
+			if (rc == 0)
+				rc = link_fd(ls->root_fd, t.fd, key);
+			if (rc != -ENOENT)
+				break;
+		}
+		if (rc == 0) {
+			close_tmp(ls, &t);
+			rc = parent_fsync(ls, key);
+			goto out;
+		}
+		if (rc != -EEXIST) {
+			close_tmp(ls, &t);
+			goto out;
+		}
+	}
 	/* rename() needs a name to move; an exclusive create links the
 	 * unnamed file straight to its key. */
 	if (!exclusive && !t.name[0]) {

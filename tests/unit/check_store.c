@@ -1991,6 +1991,40 @@ START_TEST(local_tmp_puts_leave_nothing)
 END_TEST
 
 /*
+ * A put of a new key links its temp file straight to the key; a put over an
+ * existing key renames a named one over it. Both leave the newest bytes and
+ * an empty .tmp, with and without O_TMPFILE.
+ */
+START_TEST(local_put_new_then_overwrite)
+{
+	struct buf got = BUF_INIT;
+	struct store *st;
+	char big[70000];
+
+	if (!open_local_mode(_i, &st))
+		return;
+	memset(big, 'x', sizeof(big));
+	ck_assert_int_eq(store_put(st, "n/a/fresh", "one", 3), 0);
+	ck_assert_int_eq(store_get(st, "n/a/fresh", &got), 0);
+	ck_assert_uint_eq(got.len, 3);
+	ck_assert(!memcmp(got.data, "one", 3));
+	buf_reset(&got);
+	ck_assert_int_eq(store_put(st, "n/a/fresh", big, sizeof(big)), 0);
+	ck_assert_int_eq(store_get(st, "n/a/fresh", &got), 0);
+	ck_assert_uint_eq(got.len, sizeof(big));
+	ck_assert(!memcmp(got.data, big, sizeof(big)));
+	buf_reset(&got);
+	ck_assert_int_eq(store_put(st, "n/a/fresh", "two", 3), 0);
+	ck_assert_int_eq(store_get(st, "n/a/fresh", &got), 0);
+	ck_assert_uint_eq(got.len, 3);
+	ck_assert(!memcmp(got.data, "two", 3));
+	ck_assert_uint_eq(tmp_count(), 0);
+	buf_release(&got);
+	store_free(st);
+}
+END_TEST
+
+/*
  * Stale leftovers go at open and at a sweep; a young file (a writer between
  * create and lock, or on another host) and a locked one (a live writer) stay.
  */
@@ -2121,6 +2155,7 @@ static TCase *local_tmp_tcase(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_loop_test(tc, local_tmp_same_pid_leftovers_do_not_collide, 0, 2);
 	tcase_add_loop_test(tc, local_tmp_puts_leave_nothing, 0, 2);
+	tcase_add_loop_test(tc, local_put_new_then_overwrite, 0, 2);
 	tcase_add_test(tc, local_tmp_stale_swept_live_kept);
 	tcase_add_test(tc, local_tmp_sweep_spares_live_writers);
 	tcase_add_test(tc, local_tmp_sweep_other_backend);
