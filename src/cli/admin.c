@@ -51,8 +51,39 @@ struct fsck_state {
 	int problems;		/* first: print_problem() counts into it */
 	struct chunks *chunks;
 	uint64_t files, chunks_checked, bytes;
+	uint64_t total_bytes;	/* for the ETA; 0: unknown */
 	struct progress prog;
 };
+
+/* The fraction of the walk done, by bytes, or -1 when the total is unknown. */
+static double fsck_frac(const struct fsck_state *fs)
+{
+	if (!fs->total_bytes)
+		return -1;
+	return fs->bytes >= fs->total_bytes ? 1.0 : (double)fs->bytes / (double)fs->total_bytes;
+}
+
+/* Pre-pass for the ETA: only what each entry says it holds. */
+static int fsck_size_entry(const char *where, const struct ckpt_record *r,
+			   const struct entry *e, void *arg)
+{
+	(void)where;
+	(void)r;
+	if (!e->is_dir)
+		*(uint64_t *)arg += e->size;
+	return 0;
+}
+
+static int fsck_size_problem(const char *where, enum ckpt_dir dir, const char *name,
+			     int err, void *arg)
+{
+	(void)where;
+	(void)dir;
+	(void)name;
+	(void)err;
+	(void)arg;
+	return 0;		/* the real pass reports it */
+}
 
 static int fsck_entry(const char *where, const struct ckpt_record *r,
 		      const struct entry *e, void *arg)
@@ -77,7 +108,7 @@ static int fsck_entry(const char *where, const struct ckpt_record *r,
 		fs->chunks_checked++;
 		fs->bytes += len;
 		fs->prog.extra = fs->chunks_checked;
-		progress_update(&fs->prog, fs->files, fs->bytes, -1);
+		progress_update(&fs->prog, fs->files, fs->bytes, fsck_frac(fs));
 		if (rc < 0) {
 			printf("PROBLEM %s/%s/%s/%s: chunk %zu (%s): %s\n", where,
 			       ckpt_dir_name(r->dir), r->name, e->path, i, ref.key,
@@ -127,8 +158,18 @@ int admin_fsck_main(int argc, char **argv)
 	fs.chunks = chunks_new(st, 0);
 	progress_begin(&fs.prog, "fsck", "files");
 	fs.prog.extra_unit = "chunks";
+	if (fs.prog.on) {
+		/* Only on a terminal: reading the entries twice buys the ETA. */
+		static const struct catalog_walk_ops size_ops = {
+			.on_entry = fsck_size_entry,
+			.on_problem = fsck_size_problem,
+		};
+
+		if (catalog_walk(st, 1, &size_ops, &fs.total_bytes) < 0)
+			fs.total_bytes = 0;
+	}
 	rc = fs.chunks ? catalog_walk(st, 1, &ops, &fs) : -ENOMEM;
-	progress_update(&fs.prog, fs.files, fs.bytes, -1);
+	progress_update(&fs.prog, fs.files, fs.bytes, fsck_frac(&fs));
 	progress_end(&fs.prog);
 	if (rc < 0) {
 		printf("PROBLEM store walk failed: %s\n", strerror(-rc));
