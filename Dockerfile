@@ -12,7 +12,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         --no-install-recommends meson ninja-build gcc libc6-dev pkg-config \
         libfuse3-dev libcurl4-openssl-dev libcjson-dev libzstd-dev libxxhash-dev \
-        libssl-dev scdoc && rm -rf /var/lib/apt/lists/*
+        libssl-dev libmicrohttpd-dev scdoc && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN meson setup /build --buildtype=release -Dtests=false -Dwerror=true --prefix=/usr \
@@ -23,7 +23,7 @@ RUN meson setup /build --buildtype=release -Dtests=false -Dwerror=true --prefix=
 FROM debian:bookworm-slim
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         --no-install-recommends fuse3 libfuse3-3 libcurl4 libcjson1 libzstd1 \
-        libxxhash0 libssl3 ca-certificates \
+        libxxhash0 libssl3 libmicrohttpd12 ca-certificates \
     && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man \
     && echo user_allow_other >> /etc/fuse.conf \
     && mkdir -p /store /mnt/ckptfs
