@@ -26,6 +26,7 @@ struct centry {
 	char key[CHUNK_KEY_LEN + 1];
 	int refs;
 	int cached;		/* in the table and LRU */
+	uint64_t served;	/* granules of len/64 bytes handed to the kernel */
 	struct centry *prev, *next;	/* LRU, most recent at head */
 	struct centry *hnext;		/* hash chain */
 };
@@ -51,6 +52,8 @@ struct chunks {
 	 * same chunk again (read-ahead and the reader often race). */
 	struct loading *loading;
 	pthread_cond_t loaded;
+
+	struct chunks_stats stats;	/* under lock */
 
 	pthread_mutex_t ctx_lock;
 	pthread_cond_t ctx_cond;
@@ -169,6 +172,20 @@ static void table_remove(struct chunks *c, struct centry *e)
 	e->cached = 0;
 }
 
+/*
+ * Move @e to the cold end: evicted first when the cache is full, kept while
+ * there is room. Lock held.
+ */
+static void demote(struct chunks *c, struct centry *e)
+{
+	if (!e->cached || c->lru_tail == e)
+		return;
+	lru_unlink(c, e);
+	e->prev = c->lru_tail;
+	c->lru_tail->next = e;
+	c->lru_tail = e;
+}
+
 /* Evict least recently used entries until under budget. Lock held. */
 static void evict(struct chunks *c)
 {
@@ -255,6 +272,45 @@ static struct centry *insert(struct chunks *c, struct centry *e)
 	return e;
 }
 
+/* chunks_put(), and the chunk goes to the cold end of the LRU. */
+static void put_demote(struct chunks *c, const struct chunk_data *d)
+{
+	struct centry *e = (struct centry *)d;
+
+	if (!d)
+		return;
+	pthread_mutex_lock(&c->lock);
+	demote(c, e);
+	if (--e->refs == 0 && !e->cached)
+		centry_free(e);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void chunks_served(struct chunks *c, const struct chunk_data *d, size_t off, size_t len)
+{
+	struct centry *e = (struct centry *)d;
+	size_t g, first, end, nbits;
+	uint64_t mask, all;
+
+	if (!d || !d->len || off >= d->len)
+		return;
+	g = (d->len + 63) / 64;
+	nbits = (d->len + g - 1) / g;
+	if (len > d->len - off)
+		len = d->len - off;
+	first = (off + g - 1) / g;	/* granules wholly inside [off, off+len) */
+	end = off + len == d->len ? nbits : (off + len) / g;
+	if (end <= first)
+		return;
+	mask = (end - first >= 64 ? ~0ull : ((1ull << (end - first)) - 1)) << first;
+	all = nbits >= 64 ? ~0ull : (1ull << nbits) - 1;
+	pthread_mutex_lock(&c->lock);
+	e->served |= mask;
+	if ((e->served & all) == all)
+		demote(c, e);
+	pthread_mutex_unlock(&c->lock);
+}
+
 void chunks_put(struct chunks *c, const struct chunk_data *d)
 {
 	struct centry *e = (struct centry *)d;
@@ -313,7 +369,7 @@ out:
  * SHA-256(frame) == key (doc/FORMAT.md §1.2) and the entry's stored length.
  */
 static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
-		struct centry **out)
+		struct centry **out, size_t *frame_len)
 {
 	struct codec_frame_info info;
 	const struct chunk_data *base = NULL;
@@ -382,12 +438,15 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	e->pub.data = e->bytes;
 	e->pub.len = raw_len;
 	e->refs = 1;
+	*frame_len = frame.len;
 	*out = e;
 	e = NULL;
 out:
 	if (e)
 		centry_free(e);
-	chunks_put(c, base);
+	/* The delta chunk is what readers ask for again; its base is needed
+	 * only to decode it once more, so it is the first to go. */
+	put_demote(c, base);
 	buf_release(&frame);
 	return rc;
 }
@@ -397,6 +456,7 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 {
 	struct loading *ld, **pp;
 	struct centry *e;
+	size_t frame_len = 0;
 	int rc;
 
 	if (!ref->key[0]) {
@@ -421,6 +481,7 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		/* Someone is decoding it: wait, then look again (on a failed
 		 * load we try ourselves and report our own error). */
 		ld->waiters++;
+		c->stats.waits++;
 		while (!ld->done)
 			pthread_cond_wait(&c->loaded, &c->lock);
 		if (--ld->waiters == 0)
@@ -431,6 +492,7 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		}
 	}
 	if (e) {
+		c->stats.hits++;
 		pthread_mutex_unlock(&c->lock);
 		if (e->pub.len != raw_len) {
 			chunks_put(c, &e->pub);
@@ -448,11 +510,15 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	}
 	pthread_mutex_unlock(&c->lock);
 
-	rc = load(c, ref, raw_len, &e);
+	rc = load(c, ref, raw_len, &e, &frame_len);
 
 	pthread_mutex_lock(&c->lock);
-	if (rc == 0)
+	if (rc == 0) {
+		c->stats.loads++;
+		c->stats.frame_bytes += frame_len;
+		c->stats.decoded_bytes += raw_len;
 		e = insert(c, e);
+	}
 	if (ld) {
 		for (pp = &c->loading; *pp; pp = &(*pp)->next)
 			if (*pp == ld) {
@@ -472,14 +538,35 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	return 0;
 }
 
+int chunks_cached(struct chunks *c, const struct chunk_ref *ref)
+{
+	const char *key = ref->key[0] ? ref->key : ref->base_key;
+	int hit;
+
+	if (!key[0])
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	hit = lookup_peek(c, key);
+	pthread_mutex_unlock(&c->lock);
+	return hit;
+}
+
+void chunks_stats(struct chunks *c, struct chunks_stats *out)
+{
+	pthread_mutex_lock(&c->lock);
+	*out = c->stats;
+	pthread_mutex_unlock(&c->lock);
+}
+
 int chunks_verify(struct chunks *c, const struct chunk_ref *ref, size_t raw_len)
 {
 	struct centry *e = NULL;
+	size_t frame_len;
 	int rc;
 
 	if (!ref->key[0])
 		return 0;	/* nothing stored; the base chunk is checked itself */
-	rc = load(c, ref, raw_len, &e);
+	rc = load(c, ref, raw_len, &e, &frame_len);
 	if (e)
 		centry_free(e);
 	return rc;
