@@ -23,6 +23,8 @@
 struct centry {
 	struct chunk_data pub;	/* first: chunk_data pointers convert back */
 	uint8_t *bytes;
+	size_t cap;		/* of bytes */
+	struct chunks *owner;	/* its buffer goes back to owner's spares */
 	char key[CHUNK_KEY_LEN + 1];
 	int refs;
 	int cached;		/* in the table and LRU */
@@ -40,6 +42,14 @@ struct loading {
 
 #define NBUCKETS 1024
 #define MAX_CTX 16
+/*
+ * Freed chunk-sized buffers kept for the next load. A fresh 4 MiB malloc
+ * is fresh pages: faulting and zeroing them cost ~13% of the daemon's CPU
+ * on a cold delta read (perf, bench/README.md). Bounded: SPARE_MAX buffers
+ * of at most a chunk frame each.
+ */
+#define SPARE_MAX 6
+#define SPARE_MIN (64u << 10)
 
 struct chunks {
 	struct store *st;
@@ -54,6 +64,10 @@ struct chunks {
 	pthread_cond_t loaded;
 
 	struct chunks_stats stats;	/* under lock */
+
+	pthread_mutex_t spare_lock;	/* a leaf lock */
+	struct buf spares[SPARE_MAX];
+	int n_spares;
 
 	pthread_mutex_t ctx_lock;
 	pthread_cond_t ctx_cond;
@@ -112,6 +126,7 @@ struct chunks *chunks_new(struct store *st, uint64_t cache_bytes)
 	pthread_cond_init(&c->loaded, NULL);
 	pthread_mutex_init(&c->ctx_lock, NULL);
 	pthread_cond_init(&c->ctx_cond, NULL);
+	pthread_mutex_init(&c->spare_lock, NULL);
 	{
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -129,9 +144,48 @@ static unsigned bucket_of(const char *key)
 				 NULL, 16) % NBUCKETS;
 }
 
+/* A buffer of at least @need bytes (empty), reused if one is spare. */
+static int spare_get(struct chunks *c, size_t need, struct buf *out)
+{
+	int i;
+
+	*out = (struct buf)BUF_INIT;
+	pthread_mutex_lock(&c->spare_lock);
+	for (i = c->n_spares - 1; i >= 0; i--)
+		if (c->spares[i].cap >= need) {
+			*out = c->spares[i];
+			c->spares[i] = c->spares[--c->n_spares];
+			break;
+		}
+	pthread_mutex_unlock(&c->spare_lock);
+	out->len = 0;
+	if (out->cap >= need)
+		return 0;
+	return buf_reserve(out, need ? need : 1);
+}
+
+static void spare_put(struct chunks *c, struct buf *b)
+{
+	if (b->cap >= SPARE_MIN && b->cap <= 2 * (size_t)CODEC_CHUNK_MAX) {
+		pthread_mutex_lock(&c->spare_lock);
+		if (c->n_spares < SPARE_MAX) {
+			b->len = 0;
+			c->spares[c->n_spares++] = *b;
+			*b = (struct buf)BUF_INIT;
+		}
+		pthread_mutex_unlock(&c->spare_lock);
+	}
+	buf_release(b);
+}
+
 static void centry_free(struct centry *e)
 {
-	free(e->bytes);
+	struct buf b = { e->bytes, 0, e->cap };
+
+	if (e->owner && e->bytes)
+		spare_put(e->owner, &b);
+	else
+		free(e->bytes);
 	free(e);
 }
 
@@ -217,6 +271,9 @@ void chunks_free(struct chunks *c)
 	}
 	while (c->n_free_ctx > 0)
 		codec_ctx_free(c->free_ctx[--c->n_free_ctx]);
+	while (c->n_spares > 0)
+		buf_release(&c->spares[--c->n_spares]);
+	pthread_mutex_destroy(&c->spare_lock);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->ctx_lock);
 	pthread_cond_destroy(&c->loaded);
@@ -379,6 +436,12 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	int rc;
 
 	catalog_chunk_key(ref->key, key, sizeof(key));
+	/* Frames of full chunks are about a chunk long (incompressible ones
+	 * a little more); a spare of that size is filled without faults. */
+	if (spare_get(c, ref->stored_len ? ref->stored_len : raw_len, &frame) < 0) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	rc = store_get(c->st, key, &frame);
 	if (rc < 0) {
 		log_error("chunk %s: %s", ref->key,
@@ -417,9 +480,20 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 			goto out;
 	}
 	e = calloc(1, sizeof(*e));
-	if (!e || !(e->bytes = malloc(raw_len ? raw_len : 1))) {
+	if (!e) {
 		rc = -ENOMEM;
 		goto out;
+	}
+	{
+		struct buf b;
+
+		if (spare_get(c, raw_len, &b) < 0) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		e->bytes = b.data;
+		e->cap = b.cap;
+		e->owner = c;
 	}
 	{
 		struct codec_ctx *ctx = ctx_get(c);
@@ -447,7 +521,7 @@ out:
 	/* The delta chunk is what readers ask for again; its base is needed
 	 * only to decode it once more, so it is the first to go. */
 	put_demote(c, base);
-	buf_release(&frame);
+	spare_put(c, &frame);
 	return rc;
 }
 
