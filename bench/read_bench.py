@@ -18,7 +18,12 @@ interleaved and each figure is the median of --repeat runs. Needs root
 
   bench/read_bench.py [--size-mb 512] [--repeat 3] [--ckptfs build/src/cli/ckptfs]
                       [--dir /tmp/ckptfs-readbench] [--keep] [--no-passthrough]
-                      [--opts "--cache-mib=256"]
+                      [--opts "--cache-mib=256"] [--baseline OTHER_CKPTFS]
+                      [--targets disk,ckptfs,...]
+
+The store is written once by --ckptfs (kept with --keep and reused: delete
+DIR/store after changing the format). "baseline" reads it with another
+binary, e.g. a build of main, for before/after figures.
 
 Prints a markdown table (also written to DIR/read_results.md).
 """
@@ -142,6 +147,8 @@ def main():
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--no-passthrough", action="store_true")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--baseline", default="",
+                    help="another ckptfs binary (e.g. a build of main) as a column 'baseline'")
     ap.add_argument("--targets", default="",
                     help="comma-separated subset of disk,passthrough_ll,ckptfs,ckptfs-no-ra")
     a = ap.parse_args()
@@ -183,6 +190,8 @@ def main():
 
     pt = None if a.no_passthrough else build_passthrough(d)
     targets = ["disk"] + (["passthrough_ll"] if pt else []) + ["ckptfs", "ckptfs-no-ra"]
+    if a.baseline:
+        targets.append("baseline")
     if a.targets:
         targets = [t for t in targets if t in a.targets.split(",")]
         if "disk" not in targets:
@@ -202,7 +211,9 @@ def main():
             path = f"{ptmnt}/{s}/{shard}"
         else:
             extra = ["--readahead-mib=0"] if target == "ckptfs-no-ra" else []
-            m = Mount(base_argv + extra + ["--gc-interval=0", store, mnt], mnt, log)
+            argv = ([os.path.abspath(a.baseline)] + base_argv[1:] if target == "baseline"
+                    else base_argv)
+            m = Mount(argv + extra + ["--gc-interval=0", store, mnt], mnt, log)
             path = f"{mnt}/sampler/{s}/{shard}"
         try:
             os.stat(path)             # lookups and listing outside the timing
@@ -211,7 +222,7 @@ def main():
                 t = seq_read(path)
             else:
                 t = loader(path, a.seed)["seconds"]
-            if m and target.startswith("ckptfs"):
+            if m and target != "passthrough_ll":
                 ra_stats.setdefault((target, s, kind), m.stats())
             if m and (target, s) not in verified:
                 drop_caches()
@@ -247,12 +258,13 @@ def main():
             lines.append(f"| {label} | {kind} | " + " | ".join(cells) + " |")
     lines.append("")
     for s, label in zip(steps, ["base", "1-step delta"]):
-        for t in [t for t in ("ckptfs", "ckptfs-no-ra") if t in targets]:
+        for t in [t for t in ("ckptfs", "ckptfs-no-ra", "baseline") if t in targets]:
             lines.append(f"- {label}, {t}: mmap loader / sequential through the mount = "
                          f"{med[(t, s, 'seq')] / med[(t, s, 'mmap')]:.2f}x")
     for (t, s, kind), st in sorted(ra_stats.items()):
         if kind == "mmap" and st:
-            ra = {k: v for k, v in st.items() if k.startswith("readahead")}
+            ra = {k: v for k, v in st.items()
+                  if k.startswith("readahead") or k in ("chunk_loads", "decoded_bytes")}
             lines.append(f"- stats {t} {s} mmap (first run): {json.dumps(ra)}")
     text = "\n".join(lines)
     print(text)

@@ -2080,8 +2080,8 @@ START_TEST(test_readahead_hostile_header)
 		/* claims far more than the file holds: clamped */
 		"{\"a\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,1125899906842624]}}",
 		/* overlapping tensors: no layout */
-		"{\"a\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,400000]},"
-		"\"b\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[100,200]}}",
+		("{\"a\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,400000]},"
+		 "\"b\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[100,200]}}"),
 		/* offsets past the end only */
 		"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[9007199254740000,9007199254740992]}}",
 	};
