@@ -20,6 +20,8 @@
 #include "util/hash.h"
 #include "util/log.h"
 
+#define SERVED_WORDS 16		/* 1024 granules per chunk */
+
 struct centry {
 	struct chunk_data pub;	/* first: chunk_data pointers convert back */
 	uint8_t *bytes;
@@ -28,7 +30,9 @@ struct centry {
 	char key[CHUNK_KEY_LEN + 1];
 	int refs;
 	int cached;		/* in the table and LRU */
-	uint64_t served;	/* granules of len/64 bytes handed to the kernel */
+	/* Pages (granules of served_gran() bytes) handed to the kernel. */
+	uint64_t served[SERVED_WORDS];
+	unsigned n_served;
 	struct centry *prev, *next;	/* LRU, most recent at head */
 	struct centry *hnext;		/* hash chain */
 };
@@ -343,15 +347,27 @@ static void put_demote(struct chunks *c, const struct chunk_data *d)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/*
+ * Granule of the served map: a page, or more for chunks over 4 MiB. The
+ * kernel reads page-aligned ranges (mmap faults read around the faulting
+ * page, not at chunk-aligned offsets), so a page granule is always either
+ * wholly inside a read or wholly outside.
+ */
+static size_t served_gran(size_t len)
+{
+	size_t g = (len + SERVED_WORDS * 64 - 1) / (SERVED_WORDS * 64);
+
+	return g <= 4096 ? 4096 : (g + 4095) / 4096 * 4096;
+}
+
 void chunks_served(struct chunks *c, const struct chunk_data *d, size_t off, size_t len)
 {
 	struct centry *e = (struct centry *)d;
-	size_t g, first, end, nbits;
-	uint64_t mask, all;
+	size_t g, first, end, nbits, i;
 
 	if (!d || !d->len || off >= d->len)
 		return;
-	g = (d->len + 63) / 64;
+	g = served_gran(d->len);
 	nbits = (d->len + g - 1) / g;
 	if (len > d->len - off)
 		len = d->len - off;
@@ -359,11 +375,16 @@ void chunks_served(struct chunks *c, const struct chunk_data *d, size_t off, siz
 	end = off + len == d->len ? nbits : (off + len) / g;
 	if (end <= first)
 		return;
-	mask = (end - first >= 64 ? ~0ull : ((1ull << (end - first)) - 1)) << first;
-	all = nbits >= 64 ? ~0ull : (1ull << nbits) - 1;
 	pthread_mutex_lock(&c->lock);
-	e->served |= mask;
-	if ((e->served & all) == all)
+	for (i = first; i < end; i++) {
+		uint64_t bit = 1ull << (i % 64);
+
+		if (!(e->served[i / 64] & bit)) {
+			e->served[i / 64] |= bit;
+			e->n_served++;
+		}
+	}
+	if (e->n_served == nbits)
 		demote(c, e);
 	pthread_mutex_unlock(&c->lock);
 }
