@@ -2203,6 +2203,41 @@ START_TEST(test_readahead_corrupt_chunk)
 }
 END_TEST
 
+/* The cache keeps what a reader will ask for again: a chunk whose every
+ * byte went to the kernel (which keeps the pages) is evicted before one
+ * the reader is still in the middle of. */
+START_TEST(test_cache_keeps_partly_read_chunks)
+{
+	size_t n = 3 * CS;
+	uint8_t *data = random_bytes(n, 55);
+	uint8_t *buf = malloc(n);
+	struct fs_config cfg;
+	struct ckfs *cold;
+	uint64_t fh = 0;
+	int keep, direct;
+
+	ck_assert_int_eq(fs_mkdir(fs, "/sampler/p", 0755), 0);
+	put_file(fs, "/sampler/p/f", data, n);
+	cfg_init(&cfg);
+	cfg.cache_bytes = 2 * CS;
+	cfg.readahead_bytes = 0;
+	cold = mount_with(&cfg);
+	ck_assert_int_eq(fs_open(cold, "/sampler/p/f", O_RDONLY, &fh, &keep, &direct), 0);
+	/* Pages, in the order an mmap loader faults them: half of chunk 0,
+	 * then chunks 2 and 1 whole, then the rest of chunk 0. */
+	ck_assert_int_eq(read_at(cold, fh, buf, CS / 2, 0), (long)(CS / 2));
+	ck_assert_int_eq(read_at(cold, fh, buf + 2 * CS, CS, 2 * CS), (long)CS);
+	ck_assert_int_eq(read_at(cold, fh, buf + CS, CS, CS), (long)CS);
+	ck_assert_int_eq(read_at(cold, fh, buf + CS / 2, CS / 2, CS / 2), (long)(CS / 2));
+	ck_assert_mem_eq(buf, data, n);
+	ck_assert_uint_eq(stat_u64(cold, "chunk_loads"), 3);
+	fs_release(cold, fh);
+	fs_free(cold);
+	free(data);
+	free(buf);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("fs");
@@ -2288,6 +2323,7 @@ int main(void)
 	tcase_add_test(tc, test_readahead_hostile_header);
 	tcase_add_test(tc, test_readahead_parse_layout);
 	tcase_add_test(tc, test_readahead_corrupt_chunk);
+	tcase_add_test(tc, test_cache_keeps_partly_read_chunks);
 	suite_add_tcase(s, tc);
 
 	sr = srunner_create(s);
