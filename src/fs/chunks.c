@@ -5,7 +5,12 @@
  * for one delta serves every later delta (and every reader) until evicted.
  * Entries are reference counted: eviction only unlinks them, the last
  * chunks_put() frees. Memory is bounded by cache_bytes plus what readers
- * hold at the moment.
+ * hold at the moment, plus at most SPARE_MAX reusable buffers.
+ *
+ * Eviction is LRU with two hints (a hint only moves an entry to the cold
+ * end; nothing is evicted while there is room): a base chunk once a delta
+ * chunk was decoded from it, and a chunk every page of which was handed to
+ * the kernel (chunks_served). What stays is what readers will ask for.
  */
 #include "fs/chunks.h"
 

@@ -288,7 +288,8 @@ void ra_on_read(struct readahead *ra, struct ra_file *f, const struct entry *e,
 	long which = -1;
 	int tensor = 0;
 
-	if (!ra || !ra->pool || !ra->budget || !e->chunk_size || pos >= e->size)
+	if (!ra || !ra->pool || !ra->budget || !e->chunk_size || !e->n_chunks ||
+	    pos >= e->size)
 		return;
 	i = (size_t)(pos / e->chunk_size);
 	/* No chunk further ahead than the budget: what was decoded ahead of
@@ -333,6 +334,8 @@ void ra_on_read(struct readahead *ra, struct ra_file *f, const struct entry *e,
 	} else {
 		to = i;		/* a jump outside any tensor: wait and see */
 	}
+	if (to >= e->n_chunks)
+		to = e->n_chunks - 1;
 	from = which == f->queued_for && f->queued_until > i + 1 &&
 	       f->queued_until <= i + window + 1 ? f->queued_until : i + 1;
 	if (to >= from) {
