@@ -53,8 +53,8 @@ struct ra_file {
 	struct st_tensor *tensors;	/* sorted, disjoint, clamped to the file */
 	size_t n_tensors;
 	long last_chunk;		/* last chunk read (sequential detection) */
-	long queued_for;		/* tensor index queued_until belongs to; -1: none */
-	size_t queued_until;		/* its chunks below this were queued */
+	int seq;			/* the reads so far look sequential */
+	size_t queued_from, queued_until;	/* the chunks queued last */
 };
 
 /*
