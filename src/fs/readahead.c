@@ -216,11 +216,12 @@ static size_t chunk_len(const struct entry *e, size_t i)
 }
 
 /*
- * Queue chunks [from, to] of @e within the budget. Returns the first chunk
- * not queued (to + 1 when all were). f->lock held.
+ * Queue chunks [from, to] of @e within the budget; those up to @tensor_last
+ * count as queued for a tensor. Returns the first chunk not queued (to + 1
+ * when all were). f->lock held.
  */
 static size_t queue_range(struct readahead *ra, const struct entry *e, size_t from,
-			  size_t to, int tensor)
+			  size_t to, size_t tensor_last)
 {
 	size_t k;
 
@@ -238,7 +239,7 @@ static size_t queue_range(struct readahead *ra, const struct entry *e, size_t fr
 		}
 		ra->inflight += len;
 		ra->stats.queued++;
-		if (tensor)
+		if (k <= tensor_last)
 			ra->stats.tensor_queued++;
 		pthread_mutex_unlock(&ra->lock);
 		t = malloc(sizeof(*t));
@@ -283,8 +284,8 @@ void ra_on_read(struct readahead *ra, struct ra_file *f, const struct entry *e,
 		uint64_t pos)
 {
 	const struct st_tensor *t = NULL;
-	size_t i, window, from, to;
-	int tensor = 0, seq;
+	size_t i, window, from, to, tensor_last = 0;
+	int seq;
 
 	if (!ra || !ra->pool || !ra->budget || !e->chunk_size || !e->n_chunks ||
 	    pos >= e->size)
@@ -337,19 +338,17 @@ void ra_on_read(struct readahead *ra, struct ra_file *f, const struct entry *e,
 		size_t last = (size_t)((t->off + t->len - 1) / e->chunk_size);
 
 		to = last < i + window ? last : i + window;
-		tensor = to > i;
+		tensor_last = last;
 	}
-	if (seq && i + window > to) {
+	if (seq && i + window > to)
 		to = i + window;	/* across tensor ends too */
-		tensor = 0;
-	}
 	if (to >= e->n_chunks)
 		to = e->n_chunks - 1;
 	/* Chunks queued by an earlier read are not queued again. */
 	from = f->queued_from <= i + 1 && i + 1 < f->queued_until ? f->queued_until : i + 1;
 	if (to >= from) {
 		f->queued_from = from;
-		f->queued_until = queue_range(ra, e, from, to, tensor);
+		f->queued_until = queue_range(ra, e, from, to, tensor_last);
 	}
 	f->last_chunk = (long)i;
 	pthread_mutex_unlock(&f->lock);
