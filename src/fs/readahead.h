@@ -9,13 +9,15 @@
  *
  * Tensor-aware read-ahead: loaders (safe_open, vLLM, SGLang) mmap a
  * safetensors file and fault it in page by page, tensor by tensor, in an
- * order that is not the file's. On a read inside tensor T, the chunks from
- * the one read up to T's last are queued on the pool, so they decode on
- * every core while the reader copies the first ones.
+ * order that is not the file's. On any read inside tensor T (a jump
+ * included), the next chunks of T are queued on the pool, and more as the
+ * reader advances, up to T's last chunk, so they decode on every core
+ * while the reader copies. Sequential reads are followed across tensor
+ * ends; a jump outside any tensor queues nothing.
  *
  * Bounds: at most @budget bytes of chunks are queued or decoding at once
- * (mount-wide), and no chunk more than @budget bytes past the read is
- * queued, so decoded-ahead chunks never exceed the budget. The layout is
+ * (mount-wide), and no chunk more than @budget bytes or @seq_chunks chunks
+ * past the read is queued, so decoded-ahead chunks never exceed the budget. The layout is
  * parsed only from a header of at most RA_HEADER_MAX bytes (one parse at a
  * time per mount); tensors are clamped to the file. A hostile header can
  * waste at most the budget; it can never change the bytes read (those
