@@ -76,6 +76,7 @@ void ra_file_init(struct ra_file *f)
 	memset(f, 0, sizeof(*f));
 	pthread_mutex_init(&f->lock, NULL);
 	f->last_chunk = -2;
+	f->last_tensor = -1;
 }
 
 void ra_file_release(struct ra_file *f)
@@ -332,6 +333,19 @@ void ra_on_read(struct readahead *ra, struct ra_file *f, const struct entry *e,
 	 * after having followed). */
 	seq = (long)i == f->last_chunk + 1 || ((long)i == f->last_chunk && f->seq);
 	f->seq = seq;
+	/*
+	 * A reader in file order (cp, cat) goes on into the next tensor; an
+	 * mmap loader reads a tensor to its end and then jumps. It looks
+	 * sequential at one tensor end now and then (the kernel reads around
+	 * a fault, into the previous tensor), so read-ahead crosses tensor
+	 * ends only after two crossings in a row.
+	 */
+	if (!seq)
+		f->crossed = 0;
+	else if (t && f->last_tensor >= 0 && t - f->tensors == f->last_tensor + 1)
+		f->crossed++;
+	if (t)
+		f->last_tensor = (long)(t - f->tensors);
 	to = i;		/* a jump outside any tensor: wait and see */
 	if (t) {
 		/* Inside a tensor: everything up to its end will be read. */
@@ -340,14 +354,15 @@ void ra_on_read(struct readahead *ra, struct ra_file *f, const struct entry *e,
 		to = last < i + window ? last : i + window;
 		tensor_last = last;
 	}
-	if (seq && i + window > to)
+	if (seq && (!t || f->crossed >= 2) && i + window > to)
 		to = i + window;	/* across tensor ends too */
 	if (to >= e->n_chunks)
 		to = e->n_chunks - 1;
 	/* Chunks queued by an earlier read are not queued again. */
 	from = f->queued_from <= i + 1 && i + 1 < f->queued_until ? f->queued_until : i + 1;
 	if (to >= from) {
-		f->queued_from = from;
+		if (from != f->queued_until)	/* else the queued run grows */
+			f->queued_from = from;
 		f->queued_until = queue_range(ra, e, from, to, tensor_last);
 	}
 	f->last_chunk = (long)i;

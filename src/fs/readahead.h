@@ -56,6 +56,8 @@ struct ra_file {
 	size_t n_tensors;
 	long last_chunk;		/* last chunk read (sequential detection) */
 	int seq;			/* the reads so far look sequential */
+	long last_tensor;		/* tensor of the last read; -1: none */
+	int crossed;			/* tensor ends crossed sequentially in a row */
 	size_t queued_from, queued_until;	/* the chunks queued last */
 };
 
