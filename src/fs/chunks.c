@@ -5,7 +5,12 @@
  * for one delta serves every later delta (and every reader) until evicted.
  * Entries are reference counted: eviction only unlinks them, the last
  * chunks_put() frees. Memory is bounded by cache_bytes plus what readers
- * hold at the moment.
+ * hold at the moment, plus at most SPARE_MAX reusable buffers.
+ *
+ * Eviction is LRU with two hints (a hint only moves an entry to the cold
+ * end; nothing is evicted while there is room): a base chunk once a delta
+ * chunk was decoded from it, and a chunk every page of which was handed to
+ * the kernel (chunks_served). What stays is what readers will ask for.
  */
 #include "fs/chunks.h"
 
@@ -21,12 +26,19 @@
 #include "util/log.h"
 #include "util/metrics.h"
 
+#define SERVED_WORDS 16		/* 1024 granules per chunk */
+
 struct centry {
 	struct chunk_data pub;	/* first: chunk_data pointers convert back */
 	uint8_t *bytes;
+	size_t cap;		/* of bytes */
+	struct chunks *owner;	/* its buffer goes back to owner's spares */
 	char key[CHUNK_KEY_LEN + 1];
 	int refs;
 	int cached;		/* in the table and LRU */
+	/* Pages (granules of served_gran() bytes) handed to the kernel. */
+	uint64_t served[SERVED_WORDS];
+	unsigned n_served;
 	struct centry *prev, *next;	/* LRU, most recent at head */
 	struct centry *hnext;		/* hash chain */
 };
@@ -40,7 +52,15 @@ struct loading {
 
 #define NBUCKETS 1024
 #define MAX_CTX 16
-#define MAX_SPARE_FRAMES 4
+/*
+ * Freed chunk-sized buffers kept for the next load or store. A fresh 4 MiB
+ * malloc is fresh pages: faulting and zeroing them cost ~13% of the
+ * daemon's CPU on a cold delta read and ~1000 faults per chunk written
+ * (perf, bench/README.md). Bounded: SPARE_MAX buffers of at most two
+ * chunk frames each.
+ */
+#define SPARE_MAX 8
+#define SPARE_MIN (64u << 10)
 
 struct chunks {
 	struct store *st;
@@ -54,15 +74,16 @@ struct chunks {
 	struct loading *loading;
 	pthread_cond_t loaded;
 
+	struct chunks_stats stats;	/* under lock */
+
+	pthread_mutex_t spare_lock;	/* a leaf lock */
+	struct buf spares[SPARE_MAX];
+	int n_spares;
+
 	pthread_mutex_t ctx_lock;
 	pthread_cond_t ctx_cond;
 	struct codec_ctx *free_ctx[MAX_CTX];
 	int n_free_ctx, n_ctx, max_ctx;
-	/* chunks_store's frame buffers, kept for reuse (under ctx_lock): a
-	 * fresh one per chunk was faulted in page by page, ~1000 faults per
-	 * 4 MiB chunk written. */
-	struct buf spare_frame[MAX_SPARE_FRAMES];
-	int n_spare_frames;
 };
 
 /*
@@ -116,6 +137,7 @@ struct chunks *chunks_new(struct store *st, uint64_t cache_bytes)
 	pthread_cond_init(&c->loaded, NULL);
 	pthread_mutex_init(&c->ctx_lock, NULL);
 	pthread_cond_init(&c->ctx_cond, NULL);
+	pthread_mutex_init(&c->spare_lock, NULL);
 	{
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -133,9 +155,48 @@ static unsigned bucket_of(const char *key)
 				 NULL, 16) % NBUCKETS;
 }
 
+/* A buffer of at least @need bytes (empty), reused if one is spare. */
+static int spare_get(struct chunks *c, size_t need, struct buf *out)
+{
+	int i;
+
+	*out = (struct buf)BUF_INIT;
+	pthread_mutex_lock(&c->spare_lock);
+	for (i = c->n_spares - 1; i >= 0; i--)
+		if (c->spares[i].cap >= need) {
+			*out = c->spares[i];
+			c->spares[i] = c->spares[--c->n_spares];
+			break;
+		}
+	pthread_mutex_unlock(&c->spare_lock);
+	out->len = 0;
+	if (out->cap >= need)
+		return 0;
+	return buf_reserve(out, need ? need : 1);
+}
+
+static void spare_put(struct chunks *c, struct buf *b)
+{
+	if (b->cap >= SPARE_MIN && b->cap <= 2 * (size_t)CODEC_CHUNK_MAX) {
+		pthread_mutex_lock(&c->spare_lock);
+		if (c->n_spares < SPARE_MAX) {
+			b->len = 0;
+			c->spares[c->n_spares++] = *b;
+			*b = (struct buf)BUF_INIT;
+		}
+		pthread_mutex_unlock(&c->spare_lock);
+	}
+	buf_release(b);
+}
+
 static void centry_free(struct centry *e)
 {
-	free(e->bytes);
+	struct buf b = { e->bytes, 0, e->cap };
+
+	if (e->owner && e->bytes)
+		spare_put(e->owner, &b);
+	else
+		free(e->bytes);
 	free(e);
 }
 
@@ -176,6 +237,20 @@ static void table_remove(struct chunks *c, struct centry *e)
 	e->cached = 0;
 }
 
+/*
+ * Move @e to the cold end: evicted first when the cache is full, kept while
+ * there is room. Lock held.
+ */
+static void demote(struct chunks *c, struct centry *e)
+{
+	if (!e->cached || c->lru_tail == e)
+		return;
+	lru_unlink(c, e);
+	e->prev = c->lru_tail;
+	c->lru_tail->next = e;
+	c->lru_tail = e;
+}
+
 /* Evict least recently used entries until under budget. Lock held. */
 static void evict(struct chunks *c)
 {
@@ -207,8 +282,9 @@ void chunks_free(struct chunks *c)
 	}
 	while (c->n_free_ctx > 0)
 		codec_ctx_free(c->free_ctx[--c->n_free_ctx]);
-	while (c->n_spare_frames > 0)
-		buf_release(&c->spare_frame[--c->n_spare_frames]);
+	while (c->n_spares > 0)
+		buf_release(&c->spares[--c->n_spares]);
+	pthread_mutex_destroy(&c->spare_lock);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->ctx_lock);
 	pthread_cond_destroy(&c->loaded);
@@ -264,6 +340,62 @@ static struct centry *insert(struct chunks *c, struct centry *e)
 	return e;
 }
 
+/* chunks_put(), and the chunk goes to the cold end of the LRU. */
+static void put_demote(struct chunks *c, const struct chunk_data *d)
+{
+	struct centry *e = (struct centry *)d;
+
+	if (!d)
+		return;
+	pthread_mutex_lock(&c->lock);
+	demote(c, e);
+	if (--e->refs == 0 && !e->cached)
+		centry_free(e);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Granule of the served map: a page, or more for chunks over 4 MiB. The
+ * kernel reads page-aligned ranges (mmap faults read around the faulting
+ * page, not at chunk-aligned offsets), so a page granule is always either
+ * wholly inside a read or wholly outside.
+ */
+static size_t served_gran(size_t len)
+{
+	size_t g = (len + SERVED_WORDS * 64 - 1) / (SERVED_WORDS * 64);
+
+	return g <= 4096 ? 4096 : (g + 4095) / 4096 * 4096;
+}
+
+void chunks_served(struct chunks *c, const struct chunk_data *d, size_t off, size_t len)
+{
+	struct centry *e = (struct centry *)d;
+	size_t g, first, end, nbits, i;
+
+	if (!d || !d->len || off >= d->len)
+		return;
+	g = served_gran(d->len);
+	nbits = (d->len + g - 1) / g;
+	if (len > d->len - off)
+		len = d->len - off;
+	first = (off + g - 1) / g;	/* granules wholly inside [off, off+len) */
+	end = off + len == d->len ? nbits : (off + len) / g;
+	if (end <= first)
+		return;
+	pthread_mutex_lock(&c->lock);
+	for (i = first; i < end; i++) {
+		uint64_t bit = 1ull << (i % 64);
+
+		if (!(e->served[i / 64] & bit)) {
+			e->served[i / 64] |= bit;
+			e->n_served++;
+		}
+	}
+	if (e->n_served == nbits)
+		demote(c, e);
+	pthread_mutex_unlock(&c->lock);
+}
+
 void chunks_put(struct chunks *c, const struct chunk_data *d)
 {
 	struct centry *e = (struct centry *)d;
@@ -290,11 +422,11 @@ int chunks_store(struct chunks *c, const uint8_t *data, size_t len,
 	memset(ref, 0, sizeof(*ref));
 	if (!ctx)
 		return -ENOMEM;
-	pthread_mutex_lock(&c->ctx_lock);
-	if (c->n_spare_frames > 0)
-		frame = c->spare_frame[--c->n_spare_frames];
-	pthread_mutex_unlock(&c->ctx_lock);
-	buf_reset(&frame);
+	rc = spare_get(c, len, &frame);
+	if (rc < 0) {
+		ctx_put(c, ctx);
+		return rc;
+	}
 	rc = codec_encode(ctx, data, len, base, spans, nspans, 0, &frame);
 	ctx_put(c, ctx);	/* not held across hashing and I/O */
 	if (rc == CODEC_ALL_ZERO) {
@@ -314,13 +446,7 @@ int chunks_store(struct chunks *c, const uint8_t *data, size_t len,
 	catalog_chunk_key(ref->key, key, sizeof(key));
 	rc = store_put(c->st, key, frame.data, frame.len);
 out:
-	pthread_mutex_lock(&c->ctx_lock);
-	if (c->n_spare_frames < MAX_SPARE_FRAMES && frame.cap <= 2 * (size_t)CODEC_CHUNK_MAX) {
-		c->spare_frame[c->n_spare_frames++] = frame;
-		frame = (struct buf)BUF_INIT;
-	}
-	pthread_mutex_unlock(&c->ctx_lock);
-	buf_release(&frame);
+	spare_put(c, &frame);
 	return rc;
 }
 
@@ -333,7 +459,7 @@ out:
  * SHA-256(frame) == key (doc/FORMAT.md §1.2) and the entry's stored length.
  */
 static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
-		struct centry **out)
+		struct centry **out, size_t *frame_len)
 {
 	struct codec_frame_info info;
 	const struct chunk_data *base = NULL;
@@ -344,6 +470,12 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 
 	catalog_chunk_key(ref->key, key, sizeof(key));
 	metrics_inc(M_CACHE_MISSES, "memory", NULL, NULL);
+	/* Frames of full chunks are about a chunk long (incompressible ones
+	 * a little more); a spare of that size is filled without faults. */
+	if (spare_get(c, ref->stored_len ? ref->stored_len : raw_len, &frame) < 0) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	rc = store_get(c->st, key, &frame);
 	metrics_add(M_CACHE_FETCHED_BYTES, (double)frame.len, "memory", NULL, NULL);
 	if (rc < 0) {
@@ -386,9 +518,20 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 			goto out;
 	}
 	e = calloc(1, sizeof(*e));
-	if (!e || !(e->bytes = malloc(raw_len ? raw_len : 1))) {
+	if (!e) {
 		rc = -ENOMEM;
 		goto out;
+	}
+	{
+		struct buf b;
+
+		if (spare_get(c, raw_len, &b) < 0) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		e->bytes = b.data;
+		e->cap = b.cap;
+		e->owner = c;
 	}
 	{
 		struct codec_ctx *ctx = ctx_get(c);
@@ -409,13 +552,16 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	e->pub.data = e->bytes;
 	e->pub.len = raw_len;
 	e->refs = 1;
+	*frame_len = frame.len;
 	*out = e;
 	e = NULL;
 out:
 	if (e)
 		centry_free(e);
-	chunks_put(c, base);
-	buf_release(&frame);
+	/* The delta chunk is what readers ask for again; its base is needed
+	 * only to decode it once more, so it is the first to go. */
+	put_demote(c, base);
+	spare_put(c, &frame);
 	return rc;
 }
 
@@ -424,6 +570,7 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 {
 	struct loading *ld, **pp;
 	struct centry *e;
+	size_t frame_len = 0;
 	int rc;
 
 	if (!ref->key[0]) {
@@ -448,6 +595,7 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		/* Someone is decoding it: wait, then look again (on a failed
 		 * load we try ourselves and report our own error). */
 		ld->waiters++;
+		c->stats.waits++;
 		while (!ld->done)
 			pthread_cond_wait(&c->loaded, &c->lock);
 		if (--ld->waiters == 0)
@@ -458,6 +606,7 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		}
 	}
 	if (e) {
+		c->stats.hits++;
 		pthread_mutex_unlock(&c->lock);
 		metrics_inc(M_CACHE_HITS, "memory", NULL, NULL);
 		if (e->pub.len != raw_len) {
@@ -476,11 +625,15 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	}
 	pthread_mutex_unlock(&c->lock);
 
-	rc = load(c, ref, raw_len, &e);
+	rc = load(c, ref, raw_len, &e, &frame_len);
 
 	pthread_mutex_lock(&c->lock);
-	if (rc == 0)
+	if (rc == 0) {
+		c->stats.loads++;
+		c->stats.frame_bytes += frame_len;
+		c->stats.decoded_bytes += raw_len;
 		e = insert(c, e);
+	}
 	if (ld) {
 		for (pp = &c->loading; *pp; pp = &(*pp)->next)
 			if (*pp == ld) {
@@ -500,14 +653,35 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	return 0;
 }
 
+int chunks_cached(struct chunks *c, const struct chunk_ref *ref)
+{
+	const char *key = ref->key[0] ? ref->key : ref->base_key;
+	int hit;
+
+	if (!key[0])
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	hit = lookup_peek(c, key);
+	pthread_mutex_unlock(&c->lock);
+	return hit;
+}
+
+void chunks_stats(struct chunks *c, struct chunks_stats *out)
+{
+	pthread_mutex_lock(&c->lock);
+	*out = c->stats;
+	pthread_mutex_unlock(&c->lock);
+}
+
 int chunks_verify(struct chunks *c, const struct chunk_ref *ref, size_t raw_len)
 {
 	struct centry *e = NULL;
+	size_t frame_len;
 	int rc;
 
 	if (!ref->key[0])
 		return 0;	/* nothing stored; the base chunk is checked itself */
-	rc = load(c, ref, raw_len, &e);
+	rc = load(c, ref, raw_len, &e, &frame_len);
 	if (e)
 		centry_free(e);
 	return rc;

@@ -51,6 +51,27 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	       const struct chunk_data **out);
 void chunks_put(struct chunks *c, const struct chunk_data *d);
 
+/*
+ * Bytes [off, off + len) of @d were handed to the kernel, which keeps them
+ * in its page cache (committed files are opened with keep_cache). Once
+ * every byte of a chunk was handed over, it is unlikely to be read through
+ * us again, so it moves to the cold end of the LRU. A hint only.
+ */
+void chunks_served(struct chunks *c, const struct chunk_data *d, size_t off, size_t len);
+
+/* Is the decoded chunk @ref names in the cache now? (a hint, no reference) */
+int chunks_cached(struct chunks *c, const struct chunk_ref *ref);
+
+/* What the cache did since chunks_new() (root xattr user.ckptfs.stats). */
+struct chunks_stats {
+	uint64_t hits;		/* chunks_get served from the cache */
+	uint64_t loads;		/* frames fetched, verified and decoded */
+	uint64_t frame_bytes;	/* stored bytes of those frames */
+	uint64_t decoded_bytes;	/* decoded bytes of those frames */
+	uint64_t waits;		/* chunks_get that waited for another's load */
+};
+void chunks_stats(struct chunks *c, struct chunks_stats *out);
+
 /* Load and fully verify one frame (fsck). 0, -EIO (corrupt), -ENOENT. */
 int chunks_verify(struct chunks *c, const struct chunk_ref *ref, size_t raw_len);
 

@@ -185,6 +185,7 @@ void fs_config_defaults(struct fs_config *cfg)
 	cfg->job = "default";
 	cfg->chunk_size = 4u << 20;
 	cfg->cache_bytes = 256ull << 20;
+	cfg->readahead_bytes = 64ull << 20;
 	cfg->list_ttl = 1.0;
 	cfg->delta_policy = DELTA_AUTO;
 	cfg->delta_max_ratio = 0.5;
@@ -249,7 +250,12 @@ int fs_new(struct store *st, const struct fs_config *cfg, struct ckfs **out)
 	 * locally; a remote store also has a round trip per chunk to hide. */
 	fs->readahead = strcmp(st->ops->name, "local") ? fs->n_threads : 2;
 	fs->chunks = chunks_new(st, cfg->cache_bytes);
-	if (!fs->job || !fs->spool_dir || !fs->chunks) {
+	/* Chunks decoded ahead wait in the cache for their reader: more in
+	 * flight than half the cache would evict them before they are read. */
+	fs->ra = fs->chunks ? ra_new(fs->chunks, cfg->readahead_bytes < cfg->cache_bytes / 2 ?
+				     cfg->readahead_bytes : cfg->cache_bytes / 2,
+				     fs->readahead) : NULL;
+	if (!fs->job || !fs->spool_dir || !fs->chunks || !fs->ra) {
 		fs_free(fs);
 		return -ENOMEM;
 	}
@@ -277,6 +283,7 @@ int fs_start(struct ckfs *fs)
 	if (!fs->pool)
 		return -ENOMEM;
 	fs->wenv.pool = fs->pool;
+	ra_set_pool(fs->ra, fs->pool);
 	if (fs->cfg.gc_interval > 0 && !fs->cfg.read_only) {
 		if (pthread_create(&fs->gc_thread, NULL, gc_main, fs) == 0)
 			fs->gc_running = 1;
@@ -307,6 +314,7 @@ void fs_free(struct ckfs *fs)
 	ghost_free_all(fs);
 	ctl_free(fs);
 	pool_free(fs->pool);
+	ra_free(fs->ra);	/* after the pool: queued read-ahead uses it */
 	chunks_free(fs->chunks);
 	for (v = fs->views; v; v = vn) {
 		vn = v->next;

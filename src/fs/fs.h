@@ -27,6 +27,8 @@ struct fs_config {
 	const char *job;		/* this mount's job; "default" */
 	uint32_t chunk_size;		/* bytes per chunk; 4 MiB */
 	uint64_t cache_bytes;		/* decoded-chunk cache; 256 MiB */
+	uint64_t readahead_bytes;	/* read-ahead in flight; 64 MiB; 0: off
+					 * (at most half the cache is used) */
 	double list_ttl;		/* seconds a listing may be stale; 1.0 */
 	const char *spool_dir;		/* out-of-order writes; TMPDIR or /var/tmp */
 	const char *statfs_path;	/* local store dir for statfs, or NULL */

@@ -12,6 +12,7 @@
 #include "fs/chunks.h"
 #include "fs/fs.h"
 #include "fs/pool.h"
+#include "fs/readahead.h"
 #include "fs/writer.h"
 
 /* A committed entry and the store stat of its key (for cheap refresh). */
@@ -111,7 +112,7 @@ struct handle {
 	struct buf content;	/* H_CONTENT, H_DEPLOY, H_HOTLOAD */
 	int write_access;
 	int dirty;		/* H_DEPLOY: content changed since open */
-	long last_chunk;
+	struct ra_file *ra;	/* H_ENTRY: read-ahead state (readahead.c) */
 	uint64_t ino;		/* st_ino of the path it was opened by */
 	char *ctl_job;		/* H_HOTLOAD: the checkpoint; H_DEPLOY: name */
 	char *ctl_name;
@@ -142,6 +143,7 @@ struct ckfs {
 	struct pool *pool;		/* NULL until fs_start() */
 	int n_threads;
 	int readahead;			/* chunks decoded ahead of sequential reads */
+	struct readahead *ra;		/* read-ahead budget and counters */
 	struct writer_env wenv;
 
 	/* In-memory state only: views, wslots, statuses. Never held across

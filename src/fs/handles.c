@@ -270,7 +270,6 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 	if (!h)
 		return -ENOMEM;
 	h->magic = FS_HANDLE_MAGIC;
-	h->last_chunk = -2;
 	h->ino = fpath_ino(&p);
 	if (p.type == P_JSONL || p.type == P_STATS) {
 		if (wants_write) {
@@ -359,6 +358,11 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 	} else {
 		rc = entry_copy(es->e, &h->ent);
 		h->type = H_ENTRY;
+		h->ra = calloc(1, sizeof(*h->ra));
+		if (!h->ra && rc == 0)
+			rc = -ENOMEM;
+		if (h->ra)
+			ra_file_init(h->ra);
 		/* Committed files are immutable: the kernel may keep their
 		 * pages (the FUSE layer's auto_cache drops them when size or
 		 * mtime change). */
@@ -371,6 +375,10 @@ out:
 	*fh = (uint64_t)(uintptr_t)h;
 	return 0;
 fail:
+	if (h->ra) {
+		ra_file_release(h->ra);
+		free(h->ra);
+	}
 	entry_release(&h->ent);
 	buf_release(&h->content);
 	free(h->ctl_job);
@@ -379,52 +387,11 @@ fail:
 	return rc;
 }
 
-struct prefetch {
-	struct chunks *chunks;
-	struct chunk_ref ref;
-	size_t len;
-};
-
-static void prefetch_run(void *arg)
-{
-	struct prefetch *pf = arg;
-	const struct chunk_data *d;
-
-	if (chunks_get(pf->chunks, &pf->ref, pf->len, &d) == 0)
-		chunks_put(pf->chunks, d);
-	free(pf);
-}
-
 static size_t chunk_len(const struct entry *e, size_t i)
 {
 	uint64_t off = (uint64_t)i * e->chunk_size;
 
 	return e->size - off < e->chunk_size ? (size_t)(e->size - off) : e->chunk_size;
-}
-
-/* Sequential access: decode the next chunks in the background. */
-static void read_ahead(struct ckfs *fs, struct handle *h, size_t i)
-{
-	size_t k;
-
-	if ((long)i == h->last_chunk || !fs->pool)
-		return;
-	if ((long)i != h->last_chunk + 1) {
-		h->last_chunk = (long)i;
-		return;
-	}
-	h->last_chunk = (long)i;
-	for (k = i + 1; k <= i + (size_t)fs->readahead && k < h->ent.n_chunks; k++) {
-		struct prefetch *pf = malloc(sizeof(*pf));
-
-		if (!pf)
-			return;
-		pf->chunks = fs->chunks;
-		pf->ref = h->ent.chunks[k];
-		pf->len = chunk_len(&h->ent, k);
-		if (pool_submit(fs->pool, prefetch_run, pf) < 0)
-			free(pf);
-	}
 }
 
 long fs_read(struct ckfs *fs, uint64_t fh, char *buf, size_t size, uint64_t off)
@@ -456,11 +423,13 @@ long fs_read(struct ckfs *fs, uint64_t fh, char *buf, size_t size, uint64_t off)
 
 		if (n > size - done)
 			n = size - done;
-		read_ahead(fs, h, i);
+		if (h->ra)
+			ra_on_read(fs->ra, h->ra, e, pos);
 		rc = chunks_get(fs->chunks, &e->chunks[i], clen, &d);
 		if (rc < 0)
 			return rc;	/* never short: the kernel takes that as EOF */
 		memcpy(buf + done, d->data + in, n);
+		chunks_served(fs->chunks, d, in, n);
 		chunks_put(fs->chunks, d);
 		done += n;
 	}
@@ -684,6 +653,10 @@ void fs_release(struct ckfs *fs, uint64_t fh)
 	}
 	if (h->type == H_DEPLOY)
 		ctl_deploy_release(fs, h);
+	if (h->ra) {
+		ra_file_release(h->ra);
+		free(h->ra);
+	}
 	entry_release(&h->ent);
 	buf_release(&h->content);
 	free(h->ctl_job);

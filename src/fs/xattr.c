@@ -96,16 +96,28 @@ int fs_getxattr(struct ckfs *fs, const char *path, const char *name, char *value
 		return rc;
 	if (p.type == P_ROOT && !strcmp(name, XATTR_PREFIX "stats")) {
 		struct store_cache_stats cs;
+		struct chunks_stats ks;
+		struct ra_stats rs;
 
 		/* What this mount fetched from a remote store (benchmarks and
-		 * tests read it; a local store has no cache). */
+		 * tests read it; a local store has no cache), what it decoded
+		 * and what the read-ahead did. */
+		chunks_stats(fs->chunks, &ks);
+		ra_get_stats(fs->ra, &rs);
+		n = snprintf(tmp, sizeof(tmp),
+			     "{\"chunk_hits\":%" PRIu64 ",\"chunk_loads\":%" PRIu64
+			     ",\"chunk_waits\":%" PRIu64 ",\"loaded_frame_bytes\":%" PRIu64
+			     ",\"decoded_bytes\":%" PRIu64
+			     ",\"readahead_chunks\":%" PRIu64 ",\"readahead_tensor_chunks\":%" PRIu64
+			     ",\"readahead_skipped\":%" PRIu64 ",\"readahead_layouts\":%" PRIu64,
+			     ks.hits, ks.loads, ks.waits, ks.frame_bytes, ks.decoded_bytes,
+			     rs.queued, rs.tensor_queued, rs.skipped, rs.layouts);
 		if (store_cache_stats(fs->st, &cs) == 0)
-			n = snprintf(tmp, sizeof(tmp),
-				     "{\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64
-				     ",\"fetched_bytes\":%" PRIu64 ",\"cached_bytes\":%" PRIu64 "}",
-				     cs.hits, cs.misses, cs.inner_bytes, cs.cached_bytes);
-		else
-			n = snprintf(tmp, sizeof(tmp), "{}");
+			n += snprintf(tmp + n, sizeof(tmp) - (size_t)n,
+				      ",\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64
+				      ",\"fetched_bytes\":%" PRIu64 ",\"cached_bytes\":%" PRIu64,
+				      cs.hits, cs.misses, cs.inner_bytes, cs.cached_bytes);
+		n += snprintf(tmp + n, sizeof(tmp) - (size_t)n, "}");
 		if (size == 0)
 			return n;
 		if ((size_t)n > size)

@@ -51,6 +51,8 @@ struct mount_opts {
 	int shutdown_timeout_set;
 	unsigned chunk_kib;
 	unsigned cache_mib;
+	unsigned readahead_mib;
+	int readahead_set;
 	unsigned s3_cache_mib;
 	unsigned base_every;
 	unsigned threads;
@@ -91,6 +93,8 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--hotload-max=%u", hotload_max, 0), OPT("hotload_max=%u", hotload_max, 0),
 	OPT("--chunk-kib=%u", chunk_kib, 0), OPT("chunk_kib=%u", chunk_kib, 0),
 	OPT("--cache-mib=%u", cache_mib, 0), OPT("cache_mib=%u", cache_mib, 0),
+	OPT("--readahead-mib=%u", readahead_mib, 0), OPT("readahead_mib=%u", readahead_mib, 0),
+	OPT("--readahead-mib=", readahead_set, 1), OPT("readahead_mib=", readahead_set, 1),
 	OPT("--cache-size=%u", s3_cache_mib, 0), OPT("cache_size=%u", s3_cache_mib, 0),
 	OPT("--base-every=%u", base_every, 0), OPT("base_every=%u", base_every, 0),
 	OPT("--threads=%u", threads, 0), OPT("threads=%u", threads, 0),
@@ -152,6 +156,9 @@ static void usage(const char *prog)
 	       "  --cache-mib=N          decoded-chunk memory cache (default 256)\n"
 	       "  --list-ttl=SECONDS     how stale listings may be (default 1)\n"
 	       "  --spool-dir=DIR        temp files for out-of-order writes ($TMPDIR)\n"
+	       "  --readahead-mib=N      chunks decoded ahead of readers, in flight\n"
+	       "                         at once (default 64; 0: off; at most half\n"
+	       "                         of --cache-mib)\n"
 	       "  --threads=N            encoder/upload threads (default: 3 per CPU)\n"
 	       "  --gc-interval=SECONDS  periodic gc (default 600; 0 turns it off)\n"
 	       "  --gc-grace=SECONDS     gc keeps unreferenced chunks this young (3600)\n"
@@ -431,6 +438,8 @@ static int build_config(const struct mount_opts *o, struct fs_config *cfg)
 		cfg->chunk_size = o->chunk_kib * 1024u;
 	if (o->cache_mib)
 		cfg->cache_bytes = (uint64_t)o->cache_mib << 20;
+	if (o->readahead_set)
+		cfg->readahead_bytes = (uint64_t)o->readahead_mib << 20;
 	if (o->list_ttl > 0)
 		cfg->list_ttl = o->list_ttl;
 	if (o->delta_max_ratio > 0)

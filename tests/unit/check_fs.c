@@ -23,6 +23,7 @@
 
 #include "catalog/catalog.h"
 #include "fs/fs.h"
+#include "fs/readahead.h"
 #include "store/store.h"
 #include "testutil.h"
 #include "util/buf.h"
@@ -1913,6 +1914,334 @@ START_TEST(test_store_outage)
 }
 END_TEST
 
+/* ---- read-ahead (src/fs/readahead.c) ---- */
+
+/* A safetensors file: header for @n BF16 tensors of @sizes bytes laid end
+ * to end, then random data. *off[i] gets each tensor's file offset. */
+static uint8_t *make_st(const size_t *sizes, size_t n, uint64_t *off, size_t *len)
+{
+	struct buf h = BUF_INIT;
+	uint64_t pos = 0, total = 0;
+	uint8_t *p;
+	size_t i, hl;
+
+	buf_printf(&h, "{");
+	for (i = 0; i < n; i++) {
+		buf_printf(&h, "%s\"t%zu\":{\"dtype\":\"BF16\",\"shape\":[%zu],"
+			   "\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
+			   i ? "," : "", i, sizes[i] / 2, pos, pos + sizes[i]);
+		pos += sizes[i];
+	}
+	buf_printf(&h, "}");
+	hl = h.len;
+	total = 8 + hl + pos;
+	p = random_bytes((size_t)total, 4242);
+	for (i = 0; i < 8; i++)
+		p[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+	memcpy(p + 8, h.data, hl);
+	for (i = 0, pos = 8 + hl; i < n; i++) {
+		off[i] = pos;
+		pos += sizes[i];
+	}
+	buf_release(&h);
+	*len = (size_t)total;
+	return p;
+}
+
+static uint64_t stat_u64(struct ckfs *f, const char *name)
+{
+	int rc;
+	const char *v = xattr(f, "/", XA "stats", &rc);
+	char pat[64];
+	const char *at;
+
+	ck_assert_int_eq(rc, 0);
+	snprintf(pat, sizeof(pat), "\"%s\":", name);
+	at = strstr(v, pat);
+	ck_assert_msg(at != NULL, "%s not in %s", name, v);
+	return strtoull(at + strlen(pat), NULL, 10);
+}
+
+/* Wait until the pool has nothing in flight (loads stop changing). */
+static void ra_settle(struct ckfs *f)
+{
+	uint64_t prev = (uint64_t)-1, now;
+	int i;
+
+	for (i = 0; i < 200; i++) {
+		now = stat_u64(f, "chunk_loads") + stat_u64(f, "chunk_hits");
+		if (now == prev)
+			return;
+		prev = now;
+		sleep_s(0.05);
+	}
+}
+
+static long read_at(struct ckfs *f, uint64_t fh, uint8_t *buf, size_t n, uint64_t off)
+{
+	return fs_read(f, fh, (char *)buf, n, off);
+}
+
+START_TEST(test_readahead_tensor)
+{
+	/* t1 spans 6 chunks: one read inside it queues the rest of it. */
+	const size_t sizes[] = { 100, 5 * CS + 123, 3 * CS, 7, 2 * CS + 5 };
+	uint64_t off[ARRAY_SIZE(sizes)];
+	size_t n, i, order[] = { 2, 4, 0, 3 };
+	uint8_t *data = make_st(sizes, ARRAY_SIZE(sizes), off, &n);
+	uint8_t *buf = malloc(n);
+	size_t first = (size_t)(off[1] / CS), last = (size_t)((off[1] + sizes[1] - 1) / CS);
+	size_t nchunks = (n + CS - 1) / CS;
+	struct ckfs *cold;
+	uint64_t fh = 0, loads;
+	int keep, direct;
+
+	ck_assert_int_eq(fs_mkdir(fs, "/sampler/r", 0755), 0);
+	put_file(fs, "/sampler/r/model.safetensors", data, n);
+	cold = mount2(1.0);	/* a freshly started daemon: nothing decoded */
+	ck_assert_int_eq(fs_open(cold, "/sampler/r/model.safetensors", O_RDONLY, &fh,
+				 &keep, &direct), 0);
+	ck_assert_int_eq(read_at(cold, fh, buf, 4096, off[1] + 10), 4096);
+	ck_assert_mem_eq(buf, data + off[1] + 10, 4096);
+	ra_settle(cold);
+	ck_assert_uint_eq(stat_u64(cold, "readahead_layouts"), 1);
+	/* A jump into t1 (not sequential): the next chunks of t1 are decoded
+	 * ahead, as many as a sequential reader gets (2 on a local store). */
+	ck_assert_uint_eq(stat_u64(cold, "readahead_tensor_chunks"), 2);
+	loads = stat_u64(cold, "chunk_loads");
+	/* the header's chunk, the read's (the same here), 2 ahead */
+	ck_assert_uint_eq(loads, (first ? 2u : 1u) + 2);
+	/* Reading t1 on: every later chunk of it came from read-ahead. */
+	ck_assert_int_eq(read_at(cold, fh, buf, (size_t)sizes[1], off[1]), (long)sizes[1]);
+	ck_assert_mem_eq(buf, data + off[1], sizes[1]);
+	ra_settle(cold);
+	ck_assert_uint_eq(stat_u64(cold, "readahead_tensor_chunks"), last - first);
+	/* The other tensors, shuffled: right bytes, each chunk decoded once. */
+	for (i = 0; i < ARRAY_SIZE(order); i++) {
+		size_t t = order[i];
+
+		ck_assert_int_eq(read_at(cold, fh, buf, sizes[t], off[t]), (long)sizes[t]);
+		ck_assert_mem_eq(buf, data + off[t], sizes[t]);
+	}
+	ra_settle(cold);
+	ck_assert_uint_eq(stat_u64(cold, "chunk_loads"), nchunks);
+	fs_release(cold, fh);
+	fs_free(cold);
+	free(data);
+	free(buf);
+}
+END_TEST
+
+START_TEST(test_readahead_budget)
+{
+	const size_t sizes[] = { 20 * CS };
+	uint64_t off[1];
+	size_t n;
+	uint8_t *data = make_st(sizes, 1, off, &n);
+	uint8_t *buf = malloc(n);
+	struct fs_config cfg;
+	struct ckfs *cold;
+	uint64_t fh = 0;
+	int keep, direct;
+
+	ck_assert_int_eq(fs_mkdir(fs, "/sampler/b", 0755), 0);
+	put_file(fs, "/sampler/b/m.safetensors", data, n);
+	cfg_init(&cfg);
+	cfg.readahead_bytes = 3 * CS;
+	cold = mount_with(&cfg);
+	ck_assert_int_eq(fs_open(cold, "/sampler/b/m.safetensors", O_RDONLY, &fh, &keep,
+				 &direct), 0);
+	ck_assert_int_eq(read_at(cold, fh, buf, 100, off[0] + CS), 100);
+	ra_settle(cold);
+	/* One read: never more than the budget ahead, however long the tensor. */
+	ck_assert_uint_ge(stat_u64(cold, "readahead_tensor_chunks"), 1);
+	ck_assert_uint_le(stat_u64(cold, "readahead_tensor_chunks"), 3);
+	/* Reading on slides the window; every byte still right. */
+	ck_assert_int_eq(read_at(cold, fh, buf, n, 0), (long)n);
+	ck_assert_mem_eq(buf, data, n);
+	fs_release(cold, fh);
+	fs_free(cold);
+
+	/* 0 turns read-ahead off. */
+	cfg.readahead_bytes = 0;
+	cold = mount_with(&cfg);
+	ck_assert_int_eq(fs_open(cold, "/sampler/b/m.safetensors", O_RDONLY, &fh, &keep,
+				 &direct), 0);
+	ck_assert_int_eq(read_at(cold, fh, buf, n, 0), (long)n);
+	ck_assert_mem_eq(buf, data, n);
+	ck_assert_uint_eq(stat_u64(cold, "readahead_chunks"), 0);
+	fs_release(cold, fh);
+	fs_free(cold);
+	free(data);
+	free(buf);
+}
+END_TEST
+
+/* Hostile headers cost nothing unbounded and never change the bytes. */
+START_TEST(test_readahead_hostile_header)
+{
+	static const char *const heads[] = {
+		/* claims far more than the file holds: clamped */
+		"{\"a\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,1125899906842624]}}",
+		/* overlapping tensors: no layout */
+		("{\"a\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,400000]},"
+		 "\"b\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[100,200]}}"),
+		/* offsets past the end only */
+		"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[9007199254740000,9007199254740992]}}",
+	};
+	size_t n = 6 * CS, i;
+	uint8_t *buf = malloc(n);
+
+	ck_assert_int_eq(fs_mkdir(fs, "/sampler/h", 0755), 0);
+	for (i = 0; i < ARRAY_SIZE(heads); i++) {
+		uint8_t *data = random_bytes(n, 77 + i);
+		size_t hl = strlen(heads[i]), k;
+		char path[64];
+		struct ckfs *cold;
+		uint64_t fh = 0;
+		int keep, direct;
+
+		for (k = 0; k < 8; k++)
+			data[k] = (uint8_t)((uint64_t)hl >> (8 * k));
+		memcpy(data + 8, heads[i], hl);
+		snprintf(path, sizeof(path), "/sampler/h/x%zu.safetensors", i);
+		put_file(fs, path, data, n);
+		cold = mount2(1.0);
+		ck_assert_int_eq(fs_open(cold, path, O_RDONLY, &fh, &keep, &direct), 0);
+		ck_assert_int_eq(read_at(cold, fh, buf, 100, CS / 2), 100);
+		ra_settle(cold);
+		ck_assert_uint_le(stat_u64(cold, "readahead_chunks"), 5);
+		ck_assert_int_eq(read_at(cold, fh, buf, n, 0), (long)n);
+		ck_assert_mem_eq(buf, data, n);
+		ck_assert_uint_le(stat_u64(cold, "chunk_loads"), 6);
+		fs_release(cold, fh);
+		fs_free(cold);
+		free(data);
+	}
+	free(buf);
+}
+END_TEST
+
+START_TEST(test_readahead_parse_layout)
+{
+	struct buf h = BUF_INIT;
+	struct st_tensor *t = NULL;
+	uint8_t *head;
+	size_t n = 0, i;
+	uint64_t big = 1ull << 40;
+
+	/* Thousands of tensors: all of them, sorted. */
+	buf_printf(&h, "{");
+	for (i = 0; i < 5000; i++)
+		buf_printf(&h, "%s\"w%zu\":{\"dtype\":\"BF16\",\"shape\":[2],"
+			   "\"data_offsets\":[%zu,%zu]}", i ? "," : "", i,
+			   (4999 - i) * 4, (4999 - i) * 4 + 4);
+	buf_printf(&h, "}");
+	head = malloc(8 + h.len);
+	for (i = 0; i < 8; i++)
+		head[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
+	memcpy(head + 8, h.data, h.len);
+	ck_assert_int_eq(ra_parse_layout(head, 8 + h.len, 8 + h.len + 20000, &t, &n), 0);
+	ck_assert_uint_eq(n, 5000);
+	for (i = 1; i < n; i++)
+		ck_assert_uint_eq(t[i].off, t[i - 1].off + 4);
+	free(t);
+	/* The file ends inside the tensors: clamped, and those past it dropped. */
+	ck_assert_int_eq(ra_parse_layout(head, 8 + h.len, 8 + h.len + 10, &t, &n), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(t[2].len, 2);
+	free(t);
+	/* A header longer than RA_HEADER_MAX is refused from its length. */
+	for (i = 0; i < 8; i++)
+		head[i] = (uint8_t)(big >> (8 * i));
+	ck_assert_int_eq(ra_parse_layout(head, 8, big * 2, &t, &n), -E2BIG);
+	ck_assert_ptr_null(t);
+	/* A header longer than the file. */
+	for (i = 0; i < 8; i++)
+		head[i] = (uint8_t)((uint64_t)1000 >> (8 * i));
+	ck_assert_int_eq(ra_parse_layout(head, 8, 500, &t, &n), -EINVAL);
+	free(head);
+	buf_release(&h);
+}
+END_TEST
+
+/* A corrupt chunk inside a tensor: read-ahead loading it first changes
+ * nothing, the reader still gets EIO for it and right bytes elsewhere. */
+START_TEST(test_readahead_corrupt_chunk)
+{
+	const size_t sizes[] = { 3 * CS };
+	uint64_t off[1];
+	size_t n;
+	uint8_t *data = make_st(sizes, 1, off, &n);
+	uint8_t *buf = malloc(n);
+	struct first_entry fe = { 0 };
+	char path[8192];
+	struct stat sb;
+	struct ckfs *cold;
+	uint64_t fh = 0;
+	int keep, direct;
+
+	ck_assert_int_eq(fs_mkdir(fs, "/sampler/k", 0755), 0);
+	put_file(fs, "/sampler/k/m.safetensors", data, n);
+	ck_assert_int_eq(catalog_load_entries(st, "default", CKPT_SAMPLER, "k", grab_entry, &fe),
+			 0);
+	ck_assert_ptr_nonnull(fe.e);
+	chunk_file(&fe.e->chunks[2], path, sizeof(path));
+	ck_assert_int_eq(stat(path, &sb), 0);
+	flip_byte(path, (long)(sb.st_size / 2));
+	cold = mount2(1.0);
+	ck_assert_int_eq(fs_open(cold, "/sampler/k/m.safetensors", O_RDONLY, &fh, &keep,
+				 &direct), 0);
+	ck_assert_int_eq(read_at(cold, fh, buf, 100, off[0]), 100);
+	ck_assert_mem_eq(buf, data + off[0], 100);
+	ra_settle(cold);
+	ck_assert_int_eq(read_at(cold, fh, buf, CS, 2 * CS), -EIO);
+	ck_assert_int_eq(read_at(cold, fh, buf, CS, CS), (long)CS);
+	ck_assert_mem_eq(buf, data + CS, CS);
+	ck_assert(testutil_log_has("checksum mismatch"));
+	fs_release(cold, fh);
+	fs_free(cold);
+	entry_free(fe.e);
+	free(data);
+	free(buf);
+}
+END_TEST
+
+/* The cache keeps what a reader will ask for again: a chunk whose every
+ * byte went to the kernel (which keeps the pages) is evicted before one
+ * the reader is still in the middle of. */
+START_TEST(test_cache_keeps_partly_read_chunks)
+{
+	size_t n = 3 * CS;
+	uint8_t *data = random_bytes(n, 55);
+	uint8_t *buf = malloc(n);
+	struct fs_config cfg;
+	struct ckfs *cold;
+	uint64_t fh = 0;
+	int keep, direct;
+
+	ck_assert_int_eq(fs_mkdir(fs, "/sampler/p", 0755), 0);
+	put_file(fs, "/sampler/p/f", data, n);
+	cfg_init(&cfg);
+	cfg.cache_bytes = 2 * CS;
+	cfg.readahead_bytes = 0;
+	cold = mount_with(&cfg);
+	ck_assert_int_eq(fs_open(cold, "/sampler/p/f", O_RDONLY, &fh, &keep, &direct), 0);
+	/* Pages, in the order an mmap loader faults them: half of chunk 0,
+	 * then chunks 2 and 1 whole, then the rest of chunk 0. */
+	ck_assert_int_eq(read_at(cold, fh, buf, CS / 2, 0), (long)(CS / 2));
+	ck_assert_int_eq(read_at(cold, fh, buf + 2 * CS, CS, 2 * CS), (long)CS);
+	ck_assert_int_eq(read_at(cold, fh, buf + CS, CS, CS), (long)CS);
+	ck_assert_int_eq(read_at(cold, fh, buf + CS / 2, CS / 2, CS / 2), (long)(CS / 2));
+	ck_assert_mem_eq(buf, data, n);
+	ck_assert_uint_eq(stat_u64(cold, "chunk_loads"), 3);
+	fs_release(cold, fh);
+	fs_free(cold);
+	free(data);
+	free(buf);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("fs");
@@ -1987,6 +2316,18 @@ int main(void)
 	tcase_add_test(tc, test_corrupt_chunk_eio);
 	tcase_add_test(tc, test_corrupt_chunk_no_short_read);
 	tcase_add_test(tc, test_missing_chunk_eio);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("readahead");
+	tcase_add_unchecked_fixture(tc, testutil_base_setup, testutil_base_teardown);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_readahead_tensor);
+	tcase_add_test(tc, test_readahead_budget);
+	tcase_add_test(tc, test_readahead_hostile_header);
+	tcase_add_test(tc, test_readahead_parse_layout);
+	tcase_add_test(tc, test_readahead_corrupt_chunk);
+	tcase_add_test(tc, test_cache_keeps_partly_read_chunks);
 	suite_add_tcase(s, tc);
 
 	sr = srunner_create(s);
