@@ -373,6 +373,24 @@ static int put_labels(struct buf *out, const struct family *f, const struct seri
 
 /* Prometheus floats: integers print exactly; others as the shorter of
  * %.15g and %.17g that reads back as the same double. */
+/* "NAME[SUFFIX]{labels} " (no braces for a family without labels). */
+static int put_sample_name(struct buf *out, const struct family *f, const struct series *s,
+			   int nl, const char *suffix)
+{
+	int rc = buf_printf(out, "%s%s", f->name, suffix);
+
+	if (rc == 0 && nl) {
+		rc = buf_append(out, "{", 1);
+		if (rc == 0)
+			rc = put_labels(out, f, s);
+		if (rc == 0)
+			rc = buf_append(out, "}", 1);
+	}
+	if (rc == 0)
+		rc = buf_append(out, " ", 1);
+	return rc;
+}
+
 static int put_value(struct buf *out, double v)
 {
 	char tmp[40];
@@ -400,16 +418,7 @@ static int render_family(struct buf *out, struct family *f, struct series *snap,
 		const struct series *s = &snap[i];
 
 		if (f->type != HISTOGRAM) {
-			rc = buf_append_str(out, f->name);
-			if (rc == 0 && nl) {
-				rc = buf_append(out, "{", 1);
-				if (rc == 0)
-					rc = put_labels(out, f, s);
-				if (rc == 0)
-					rc = buf_append(out, "}", 1);
-			}
-			if (rc == 0)
-				rc = buf_append(out, " ", 1);
+			rc = put_sample_name(out, f, s, nl, "");
 			if (rc == 0)
 				rc = put_value(out, s->value);
 			if (rc == 0)
@@ -432,16 +441,7 @@ static int render_family(struct buf *out, struct family *f, struct series *snap,
 							(unsigned long long)s->count);
 			}
 			for (b = 0; b < 2 && rc == 0; b++) {
-				rc = buf_printf(out, "%s_%s", f->name, b ? "count" : "sum");
-				if (rc == 0 && nl) {
-					rc = buf_append(out, "{", 1);
-					if (rc == 0)
-						rc = put_labels(out, f, s);
-					if (rc == 0)
-						rc = buf_append(out, "}", 1);
-				}
-				if (rc == 0)
-					rc = buf_append(out, " ", 1);
+				rc = put_sample_name(out, f, s, nl, b ? "_count" : "_sum");
 				if (rc == 0)
 					rc = b ? buf_printf(out, "%llu", (unsigned long long)s->count)
 					       : put_value(out, s->value);
