@@ -574,7 +574,7 @@ int ckptfs_list(ckptfs *h, ckptfs_info_fn cb, void *arg)
 		rc = fs_readdir(h->fs, p, rd_fill, &r);
 		if (r.rc)
 			rc = r.rc;
-		if (rc == 0)
+		if (rc == 0 && ns.n)	/* qsort(NULL, 0) is undefined */
 			qsort(ns.v, ns.n, sizeof(*ns.v), cmp_str);
 		for (i = 0; i < ns.n && rc == 0; i++) {
 			struct ckptfs_info info;
