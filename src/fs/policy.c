@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,18 +225,25 @@ struct ckpt *delta_base_ckpt(struct ckfs *fs, const struct ckpt *c)
 	return b;
 }
 
-/* Base file for a delta writer: same relative path in the base. Lock held;
- * the result is valid until the lock is dropped. */
+/*
+ * Base file for a delta writer: the same relative path in the base, or,
+ * for a temporary name a writer renames afterwards (rsync's ".NAME.XXXXXX",
+ * "NAME.tmp", ...), the final name's (name_temp_final). Lock held; the
+ * result is valid until the lock is dropped.
+ */
 const struct entry *delta_base_entry(struct ckfs *fs, struct ckpt *c,
 					    const char *rel)
 {
 	struct ckpt *b;
 	struct ent_slot *es;
+	char final[PATH_MAX];
 
 	b = delta_base_ckpt(fs, c);
 	if (!b)
 		return NULL;
 	es = find_slot(b, rel, NULL);
+	if (!es && name_temp_final(rel, final, sizeof(final)))
+		es = find_slot(b, final, NULL);
 	return (es && !es->e->is_dir) ? es->e : NULL;
 }
 

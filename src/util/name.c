@@ -120,3 +120,42 @@ bad:
 	free(out);
 	return NULL;
 }
+
+static int is_alnum(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+int name_temp_final(const char *rel, char *out, size_t cap)
+{
+	static const char *const suffixes[] = { ".tmp", ".part", ".incomplete" };
+	const char *slash = strrchr(rel, '/');
+	const char *base = slash ? slash + 1 : rel;
+	size_t dir_len = (size_t)(base - rel), len = strlen(base), i;
+	const char *name = NULL;
+	size_t name_len = 0;
+
+	/* rsync: "." NAME "." XXXXXX */
+	if (len >= 1 + 1 + 1 + 6 && base[0] == '.' && base[len - 7] == '.') {
+		for (i = len - 6; i < len && is_alnum(base[i]); i++)
+			;
+		if (i == len) {
+			name = base + 1;
+			name_len = len - 1 - 7;
+		}
+	}
+	for (i = 0; !name && i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		size_t sl = strlen(suffixes[i]);
+
+		if (len > sl && !strcmp(base + len - sl, suffixes[i])) {
+			name = base;
+			name_len = len - sl;
+		}
+	}
+	if (!name || name_len == 0 || dir_len + name_len + 1 > cap)
+		return 0;
+	memcpy(out, rel, dir_len);
+	memcpy(out + dir_len, name, name_len);
+	out[dir_len + name_len] = '\0';
+	return 1;
+}

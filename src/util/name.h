@@ -17,6 +17,16 @@ int name_check_key_safe(const char *name);
 /* A model id: 1-63 characters of [a-z0-9-]; 0 or -EINVAL. */
 int name_check_model_id(const char *id);
 
+/*
+ * The final name a writer means when it writes @rel (a relative path) under
+ * a temporary name and renames it afterwards: rsync's ".NAME.XXXXXX" (six
+ * characters of [A-Za-z0-9]), and "NAME.tmp", "NAME.part", "NAME.incomplete"
+ * (torch.distributed.checkpoint, downloaders). The directory part is kept.
+ * Returns 1 with the path in @out, 0 if @rel is not such a name (or @out is
+ * too small).
+ */
+int name_temp_final(const char *rel, char *out, size_t cap);
+
 
 
 /*

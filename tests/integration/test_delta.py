@@ -112,6 +112,40 @@ class DeltaSequence(MountTest):
 
 
 @requires_fuse
+@unittest.skipUnless(shutil.which("rsync"), "needs rsync")
+class TempNameWriters(MountTest):
+    def test_rsync_and_cp_store_the_same_bytes(self):
+        """rsync -a writes .NAME.XXXXXX and renames it: the delta must pair
+        with the base's NAME all the same, so rsync -a, rsync --inplace and
+        cp of one checkpoint store the same chunks (issue 11 item 6)."""
+        m = self.mount()
+        os.mkdir(m.path("sampler", "step-0"))
+        subprocess.run(["cp", "-r", os.path.join(DATA, "step-0") + "/.",
+                        m.path("sampler", "step-0")], check=True)
+        src = os.path.join(DATA, "step-1")
+        ways = {"cp": ["cp", "-r", src + "/."],
+                "rsync": ["rsync", "-a", src + "/"],
+                "rsync-inplace": ["rsync", "-a", "--inplace", src + "/"]}
+        stored, chunks = {}, {}
+        for way, cmd in ways.items():
+            ck = m.path("sampler", way)
+            os.mkdir(ck)
+            subprocess.run(cmd + [ck], check=True)
+            self.assertEqual(sha256_tree(ck), sha256_tree(src), way)
+            self.assertEqual(sorted(os.listdir(ck)), ["config.json", "model.safetensors"], way)
+            self.assertEqual(xattr(ck, "kind"), "delta", way)
+            stored[way] = int(xattr(ck, "stored_bytes"))
+            chunks[way] = set(self.chunk_keys())
+        raw = os.path.getsize(os.path.join(src, "model.safetensors"))
+        self.assertLess(stored["cp"], raw / 10)
+        self.assertEqual(stored["rsync"], stored["cp"], stored)
+        self.assertEqual(stored["rsync-inplace"], stored["cp"], stored)
+        # Content-named chunks: the rsync copies added no chunk to the store.
+        self.assertEqual(chunks["rsync"], chunks["cp"])
+        self.assertEqual(chunks["rsync-inplace"], chunks["cp"])
+
+
+@requires_fuse
 class DeltaShapes(MountTest):
     def test_size_change_new_file_forced_base_lora(self):
         m = self.mount()

@@ -575,6 +575,38 @@ START_TEST(test_log_hook_and_level)
 }
 END_TEST
 
+START_TEST(test_name_temp_final)
+{
+	static const struct {
+		const char *rel, *want;	/* want NULL: not a temporary name */
+	} cases[] = {
+		{ ".model.safetensors.a1B2c3", "model.safetensors" },	/* rsync */
+		{ "sub/dir/.w.bin.XyZ019", "sub/dir/w.bin" },
+		{ ".metadata.tmp", ".metadata" },	/* torch.distributed.checkpoint */
+		{ "shard-0.safetensors.part", "shard-0.safetensors" },
+		{ "a/b.incomplete", "a/b" },
+		{ "model.safetensors", NULL },
+		{ ".hidden", NULL },
+		{ ".x.abc-12", NULL },	/* '-' is not rsync's */
+		{ "..abcdef", NULL },	/* an empty NAME */
+		{ ".tmp", NULL },
+		{ "dir/.tmp", NULL },
+		{ "", NULL },
+	};
+	char out[64];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int got = name_temp_final(cases[i].rel, out, sizeof(out));
+
+		ck_assert_msg(got == (cases[i].want != NULL), "%s: %d", cases[i].rel, got);
+		if (got)
+			ck_assert_str_eq(out, cases[i].want);
+	}
+	/* Too small for the answer: not one. */
+	ck_assert_int_eq(name_temp_final(".model.safetensors.a1B2c3", out, 10), 0);
+}
+END_TEST
+
 /* ---- par_each ---- */
 
 struct par_probe {
@@ -653,6 +685,7 @@ int main(void)
 	tcase_add_test(tc, test_name_key_decode_lenient_hex);
 	tcase_add_test(tc, test_name_key_decode_malformed);
 	tcase_add_test(tc, test_name_key_decode_nul);
+	tcase_add_test(tc, test_name_temp_final);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("hash");
