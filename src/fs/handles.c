@@ -73,6 +73,44 @@ enum {
 	ACQ_EMPTY = 4,		/* a new writer starts empty, not from the entry */
 };
 
+/* Most base files a file with an unknown name is compared with (each
+ * costs the first chunk of that file, at its first chunk). */
+#define MAX_HEADER_CANDIDATES 64
+
+/*
+ * Copies of the safetensors files of base checkpoint @b (NULL: none): the
+ * files a new file whose name matched none may be a version of, decided
+ * by its header at its first chunk (writer_offer_bases). Lock held.
+ */
+static int header_candidates(const struct ckpt *b, struct entry **out, size_t *n_out)
+{
+	struct entry *v = NULL;
+	size_t i, n = 0;
+
+	*out = NULL;
+	*n_out = 0;
+	for (i = 0; b && i < b->n_ents && n < MAX_HEADER_CANDIDATES; i++) {
+		const struct entry *e = b->ents[i].e;
+		size_t len = strlen(e->path);
+
+		if (e->is_dir || e->size < 8 || len < 12 ||
+		    strcmp(e->path + len - 12, ".safetensors"))
+			continue;
+		if (!v && !(v = calloc(MAX_HEADER_CANDIDATES, sizeof(*v))))
+			return -ENOMEM;
+		if (entry_copy(e, &v[n]) < 0) {
+			while (n)
+				entry_release(&v[--n]);
+			free(v);
+			return -ENOMEM;
+		}
+		n++;
+	}
+	*out = v;
+	*n_out = n;
+	return 0;
+}
+
 /*
  * Find or make the writer slot of file @p and take a reference to it.
  * A new writer is built without fs->lock (it may read the committed
@@ -84,7 +122,8 @@ enum {
 static int acquire_wslot(struct ckfs *fs, const struct fpath *p, uint32_t new_mode,
 			 int flags, struct wslot **out, int *made)
 {
-	struct entry *initial = NULL, *base = NULL;
+	struct entry *initial = NULL, *base = NULL, *cands = NULL;
+	size_t n_cands = 0;
 	struct wslot *ws = NULL, *found = NULL;
 	struct writer *w = NULL;
 	int rc = 0, tries = 0, lora = 0, fresh_file = 0;
@@ -144,6 +183,9 @@ again:
 			base = calloc(1, sizeof(*base));
 			if (!base || entry_copy(be, base) < 0)
 				rc = -ENOMEM;
+		} else if (rc == 0 && fresh_file) {
+			/* Named as no base file: maybe one by content. */
+			rc = header_candidates(delta_base_ckpt(fs, c), &cands, &n_cands);
 		}
 	}
 unlock:
@@ -160,6 +202,10 @@ unlock:
 	rc = writer_new(&fs->wenv, mode, initial, base, &w);
 	if (rc < 0)
 		goto out;
+	if (cands) {
+		writer_offer_bases(w, cands, n_cands);
+		cands = NULL;
+	}
 	if (fresh_file)
 		writer_set_mode(w, mode);	/* dirty: commits even if empty */
 	ws = calloc(1, sizeof(*ws));
@@ -201,6 +247,9 @@ out:
 	writer_free(w);
 	entry_free(initial);
 	entry_free(base);
+	for (size_t i = 0; i < n_cands && cands; i++)
+		entry_release(&cands[i]);
+	free(cands);
 	if (rc == 0)
 		*out = found;
 	return rc;

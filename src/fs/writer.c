@@ -26,6 +26,10 @@ struct writer {
 	struct writer_env env;
 
 	struct entry *base;		/* delta base file, or NULL */
+	/* Base files this one may turn out to be a version of, when its name
+	 * matched none (writer_offer_bases); settled at the first chunk. */
+	struct entry *cands;
+	size_t n_cands;
 	struct st_layout layout;
 	int layout_state;		/* 0 not tried, 1 parsed, -1 none */
 
@@ -85,12 +89,76 @@ static int ensure_chunks(struct writer *w, size_t n)
 	return 0;
 }
 
+static void drop_cands(struct writer *w)
+{
+	for (size_t i = 0; i < w->n_cands; i++)
+		entry_release(&w->cands[i]);
+	free(w->cands);
+	w->cands = NULL;
+	w->n_cands = 0;
+}
+
+/*
+ * A file whose name matched nothing in the base (a temporary name, say)
+ * is a version of the candidate whose safetensors header is byte for byte
+ * the one at @head and whose size is the one that header implies. Lock
+ * held, at the first chunk, with no chunk encoding (so no encoder reads
+ * w->base while it is set). Reading a candidate's first chunk goes to the
+ * store under the writer lock only (lock order: writer before chunks).
+ */
+static void pair_by_header(struct writer *w, const uint8_t *head, size_t len)
+{
+	size_t i, hdr = (size_t)w->layout.data_start;
+
+	for (i = 0; !w->base && i < w->n_cands && w->inflight == 0 && hdr <= len; i++) {
+		struct entry *e = &w->cands[i];
+		const struct chunk_data *d;
+		size_t clen;
+
+		if (e->size != w->layout.data_end || !e->n_chunks ||
+		    e->chunk_size != w->env.chunk_size || !e->chunks[0].key[0] ||
+		    e->chunks[0].base_key[0])
+			continue;
+		clen = e->size < e->chunk_size ? (size_t)e->size : e->chunk_size;
+		if (clen < hdr || chunks_get(w->env.chunks, &e->chunks[0], clen, &d) < 0)
+			continue;
+		if (!memcmp(d->data, head, hdr)) {
+			w->base = malloc(sizeof(*w->base));
+			if (w->base) {
+				*w->base = *e;		/* moved, not copied */
+				memset(e, 0, sizeof(*e));
+			}
+		}
+		chunks_put(w->env.chunks, d);
+	}
+	drop_cands(w);
+}
+
 /* Parse the safetensors header from the first chunk, once. */
 static void detect_layout(struct writer *w, const uint8_t *head, size_t len)
 {
 	if (w->layout_state != 0)
 		return;
 	w->layout_state = st_layout_parse(head, len, &w->layout) == 0 ? 1 : -1;
+	if (w->layout_state == 1 && w->n_cands)
+		pair_by_header(w, head, len);
+	drop_cands(w);
+}
+
+void writer_offer_bases(struct writer *w, struct entry *cands, size_t n)
+{
+	pthread_mutex_lock(&w->lock);
+	if (w->base || w->layout_state != 0) {
+		pthread_mutex_unlock(&w->lock);
+		for (size_t i = 0; i < n; i++)
+			entry_release(&cands[i]);
+		free(cands);
+		return;
+	}
+	drop_cands(w);
+	w->cands = cands;
+	w->n_cands = n;
+	pthread_mutex_unlock(&w->lock);
 }
 
 /*
@@ -329,6 +397,7 @@ void writer_free(struct writer *w)
 	if (w->spool_fd >= 0)
 		close(w->spool_fd);
 	entry_free(w->base);
+	drop_cands(w);
 	st_layout_release(&w->layout);
 	free(w->chunks);
 	free(w->cur);

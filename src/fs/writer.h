@@ -42,6 +42,13 @@ int writer_new(const struct writer_env *env, uint32_t mode,
 	       const struct entry *initial, const struct entry *base,
 	       struct writer **out);
 void writer_free(struct writer *w);
+/*
+ * For a file whose name matched no base file: @cands (@n entries, malloc'd,
+ * ownership passes) are base files it may be a version of. At its first
+ * chunk the one with the same safetensors header and the size that header
+ * implies becomes its base; if none, it is stored whole as before.
+ */
+void writer_offer_bases(struct writer *w, struct entry *cands, size_t n);
 
 long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off);
 long writer_read(struct writer *w, char *buf, size_t size, uint64_t off);

@@ -116,7 +116,8 @@ class DeltaSequence(MountTest):
 class TempNameWriters(MountTest):
     def test_rsync_and_cp_store_the_same_bytes(self):
         """rsync -a writes .NAME.XXXXXX and renames it: the delta must pair
-        with the base's NAME all the same, so rsync -a, rsync --inplace and
+        with the base's NAME all the same (and a name no rule knows, by its
+        safetensors header), so rsync -a, rsync --inplace, a temp file and
         cp of one checkpoint store the same chunks (issue 11 item 6)."""
         m = self.mount()
         os.mkdir(m.path("sampler", "step-0"))
@@ -126,6 +127,11 @@ class TempNameWriters(MountTest):
         ways = {"cp": ["cp", "-r", src + "/."],
                 "rsync": ["rsync", "-a", src + "/"],
                 "rsync-inplace": ["rsync", "-a", "--inplace", src + "/"]}
+        # A name no rule knows (Python's tempfile, then os.replace): paired
+        # by its safetensors header instead.
+        ways["tempfile"] = ["sh", "-c", 'cp "$0/model.safetensors" "$1/tmpq8w_2ab" && '
+                            'mv "$1/tmpq8w_2ab" "$1/model.safetensors" && '
+                            'cp "$0/config.json" "$1/"', src]
         stored, chunks = {}, {}
         for way, cmd in ways.items():
             ck = m.path("sampler", way)
@@ -143,6 +149,8 @@ class TempNameWriters(MountTest):
         # Content-named chunks: the rsync copies added no chunk to the store.
         self.assertEqual(chunks["rsync"], chunks["cp"])
         self.assertEqual(chunks["rsync-inplace"], chunks["cp"])
+        self.assertEqual(stored["tempfile"], stored["cp"], stored)
+        self.assertEqual(chunks["tempfile"], chunks["cp"])
 
 
 @requires_fuse
