@@ -82,7 +82,10 @@ class StoreOutage(MountTest):
             for what, err, took in results:
                 self.assertNotEqual(err, errno.ENOENT, "%s: ENOENT while the store is down" % what)
                 self.assertTrue(err == 0 or err in ALLOWED, "%s: %s" % (what, errno.errorcode.get(err)))
-                self.assertLess(took, DEADLINE + 2.0, "%s took %.1f s" % (what, took))
+                # Under two deadlines: one, plus slack for a loaded machine
+                # (5.007 s was seen under ASan). Before the fix a caller
+                # waited for many.
+                self.assertLess(took, 2 * DEADLINE, "%s took %.1f s" % (what, took))
             for what, err, _ in results:
                 if what != "mkdir":
                     self.assertEqual(err, 0, "%s failed with %s: the last good listing and the "
