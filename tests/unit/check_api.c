@@ -27,6 +27,7 @@
 
 #include "store/store.h"
 #include "testutil.h"
+#include "testutil_s3.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define CS (64u * 1024)
@@ -499,50 +500,11 @@ START_TEST(test_full_disk)
 }
 END_TEST
 
-static size_t drop_body(char *p, size_t s, size_t n, void *u)
-{
-	(void)p;
-	(void)u;
-	return s * n;
-}
-
-static size_t upload_none(char *p, size_t s, size_t n, void *u)
-{
-	(void)p;
-	(void)s;
-	(void)n;
-	(void)u;
-	return 0;
-}
-
+/* Create or delete the run's bucket; the store API has no bucket calls. */
 static long s3_bucket_op(const char *method)
 {
-	char url[512], sig[128];
-	struct curl_slist *hd = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-	CURL *c = curl_easy_init();
-	long code = 0;
-
-	snprintf(url, sizeof(url), "%s/%s", s3_endpoint, s3_bucket);
-	snprintf(sig, sizeof(sig), "aws:amz:%s:s3", s3_region);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sig);
-	curl_easy_setopt(c, CURLOPT_USERNAME, s3_access);
-	curl_easy_setopt(c, CURLOPT_PASSWORD, s3_secret);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hd);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, drop_body);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-	if (!strcmp(method, "PUT")) {
-		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)0);
-		curl_easy_setopt(c, CURLOPT_READFUNCTION, upload_none);
-	} else {
-		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	}
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-	curl_easy_cleanup(c);
-	curl_slist_free_all(hd);
-	return code;
+	return testutil_s3_bucket_op(s3_endpoint, s3_region, s3_access, s3_secret, s3_bucket,
+				     method);
 }
 
 static TCase *backend_tcase(int b)

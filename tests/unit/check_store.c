@@ -41,6 +41,7 @@
 #include "store/store.h"
 #include "store/store_local.h"
 #include "testutil.h"
+#include "testutil_s3.h"
 #include "util/buf.h"
 #include "util/hash.h"
 #include "util/log.h"
@@ -1805,47 +1806,11 @@ static void contract_tests(const TTest *t[N_CONTRACT])
 	memcpy(t, all, sizeof(all));
 }
 
-static size_t upload_none(char *p, size_t s, size_t n, void *u)
-{
-	(void)p; (void)s; (void)n; (void)u;
-	return 0;
-}
-
-static size_t drop_body(char *p, size_t s, size_t n, void *u)
-{
-	(void)p; (void)u;
-	return s * n;
-}
-
 /* Create or delete the run's bucket; the store API has no bucket calls. */
 static long s3_bucket_op(const char *method)
 {
-	char url[512], sig[128];
-	struct curl_slist *h = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-	CURL *c = curl_easy_init();
-	long code = 0;
-
-	snprintf(url, sizeof(url), "%s/%s", s3_endpoint, s3_bucket);
-	snprintf(sig, sizeof(sig), "aws:amz:%s:s3", s3_region);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sig);
-	curl_easy_setopt(c, CURLOPT_USERNAME, s3_access);
-	curl_easy_setopt(c, CURLOPT_PASSWORD, s3_secret);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, drop_body);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-	if (!strcmp(method, "PUT")) {
-		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)0);
-		curl_easy_setopt(c, CURLOPT_READFUNCTION, upload_none);
-	} else {
-		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	}
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-	curl_easy_cleanup(c);
-	curl_slist_free_all(h);
-	return code;
+	return testutil_s3_bucket_op(s3_endpoint, s3_region, s3_access, s3_secret, s3_bucket,
+				     method);
 }
 
 static TCase *backend_tcase(int b)
