@@ -2,7 +2,8 @@
  * transfer.c: `ckptfs put`, `ckptfs get`, `ckptfs ls` and `ckptfs cat`:
  * checkpoints in and out of a store without a mount, through the public
  * API only (include/ckptfs.h), so they behave as any program linking
- * libckptfs would.
+ * libckptfs would (util/par.h, the thread loop, is plain C with no store
+ * in it).
  *
  * Locations are STORE[/JOB]/sampler/NAME (or state/NAME, models/ID) with
  * STORE a directory or s3://BUCKET[/PREFIX]; see resolve() for how the
@@ -17,13 +18,15 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "util/par.h"
 
 #define IO_BLOCK (4u << 20)
 #define PART_SUFFIX ".ckptfs-part"
@@ -260,54 +263,32 @@ static const char *bounded_threads(void)
 	return opt;
 }
 
-/* ---- a small work queue: N threads over a list of items ---- */
+/* ---- N threads over a list of items (util/par.h), every item tried ---- */
 
-struct queue {
-	pthread_mutex_t lock;
-	size_t next, n;
-	int failed;
+struct keep_going {
 	void *ctx;
 	int (*work)(void *ctx, size_t i);
+	atomic_int failed;
 };
 
-static void *queue_main(void *arg)
+/* A failed file is reported by @work and does not stop the others. */
+static int keep_going_step(size_t i, void *arg)
 {
-	struct queue *q = arg;
+	struct keep_going *kg = arg;
 
-	for (;;) {
-		size_t i;
-
-		pthread_mutex_lock(&q->lock);
-		i = q->next++;
-		pthread_mutex_unlock(&q->lock);
-		if (i >= q->n)
-			break;
-		if (q->work(q->ctx, i) < 0) {
-			pthread_mutex_lock(&q->lock);
-			q->failed = 1;
-			pthread_mutex_unlock(&q->lock);
-		}
-	}
-	return NULL;
+	if (kg->work(kg->ctx, i) < 0)
+		atomic_store(&kg->failed, 1);
+	return 0;
 }
 
 /* Run @work on items 0..n-1 with @threads threads; -1 if any failed. */
 static int queue_run(size_t n, int threads, void *ctx, int (*work)(void *, size_t))
 {
-	struct queue q = { PTHREAD_MUTEX_INITIALIZER, 0, n, 0, ctx, work };
-	pthread_t t[64];
-	int i, started = 0;
+	struct keep_going kg = { .ctx = ctx, .work = work };
 
-	if ((size_t)threads > n)
-		threads = n ? (int)n : 1;
-	for (i = 1; i < threads; i++)
-		if (pthread_create(&t[started], NULL, queue_main, &q) == 0)
-			started++;
-	queue_main(&q);
-	for (i = 0; i < started; i++)
-		pthread_join(t[i], NULL);
-	pthread_mutex_destroy(&q.lock);
-	return q.failed ? -1 : 0;
+	atomic_init(&kg.failed, 0);
+	par_each(n, threads > 0 ? (unsigned)threads : 1, keep_going_step, &kg, NULL);
+	return atomic_load(&kg.failed) ? -1 : 0;
 }
 
 struct files {
