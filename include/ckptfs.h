@@ -52,7 +52,8 @@ typedef struct ckptfs_file ckptfs_file;
  * for flags) strings, with the names and meanings of the mount options
  * (ckptfs(8)): delta-policy, base-every, delta-max-ratio, lora, default-ttl,
  * chunk-kib, cache-mib, list-ttl, spool-dir, threads, gc-interval (default
- * here: 0, no periodic gc), gc-grace, cache-dir, cache-size, insecure-tls,
+ * here: 0, no periodic gc), gc-grace, cache-dir, cache-size, base-cache-dir,
+ * base-cache-mib, insecure-tls,
  * read-only; plus "create=0": fail with -ENOENT instead of creating a
  * store that does not exist yet. A leading "--" is accepted. An unknown
  * name or a bad value is -EINVAL (with a log line on stderr).

@@ -64,6 +64,8 @@ static const struct option long_opts[] = {
 	{ "spool-dir", required_argument, NULL, OPT_LIB },
 	{ "threads", required_argument, NULL, OPT_LIB },
 	{ "cache-dir", required_argument, NULL, OPT_LIB },
+	{ "base-cache-dir", required_argument, NULL, OPT_LIB },
+	{ "base-cache-mib", required_argument, NULL, OPT_LIB },
 	{ "cache-size", required_argument, NULL, OPT_LIB },
 	{ "insecure-tls", no_argument, NULL, OPT_LIB },
 	{ "help", no_argument, NULL, 'h' },

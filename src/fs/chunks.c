@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <endian.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,9 +62,11 @@ struct loading {
  */
 #define SPARE_MAX 8
 #define SPARE_MIN (64u << 10)
+#define SPARE_SLACK (64u << 10)
 
 struct chunks {
 	struct store *st;
+	struct store *raw;	/* decoded base chunks on local disk; NULL: none */
 	uint64_t max_bytes, bytes;
 	pthread_mutex_t lock;
 	struct centry *buckets[NBUCKETS];
@@ -172,7 +175,19 @@ static int spare_get(struct chunks *c, size_t need, struct buf *out)
 	out->len = 0;
 	if (out->cap >= need)
 		return 0;
-	return buf_reserve(out, need ? need : 1);
+	if (need < SPARE_MIN)
+		return buf_reserve(out, need ? need : 1);
+	/*
+	 * Exactly sized (buf_reserve would double it), plus slack so a
+	 * chunk-sized spare also fits a frame a little larger than its chunk
+	 * and a raw copy with its trailer.
+	 */
+	buf_release(out);
+	out->data = malloc(need + SPARE_SLACK);
+	if (!out->data)
+		return -ENOMEM;
+	out->cap = need + SPARE_SLACK;
+	return 0;
 }
 
 static void spare_put(struct chunks *c, struct buf *b)
@@ -187,6 +202,96 @@ static void spare_put(struct chunks *c, struct buf *b)
 		pthread_mutex_unlock(&c->spare_lock);
 	}
 	buf_release(b);
+}
+
+/* ---- the raw tier (chunks_set_raw) ---- */
+
+/* A kept chunk is its decoded bytes, then magic:4 len:4 xxh3:8 (LE). */
+#define RAW_MAGIC	0x57524b43u	/* "CKRW" */
+#define RAW_TRAILER	16
+
+void chunks_set_raw(struct chunks *c, struct store *raw)
+{
+	store_free(c->raw);
+	c->raw = raw;
+}
+
+static void raw_name(const char *key, char *out, size_t size)
+{
+	snprintf(out, size, "raw/%.2s/%s", key, key);
+}
+
+/* Keep a copy of chunk @key's decoded bytes. A hint: failing costs speed only. */
+static void raw_keep(struct chunks *c, const char *key, const uint8_t *data, size_t len)
+{
+	uint32_t magic = htole32(RAW_MAGIC), len32 = htole32((uint32_t)len);
+	uint64_t xxh = htole64(hash_xxh3(data, len));
+	struct buf b;
+	char name[128];
+
+	if (!c->raw || spare_get(c, len + RAW_TRAILER, &b) < 0)
+		return;
+	memcpy(b.data, data, len);
+	memcpy(b.data + len, &magic, 4);
+	memcpy(b.data + len + 4, &len32, 4);
+	memcpy(b.data + len + 8, &xxh, 8);
+	raw_name(key, name, sizeof(name));
+	store_put(c->raw, name, b.data, len + RAW_TRAILER);
+	spare_put(c, &b);
+	pthread_mutex_lock(&c->lock);
+	c->stats.raw_kept++;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Chunk @ref's decoded bytes from the raw tier into a fresh centry, checked
+ * against their trailer (a torn or damaged copy is dropped: the caller then
+ * decodes the frame from the store). 0, or -ENOENT when not kept.
+ */
+static int raw_load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
+		    struct centry **out)
+{
+	uint32_t magic, len32;
+	uint64_t xxh;
+	struct centry *e;
+	struct buf b;
+	char name[128];
+	int rc;
+
+	if (!c->raw)
+		return -ENOENT;
+	raw_name(ref->key, name, sizeof(name));
+	if (spare_get(c, raw_len + RAW_TRAILER, &b) < 0)
+		return -ENOMEM;
+	rc = store_get(c->raw, name, &b);
+	if (rc == 0) {
+		if (b.len == raw_len + RAW_TRAILER) {
+			memcpy(&magic, b.data + raw_len, 4);
+			memcpy(&len32, b.data + raw_len + 4, 4);
+			memcpy(&xxh, b.data + raw_len + 8, 8);
+		}
+		if (b.len != raw_len + RAW_TRAILER || le32toh(magic) != RAW_MAGIC ||
+		    le32toh(len32) != raw_len || le64toh(xxh) != hash_xxh3(b.data, raw_len)) {
+			log_warn("chunk %s: the local copy of its decoded bytes is damaged; "
+				 "dropped, decoding the stored frame instead", ref->key);
+			store_remove(c->raw, name);
+			rc = -ENOENT;
+		}
+	}
+	e = rc == 0 ? calloc(1, sizeof(*e)) : NULL;
+	if (!e) {
+		spare_put(c, &b);
+		return rc == 0 ? -ENOMEM : rc;
+	}
+	e->bytes = b.data;
+	e->cap = b.cap;
+	e->owner = c;
+	memcpy(e->key, ref->key, sizeof(e->key));
+	e->pub.data = e->bytes;
+	e->pub.len = raw_len;
+	e->refs = 1;
+	*out = e;
+	return 0;
 }
 
 static void centry_free(struct centry *e)
@@ -280,6 +385,7 @@ void chunks_free(struct chunks *c)
 			centry_free(e);
 		}
 	}
+	store_free(c->raw);
 	while (c->n_free_ctx > 0)
 		codec_ctx_free(c->free_ctx[--c->n_free_ctx]);
 	while (c->n_spares > 0)
@@ -410,7 +516,7 @@ void chunks_put(struct chunks *c, const struct chunk_data *d)
 
 int chunks_store(struct chunks *c, const uint8_t *data, size_t len,
 		 const uint8_t *base, const char *base_key,
-		 const struct codec_span *spans, size_t nspans,
+		 const struct codec_span *spans, size_t nspans, unsigned flags,
 		 struct chunk_ref *ref)
 {
 	struct codec_ctx *ctx = ctx_get(c);
@@ -445,6 +551,8 @@ int chunks_store(struct chunks *c, const uint8_t *data, size_t len,
 	ref->stored_len = (uint32_t)frame.len;
 	catalog_chunk_key(ref->key, key, sizeof(key));
 	rc = store_put(c->st, key, frame.data, frame.len);
+	if (rc == 0 && (flags & CHUNKS_KEEP_RAW) && !info.needs_base)
+		raw_keep(c, ref->key, data, len);
 out:
 	spare_put(c, &frame);
 	return rc;
@@ -458,8 +566,11 @@ out:
  * a renamed or substituted valid frame passes them. So every load checks
  * SHA-256(frame) == key (doc/FORMAT.md §1.2) and the entry's stored length.
  */
+static int get_chunk(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
+		     int as_base, const struct chunk_data **out);
+
 static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
-		struct centry **out, size_t *frame_len)
+		int as_base, struct centry **out, size_t *frame_len)
 {
 	struct codec_frame_info info;
 	const struct chunk_data *base = NULL;
@@ -513,7 +624,7 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		struct chunk_ref bref = { 0 };
 
 		memcpy(bref.key, ref->base_key, sizeof(bref.key));
-		rc = chunks_get(c, &bref, raw_len, &base);
+		rc = get_chunk(c, &bref, raw_len, 1, &base);
 		if (rc < 0)
 			goto out;
 	}
@@ -553,6 +664,8 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	e->pub.len = raw_len;
 	e->refs = 1;
 	*frame_len = frame.len;
+	if (as_base && !info.needs_base)
+		raw_keep(c, ref->key, e->bytes, raw_len);
 	*out = e;
 	e = NULL;
 out:
@@ -568,10 +681,24 @@ out:
 int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	       const struct chunk_data **out)
 {
+	return get_chunk(c, ref, raw_len, 0, out);
+}
+
+int chunks_get_base(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
+		    const struct chunk_data **out)
+{
+	return get_chunk(c, ref, raw_len, 1, out);
+}
+
+/* @as_base: the chunk is wanted as a delta's base; keep its decoded bytes
+ * in the raw tier once decoded (the next delta against it reads them). */
+static int get_chunk(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
+		     int as_base, const struct chunk_data **out)
+{
 	struct loading *ld, **pp;
 	struct centry *e;
 	size_t frame_len = 0;
-	int rc;
+	int rc, raw_hit = 0;
 
 	if (!ref->key[0]) {
 		/* An all-zero delta chunk reads as its base chunk. */
@@ -580,7 +707,7 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		if (!ref->base_key[0])
 			return -EIO;
 		memcpy(bref.key, ref->base_key, sizeof(bref.key));
-		return chunks_get(c, &bref, raw_len, out);
+		return get_chunk(c, &bref, raw_len, as_base, out);
 	}
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -625,10 +752,17 @@ int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	}
 	pthread_mutex_unlock(&c->lock);
 
-	rc = load(c, ref, raw_len, &e, &frame_len);
+	rc = raw_load(c, ref, raw_len, &e);
+	if (rc == 0)
+		raw_hit = 1;
+	else
+		rc = load(c, ref, raw_len, as_base, &e, &frame_len);
 
 	pthread_mutex_lock(&c->lock);
-	if (rc == 0) {
+	if (rc == 0 && raw_hit) {
+		c->stats.raw_hits++;
+		e = insert(c, e);
+	} else if (rc == 0) {
 		c->stats.loads++;
 		c->stats.frame_bytes += frame_len;
 		c->stats.decoded_bytes += raw_len;
@@ -681,7 +815,7 @@ int chunks_verify(struct chunks *c, const struct chunk_ref *ref, size_t raw_len)
 
 	if (!ref->key[0])
 		return 0;	/* nothing stored; the base chunk is checked itself */
-	rc = load(c, ref, raw_len, &e, &frame_len);
+	rc = load(c, ref, raw_len, 0, &e, &frame_len);
 	if (e)
 		centry_free(e);
 	return rc;

@@ -38,9 +38,10 @@ void chunks_free(struct chunks *c);
  * base_key must be supplied by the caller), base_key when the frame needs
  * the base. @base_key is the key of the base chunk (ignored if !base).
  */
+#define CHUNKS_KEEP_RAW	1	/* a base file's chunk: keep it in the raw tier */
 int chunks_store(struct chunks *c, const uint8_t *data, size_t len,
 		 const uint8_t *base, const char *base_key,
-		 const struct codec_span *spans, size_t nspans,
+		 const struct codec_span *spans, size_t nspans, unsigned flags,
 		 struct chunk_ref *ref);
 
 /*
@@ -50,6 +51,24 @@ int chunks_store(struct chunks *c, const uint8_t *data, size_t len,
 int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	       const struct chunk_data **out);
 void chunks_put(struct chunks *c, const struct chunk_data *d);
+/* chunks_get() of a chunk wanted as a delta's base (see chunks_set_raw). */
+int chunks_get_base(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
+		    const struct chunk_data **out);
+
+/*
+ * The raw tier (takes ownership of @raw, a store_cache_open_local() store;
+ * NULL: none). Decoding a base chunk costs reading its frame, SHA-256 of
+ * it and the decode, and every delta written or read against that base
+ * pays it again once the chunk has left the memory cache (a base is
+ * usually larger than the cache). So base chunks, when a base file is
+ * stored and when one is decoded for a delta, are also kept decoded on
+ * local disk, ending in their length and XXH3, and read from there:
+ * one pread and one XXH3 pass. The tier's directory is private to this
+ * process (0700, flock()ed); a copy failing its check is dropped and the
+ * frame decoded from the store as before. fsck (chunks_verify) never
+ * uses it.
+ */
+void chunks_set_raw(struct chunks *c, struct store *raw);
 
 /*
  * Bytes [off, off + len) of @d were handed to the kernel, which keeps them
@@ -69,6 +88,8 @@ struct chunks_stats {
 	uint64_t frame_bytes;	/* stored bytes of those frames */
 	uint64_t decoded_bytes;	/* decoded bytes of those frames */
 	uint64_t waits;		/* chunks_get that waited for another's load */
+	uint64_t raw_hits;	/* loads served by the raw tier */
+	uint64_t raw_kept;	/* decoded chunks copied into the raw tier */
 };
 void chunks_stats(struct chunks *c, struct chunks_stats *out);
 

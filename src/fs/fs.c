@@ -259,6 +259,22 @@ int fs_new(struct store *st, const struct fs_config *cfg, struct ckfs **out)
 		fs_free(fs);
 		return -ENOMEM;
 	}
+	if (cfg->base_cache_dir) {
+		struct store *raw;
+
+		rc = store_cache_open_local(cfg->base_cache_dir, cfg->base_cache_bytes ?
+					    cfg->base_cache_bytes : 8ull << 30, &raw);
+		if (rc == -EBUSY) {
+			/* Another mount or put has it: slower, not wrong. */
+			log_warn("base cache %s is in use by another process; running without it",
+				 cfg->base_cache_dir);
+		} else if (rc < 0) {
+			fs_free(fs);
+			return rc;
+		} else {
+			chunks_set_raw(fs->chunks, raw);
+		}
+	}
 	fs->wenv = (struct writer_env){
 		.chunks = fs->chunks,
 		.chunk_size = cfg->chunk_size,

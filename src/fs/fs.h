@@ -27,6 +27,9 @@ struct fs_config {
 	const char *job;		/* this mount's job; "default" */
 	uint32_t chunk_size;		/* bytes per chunk; 4 MiB */
 	uint64_t cache_bytes;		/* decoded-chunk cache; 256 MiB */
+	const char *base_cache_dir;	/* decoded base chunks on local disk
+					 * (chunks_set_raw); NULL: none */
+	uint64_t base_cache_bytes;	/* its size; 0: 8 GiB */
 	uint64_t readahead_bytes;	/* read-ahead in flight; 64 MiB; 0: off
 					 * (at most half the cache is used) */
 	double list_ttl;		/* seconds a listing may be stale; 1.0 */

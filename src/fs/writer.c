@@ -192,13 +192,13 @@ static int encode_chunk(struct writer *w, size_t index, const uint8_t *data,
 			bref = &w->base->chunks[index];
 	}
 	if (bref) {
-		rc = chunks_get(w->env.chunks, bref, len, &base);
+		rc = chunks_get_base(w->env.chunks, bref, len, &base);
 		if (rc < 0)
 			return rc;
 	}
 	rc = chunks_store(w->env.chunks, data, len, base ? base->data : NULL,
 			  bref ? (bref->key[0] ? bref->key : bref->base_key) : NULL,
-			  spans, nspans, ref);
+			  spans, nspans, w->base ? 0 : CHUNKS_KEEP_RAW, ref);
 	chunks_put(w->env.chunks, base);
 	return rc;
 }

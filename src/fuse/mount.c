@@ -42,6 +42,8 @@ struct mount_opts {
 	char *spool_dir;
 	char *delta_policy;
 	char *cache_dir;
+	char *base_cache_dir;
+	unsigned base_cache_mib;
 	char *hotload_token_env;
 	char *fd_socket;
 	char *env_file;
@@ -89,6 +91,8 @@ static const struct fuse_opt opt_spec[] = {
 	OPT3("spool-dir", spool_dir),
 	OPT3("delta-policy", delta_policy),
 	OPT3("cache-dir", cache_dir),
+	OPT3("base-cache-dir", base_cache_dir),
+	OPT("--base-cache-mib=%u", base_cache_mib, 0), OPT("base_cache_mib=%u", base_cache_mib, 0),
 	OPT3("hotload-token-env", hotload_token_env),
 	OPT("--hotload-max=%u", hotload_max, 0), OPT("hotload_max=%u", hotload_max, 0),
 	OPT("--chunk-kib=%u", chunk_kib, 0), OPT("chunk_kib=%u", chunk_kib, 0),
@@ -154,6 +158,10 @@ static void usage(const char *prog)
 	       "  --default-ttl=SECONDS  TTL for new checkpoints (default: none)\n"
 	       "  --chunk-kib=N          chunk size in KiB (default 4096)\n"
 	       "  --cache-mib=N          decoded-chunk memory cache (default 256)\n"
+	       "  --base-cache-dir=DIR   keep decoded base chunks in DIR (private,\n"
+	       "                         0700): deltas written or read against a\n"
+	       "                         base skip decoding it (default: off)\n"
+	       "  --base-cache-mib=N     its size (default 8192)\n"
 	       "  --list-ttl=SECONDS     how stale listings may be (default 1)\n"
 	       "  --spool-dir=DIR        temp files for out-of-order writes ($TMPDIR)\n"
 	       "  --readahead-mib=N      chunks decoded ahead of readers, in flight\n"
@@ -438,6 +446,8 @@ static int build_config(const struct mount_opts *o, struct fs_config *cfg)
 		cfg->chunk_size = o->chunk_kib * 1024u;
 	if (o->cache_mib)
 		cfg->cache_bytes = (uint64_t)o->cache_mib << 20;
+	cfg->base_cache_dir = o->base_cache_dir;
+	cfg->base_cache_bytes = (uint64_t)o->base_cache_mib << 20;
 	if (o->readahead_set)
 		cfg->readahead_bytes = (uint64_t)o->readahead_mib << 20;
 	if (o->list_ttl > 0)
@@ -1165,6 +1175,7 @@ out_args:
 	free(o.spool_dir);
 	free(o.delta_policy);
 	free(o.cache_dir);
+	free(o.base_cache_dir);
 	free(o.hotload_token_env);
 	free(o.fd_socket);
 	free(o.env_file);

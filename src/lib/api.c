@@ -37,6 +37,7 @@ struct ckptfs {
 	char *job;
 	char *spool_dir;
 	char *cache_dir;
+	char *base_cache_dir;
 };
 
 struct ckptfs_file {
@@ -179,6 +180,10 @@ static int set_option(struct ckptfs *h, struct open_opts *o, const char *opt)
 		if (NUM(4, 1 << 20) : 0)
 			return rc;
 		o->cfg.chunk_size = (uint32_t)d * 1024u;
+	} else if (!strcmp(name, "base-cache-mib")) {
+		if (NUM(1, 1 << 30) : 0)
+			return rc;
+		o->cfg.base_cache_bytes = (uint64_t)d << 20;
 	} else if (!strcmp(name, "cache-mib")) {
 		if (NUM(1, 1 << 24) : 0)
 			return rc;
@@ -204,8 +209,10 @@ static int set_option(struct ckptfs *h, struct open_opts *o, const char *opt)
 		if (NUM(1, 1 << 30) : 0)
 			return rc;
 		o->cache_size_mib = (unsigned)d;
-	} else if (!strcmp(name, "spool-dir") || !strcmp(name, "cache-dir")) {
-		char **slot = name[0] == 's' ? &h->spool_dir : &h->cache_dir;
+	} else if (!strcmp(name, "spool-dir") || !strcmp(name, "cache-dir") ||
+		   !strcmp(name, "base-cache-dir")) {
+		char **slot = name[0] == 's' ? &h->spool_dir :
+			      name[0] == 'c' ? &h->cache_dir : &h->base_cache_dir;
 
 		if (!v || !*v)
 			goto bad;
@@ -300,6 +307,7 @@ int ckptfs_open(const char *store, const char *job, const char *const *options,
 	}
 	o.cfg.job = h->job;
 	o.cfg.spool_dir = h->spool_dir;
+	o.cfg.base_cache_dir = h->base_cache_dir;
 	o.sopt.create = o.create && !o.cfg.read_only;
 	o.sopt.cache_dir = h->cache_dir;
 	o.sopt.cache_bytes = (uint64_t)(o.cache_size_mib ? o.cache_size_mib : 10240) << 20;
@@ -340,6 +348,7 @@ void ckptfs_close(ckptfs *h)
 	free(h->job);
 	free(h->spool_dir);
 	free(h->cache_dir);
+	free(h->base_cache_dir);
 	free(h);
 }
 

@@ -107,6 +107,15 @@ int store_s3_open(const char *url, const struct store_options *opt, struct store
 int store_cache_open(struct store *inner, const char *dir, uint64_t max_bytes,
 		     struct store **out);
 
+/*
+ * The same cache with no store behind it: get() of an object not kept is
+ * -ENOENT, put() keeps a copy when it fits (and returns 0 even if not: a
+ * cache may forget), head/list/touch are -ENOTSUP. Objects are renamed into
+ * place without an fsync, so they must carry their own check (chunks.c's
+ * raw base chunks do). -EBUSY if another process uses @dir.
+ */
+int store_cache_open_local(const char *dir, uint64_t max_bytes, struct store **out);
+
 /* Counters of a store made by store_cache_open(), since it was opened. */
 struct store_cache_stats {
 	uint64_t hits;		/* chunk reads served from the disk cache */

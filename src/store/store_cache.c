@@ -23,6 +23,12 @@
  * an older build) is dropped and fetched again, so one fault never turns
  * into EIO for good.
  *
+ * Local-only mode (store_cache_open_local(), no inner store): every key is
+ * cached, a miss is -ENOENT, a put keeps a copy and nothing else. Its
+ * objects carry their own check (chunks.c's decoded base chunks end in a
+ * length and XXH3), so they are renamed into place without an fsync: after
+ * a crash a torn file fails that check and is dropped.
+ *
  * Locking: one mutex guards the index and every change to objects/ (rename,
  * unlink, mkdir, rmdir), so directory pruning cannot race an insert. Network
  * fetches and temp-file writes run without it. Concurrent misses on one key
@@ -77,6 +83,7 @@ struct cache_store {
 	uint64_t tmp_seq;
 	struct store_cache_stats stats;
 	bool write_through;	/* keep a copy of every chunk put */
+	bool local_only;	/* no inner store (store_cache_open_local) */
 };
 
 static const struct store_ops cache_ops;
@@ -89,6 +96,11 @@ static struct cache_store *to_cache(struct store *st)
 static bool is_cached_key(const char *key)
 {
 	return !strncmp(key, CACHE_PREFIX, strlen(CACHE_PREFIX));
+}
+
+static bool caches(const struct cache_store *c, const char *key)
+{
+	return c->local_only || is_cached_key(key);
 }
 
 /* Does @key have the form chunks/<h2>/<64 lowercase hex>, <h2> its first
@@ -289,8 +301,9 @@ static int write_tmp(struct cache_store *c, const struct buf *data, char tmp[64]
 		return -errno;
 	rc = io_write_all(fd, data->data, data->len);
 	/* Durable before the rename, so a crash never leaves a short file
-	 * under a valid name that later reads would trust. */
-	if (rc == 0 && fsync(fd) < 0)
+	 * under a valid name that later reads would trust (local-only
+	 * objects check themselves: see the top of the file). */
+	if (rc == 0 && !c->local_only && fsync(fd) < 0)
 		rc = -errno;
 	if (close(fd) < 0 && rc == 0)
 		rc = -errno;
@@ -434,8 +447,8 @@ static int cache_get_range(struct store *st, const char *key, uint64_t off,
 	bool refetched = false;
 	int fd, rc;
 
-	if (!is_cached_key(key) || store_key_check(key) < 0)
-		return store_get_range(c->inner, key, off, len, out);
+	if (!caches(c, key) || store_key_check(key) < 0)
+		return c->local_only ? -EINVAL : store_get_range(c->inner, key, off, len, out);
 	obj_path(path, sizeof(path), key);
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -477,14 +490,28 @@ static int cache_get_range(struct store *st, const char *key, uint64_t off,
 			refetched = true;
 			continue;	/* now a miss: fill() fetches and checks */
 		}
+		if (c->local_only) {
+			log_warn("cache %s: reading %s: %s; dropped", c->dir, path,
+				 strerror(-rc));
+			pthread_mutex_lock(&c->lock);
+			e = find(c, key);
+			if (e && !e->loading)
+				drop(c, e);
+			pthread_mutex_unlock(&c->lock);
+			return -ENOENT;
+		}
 		/* A damaged cache file must not fail the read: go to the source. */
 		log_warn("cache %s: reading %s: %s; reading from the store", c->dir,
 			 path, strerror(-rc));
 		out->len = start;
 		return store_get_range(c->inner, key, off, len, out);
 	}
-	e = hash_add(c, key);
 	c->stats.misses++;
+	if (c->local_only) {
+		pthread_mutex_unlock(&c->lock);
+		return -ENOENT;
+	}
+	e = hash_add(c, key);
 	if (!e) {
 		pthread_mutex_unlock(&c->lock);
 		return store_get_range(c->inner, key, off, len, out);
@@ -499,7 +526,7 @@ static void invalidate(struct cache_store *c, const char *key)
 {
 	struct centry *e;
 
-	if (!is_cached_key(key))
+	if (!caches(c, key))
 		return;
 	pthread_mutex_lock(&c->lock);
 	e = find(c, key);
@@ -557,8 +584,15 @@ static void keep_copy(struct cache_store *c, const char *key, const void *data,
 static int cache_put(struct store *st, const char *key, const void *data, size_t len)
 {
 	struct cache_store *c = to_cache(st);
-	int rc = store_put(c->inner, key, data, len);
+	int rc;
 
+	if (c->local_only) {
+		/* A copy that cannot be kept is not an error: it is a cache. */
+		if (store_key_check(key) == 0)
+			keep_copy(c, key, data, len);
+		return 0;
+	}
+	rc = store_put(c->inner, key, data, len);
 	if (rc == 0 && c->write_through && is_cached_key(key))
 		keep_copy(c, key, data, len);
 	else
@@ -570,8 +604,11 @@ static int cache_put_if_absent(struct store *st, const char *key, const void *da
 			       size_t len)
 {
 	struct cache_store *c = to_cache(st);
-	int rc = store_put_if_absent(c->inner, key, data, len);
+	int rc;
 
+	if (c->local_only)
+		return cache_put(st, key, data, len);
+	rc = store_put_if_absent(c->inner, key, data, len);
 	if (rc != -EEXIST)
 		invalidate(c, key);
 	return rc;
@@ -579,18 +616,22 @@ static int cache_put_if_absent(struct store *st, const char *key, const void *da
 
 static int cache_head(struct store *st, const char *key, struct store_stat *out)
 {
-	return store_head(to_cache(st)->inner, key, out);
+	struct cache_store *c = to_cache(st);
+
+	return c->local_only ? -ENOTSUP : store_head(c->inner, key, out);
 }
 
 static int cache_list(struct store *st, const char *prefix, store_list_cb cb, void *arg)
 {
-	return store_list(to_cache(st)->inner, prefix, cb, arg);
+	struct cache_store *c = to_cache(st);
+
+	return c->local_only ? -ENOTSUP : store_list(c->inner, prefix, cb, arg);
 }
 
 static int cache_remove(struct store *st, const char *key)
 {
 	struct cache_store *c = to_cache(st);
-	int rc = store_remove(c->inner, key);
+	int rc = c->local_only ? 0 : store_remove(c->inner, key);
 
 	invalidate(c, key);
 	return rc;
@@ -624,7 +665,9 @@ static void cache_destroy(struct store *st)
 
 static int cache_touch(struct store *st, const char *key)
 {
-	return store_touch(to_cache(st)->inner, key);
+	struct cache_store *c = to_cache(st);
+
+	return c->local_only ? -ENOTSUP : store_touch(c->inner, key);
 }
 
 static const struct store_ops cache_ops = {
@@ -723,7 +766,7 @@ static int scan(struct cache_store *c, const char *rel)
 			rc = scan(c, key);
 			continue;
 		}
-		if (!S_ISREG(sb.st_mode) || !is_cached_key(key) ||
+		if (!S_ISREG(sb.st_mode) || !caches(c, key) ||
 		    store_key_check(key) < 0 || find(c, key)) {
 			unlinkat(c->dir_fd, path, 0);
 			continue;
@@ -778,6 +821,21 @@ static int open_dir(struct cache_store *c)
 	c->dir_fd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (c->dir_fd < 0)
 		return -errno;
+	if (c->local_only) {
+		struct stat sb;
+
+		/* Its objects are trusted without a hash of their key: only a
+		 * directory nobody else may write is fit for that. */
+		if (fstat(c->dir_fd, &sb) < 0)
+			return -errno;
+		if (sb.st_uid != geteuid() || (sb.st_mode & 022)) {
+			log_error("cache %s: refused: owned by uid %u with mode %03o; it must be "
+				  "owned by uid %u and writable by nobody else",
+				  c->dir, (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 0777),
+				  (unsigned)geteuid());
+			return -EPERM;
+		}
+	}
 	c->lock_fd = openat(c->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (c->lock_fd < 0)
 		return -errno;
@@ -796,8 +854,8 @@ static int open_dir(struct cache_store *c)
 	return 0;
 }
 
-int store_cache_open(struct store *inner, const char *dir, uint64_t max_bytes,
-		     struct store **out)
+static int open_cache(struct store *inner, const char *dir, uint64_t max_bytes,
+		      struct store **out)
 {
 	struct cache_store *c;
 	int rc;
@@ -809,6 +867,7 @@ int store_cache_open(struct store *inner, const char *dir, uint64_t max_bytes,
 	}
 	c->base.ops = &cache_ops;
 	c->inner = inner;
+	c->local_only = !inner;
 	c->dir_fd = c->lock_fd = -1;
 	c->max_bytes = max_bytes ? max_bytes : CACHE_DEFAULT_BYTES;
 	c->lru.next = c->lru.prev = &c->lru;
@@ -823,7 +882,7 @@ int store_cache_open(struct store *inner, const char *dir, uint64_t max_bytes,
 	}
 	rc = open_dir(c);
 	if (rc < 0) {
-		if (rc != -EBUSY)
+		if (rc != -EBUSY && rc != -EPERM)	/* those were logged */
 			log_error("cache %s: %s", dir, strerror(-rc));
 		goto fail;
 	}
@@ -843,4 +902,17 @@ int store_cache_open(struct store *inner, const char *dir, uint64_t max_bytes,
 fail:
 	cache_destroy(&c->base);	/* frees inner too: we own it */
 	return rc;
+}
+
+int store_cache_open(struct store *inner, const char *dir, uint64_t max_bytes,
+		     struct store **out)
+{
+	if (!inner)
+		return -EINVAL;
+	return open_cache(inner, dir, max_bytes, out);
+}
+
+int store_cache_open_local(const char *dir, uint64_t max_bytes, struct store **out)
+{
+	return open_cache(NULL, dir, max_bytes, out);
 }

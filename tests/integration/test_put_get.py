@@ -100,6 +100,34 @@ class PutGet(MountTest):
         m.stop()
 
     @requires_fuse
+    def test_base_cache_dir(self):
+        """--base-cache-dir: put keeps the base decoded there, the next put's
+        delta and a mount's reads take the base from it; every byte exact."""
+        raw = os.path.join(self.tmp, "raw")
+        self.ck("put", "-q", "--base-cache-dir=" + raw, self.store + "/sampler/s0", src("step-0"))
+        kept = [f for _, _, fs in os.walk(os.path.join(raw, "objects")) for f in fs]
+        self.assertGreater(len(kept), 0)
+        self.assertEqual(os.stat(raw).st_mode & 0o777, 0o700)
+        self.ck("put", "-q", "--base-cache-dir=" + raw, self.store + "/sampler/s1", src("step-1"))
+        m = self.mount(args=["--base-cache-dir=" + raw])
+        self.assertEqual(xattr(m.path("sampler", "s1"), "kind"), "delta")
+        self.assertEqual(sha256_tree(m.path("sampler", "s1")), sha256_tree(src("step-1")))
+        stats = json.loads(os.getxattr(m.path(), "user.ckptfs.stats"))
+        self.assertGreater(stats["base_cache_hits"], 0, stats)
+        # A second user of the same directory runs without it, not wrong.
+        out = os.path.join(self.tmp, "out")
+        r = self.ck("get", "-q", "--base-cache-dir=" + raw, self.store + "/sampler/s1", out)
+        self.assertIn("in use by another process", r.stderr)
+        self.assertEqual(sha256_tree(out), sha256_tree(src("step-1")))
+        m.stop()
+        # A directory others can write is refused with a clear error.
+        os.chmod(raw, 0o777)
+        r = self.ck("get", "-q", "--base-cache-dir=" + raw, self.store + "/sampler/s1",
+                    os.path.join(self.tmp, "out2"), ok=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("writable by nobody else", r.stderr)
+
+    @requires_fuse
     def test_mount_then_get(self):
         m = self.mount()
         for name, d in (("s0", "step-0"), ("s1", "step-1")):

@@ -1982,6 +1982,80 @@ static long read_at(struct ckfs *f, uint64_t fh, uint8_t *buf, size_t n, uint64_
 	return fs_read(f, fh, (char *)buf, n, off);
 }
 
+/*
+ * --base-cache-dir: the chunks of a base are kept decoded on local disk
+ * when it is written, and a delta written or read by a later mount gets its
+ * base from there (no frame decode). A damaged copy is dropped and the
+ * frame decoded instead (right bytes, one warning); a directory others may
+ * write is refused.
+ */
+START_TEST(test_base_cache)
+{
+	size_t n = 6 * CS + 777;
+	uint8_t *w1 = random_bytes(n, 201), *w2 = malloc(n);
+	char rawdir[4200], path[4400], cmd[4400];
+	struct fs_config cfg;
+	struct ckfs *a, *b;
+	FILE *p;
+	int fd;
+
+	memcpy(w2, w1, n);
+	w2[CS + 3] ^= 1;
+	w2[4 * CS + 9] ^= 0x40;
+	snprintf(rawdir, sizeof(rawdir), "%s/rawc", workdir);
+	fs_free(fs);
+	cfg_init(&cfg);
+	cfg.base_cache_dir = rawdir;
+	a = mount_with(&cfg);
+	ck_assert_int_eq(fs_mkdir(a, "/sampler/b", 0755), 0);
+	put_file(a, "/sampler/b/m.safetensors", w1, n);
+	ck_assert_uint_eq(stat_u64(a, "base_cache_kept"), 7);
+	fs_free(a);
+
+	/* A new mount (empty memory cache) writes a delta: every base chunk
+	 * comes from the tier. */
+	b = mount_with(&cfg);
+	ck_assert_int_eq(fs_mkdir(b, "/sampler/d", 0755), 0);
+	put_file(b, "/sampler/d/m.safetensors", w2, n);
+	ck_assert_uint_eq(stat_u64(b, "base_cache_hits"), 7);
+	ck_assert_uint_eq(stat_u64(b, "chunk_loads"), 0);
+	fs_free(b);
+
+	/* Damage one kept copy: reading the delta from a new mount still
+	 * returns the exact bytes, from the stored frame, and drops it. */
+	snprintf(cmd, sizeof(cmd), "find %s/objects/raw -type f | head -1", rawdir);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	ck_assert_ptr_nonnull(fgets(path, sizeof(path), p));
+	pclose(p);
+	path[strcspn(path, "\n")] = 0;
+	fd = open(path, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, "\xff\xfe", 2, 100), 2);
+	close(fd);
+	b = mount_with(&cfg);
+	assert_file(b, "/sampler/d/m.safetensors", w2, n);
+	assert_file(b, "/sampler/b/m.safetensors", w1, n);
+	ck_assert(testutil_log_has("local copy of its decoded bytes is damaged"));
+	ck_assert_int_eq(access(path, F_OK), -1);
+	ck_assert_uint_eq(stat_u64(b, "base_cache_hits"), 6);
+	fs_free(b);
+
+	/* Only a private directory is trusted. */
+	ck_assert_int_eq(chmod(rawdir, 0777), 0);
+	b = NULL;
+	ck_assert_int_eq(fs_new(st, &cfg, &b), -EPERM);
+	ck_assert(testutil_log_has("writable by nobody else"));
+	ck_assert_int_eq(chmod(rawdir, 0700), 0);
+
+	/* Without the tier, the same bytes. */
+	fs = mount2(1.0);
+	assert_file(fs, "/sampler/d/m.safetensors", w2, n);
+	free(w1);
+	free(w2);
+}
+END_TEST
+
 START_TEST(test_readahead_tensor)
 {
 	/* t1 spans 6 chunks: one read inside it queues the rest of it. */
@@ -2316,6 +2390,7 @@ int main(void)
 	tcase_add_test(tc, test_corrupt_chunk_eio);
 	tcase_add_test(tc, test_corrupt_chunk_no_short_read);
 	tcase_add_test(tc, test_missing_chunk_eio);
+	tcase_add_test(tc, test_base_cache);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("readahead");
