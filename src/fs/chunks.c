@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/hash.h"
@@ -37,6 +39,7 @@ struct centry {
 	char key[CHUNK_KEY_LEN + 1];
 	int refs;
 	int cached;		/* in the table and LRU */
+	int mapped;		/* bytes is a read-only map of a raw-tier file */
 	/* Pages (granules of served_gran() bytes) handed to the kernel. */
 	uint64_t served[SERVED_WORDS];
 	unsigned n_served;
@@ -247,44 +250,57 @@ static void raw_keep(struct chunks *c, const char *key, const uint8_t *data, siz
  * Chunk @ref's decoded bytes from the raw tier into a fresh centry, checked
  * against their trailer (a torn or damaged copy is dropped: the caller then
  * decodes the frame from the store). 0, or -ENOENT when not kept.
+ *
+ * The copy is mapped, not read: a read is one more pass over 4 MiB, which
+ * perf put at a fifth of a delta save's CPU. The file is never truncated
+ * (written once to a temp name, renamed, at most unlinked), so the map
+ * cannot fault.
  */
 static int raw_load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		    struct centry **out)
 {
+	size_t size = raw_len + RAW_TRAILER;
 	uint32_t magic, len32;
-	uint64_t xxh;
 	struct centry *e;
-	struct buf b;
+	struct stat sb;
 	char name[128];
-	int rc;
+	uint64_t xxh;
+	uint8_t *p;
+	int fd, ok;
 
 	if (!c->raw)
 		return -ENOENT;
 	raw_name(ref->key, name, sizeof(name));
-	if (spare_get(c, raw_len + RAW_TRAILER, &b) < 0)
-		return -ENOMEM;
-	rc = store_get(c->raw, name, &b);
-	if (rc == 0) {
-		if (b.len == raw_len + RAW_TRAILER) {
-			memcpy(&magic, b.data + raw_len, 4);
-			memcpy(&len32, b.data + raw_len + 4, 4);
-			memcpy(&xxh, b.data + raw_len + 8, 8);
-		}
-		if (b.len != raw_len + RAW_TRAILER || le32toh(magic) != RAW_MAGIC ||
-		    le32toh(len32) != raw_len || le64toh(xxh) != hash_xxh3(b.data, raw_len)) {
-			log_warn("chunk %s: the local copy of its decoded bytes is damaged; "
-				 "dropped, decoding the stored frame instead", ref->key);
-			store_remove(c->raw, name);
-			rc = -ENOENT;
-		}
+	fd = store_cache_open_fd(c->raw, name);
+	if (fd < 0)
+		return -ENOENT;
+	p = fstat(fd, &sb) == 0 && (uint64_t)sb.st_size == size ?
+	    mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : MAP_FAILED;
+	close(fd);
+	ok = p != MAP_FAILED;
+	if (ok) {
+		memcpy(&magic, p + raw_len, 4);
+		memcpy(&len32, p + raw_len + 4, 4);
+		memcpy(&xxh, p + raw_len + 8, 8);
+		ok = le32toh(magic) == RAW_MAGIC && le32toh(len32) == raw_len &&
+		     le64toh(xxh) == hash_xxh3(p, raw_len);
 	}
-	e = rc == 0 ? calloc(1, sizeof(*e)) : NULL;
+	if (!ok) {
+		log_warn("chunk %s: the local copy of its decoded bytes is damaged; "
+			 "dropped, decoding the stored frame instead", ref->key);
+		if (p != MAP_FAILED)
+			munmap(p, size);
+		store_remove(c->raw, name);
+		return -ENOENT;
+	}
+	e = calloc(1, sizeof(*e));
 	if (!e) {
-		spare_put(c, &b);
-		return rc == 0 ? -ENOMEM : rc;
+		munmap(p, size);
+		return -ENOMEM;
 	}
-	e->bytes = b.data;
-	e->cap = b.cap;
+	e->bytes = p;
+	e->cap = size;
+	e->mapped = 1;
 	e->owner = c;
 	memcpy(e->key, ref->key, sizeof(e->key));
 	e->pub.data = e->bytes;
@@ -298,7 +314,9 @@ static void centry_free(struct centry *e)
 {
 	struct buf b = { e->bytes, 0, e->cap };
 
-	if (e->owner && e->bytes)
+	if (e->mapped)
+		munmap(e->bytes, e->cap);
+	else if (e->owner && e->bytes)
 		spare_put(e->owner, &b);
 	else
 		free(e->bytes);

@@ -116,6 +116,13 @@ int store_cache_open(struct store *inner, const char *dir, uint64_t max_bytes,
  */
 int store_cache_open_local(const char *dir, uint64_t max_bytes, struct store **out);
 
+/*
+ * A read-only fd of the cached copy of @key (a hit, as get() counts it),
+ * for a caller that maps it instead of copying it. -ENOENT if not cached
+ * now (nothing is fetched), -EINVAL if @st is not a cache store.
+ */
+int store_cache_open_fd(struct store *st, const char *key);
+
 /* Counters of a store made by store_cache_open(), since it was opened. */
 struct store_cache_stats {
 	uint64_t hits;		/* chunk reads served from the disk cache */

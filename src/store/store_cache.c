@@ -437,6 +437,49 @@ static int fill(struct cache_store *c, struct centry *e, const char *key,
 	return rc;
 }
 
+/*
+ * A hit on @e (under the lock): its file opened, so eviction cannot unlink
+ * it first (the fd stays readable even if it is evicted right after), and
+ * @e made the newest. -1 (and @e dropped) if the file is gone.
+ */
+static int open_hit(struct cache_store *c, struct centry *e, const char *path)
+{
+	int fd = openat(c->dir_fd, path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		log_warn("cache %s: %s vanished: %s", c->dir, path, strerror(errno));
+		drop(c, e);
+		return -1;
+	}
+	lru_unlink(e);
+	lru_push_front(c, e);
+	c->stats.hits++;
+	return fd;
+}
+
+int store_cache_open_fd(struct store *st, const char *key)
+{
+	struct cache_store *c;
+	char path[PATH_MAX];
+	struct centry *e;
+	int fd = -1;
+
+	if (!st || st->ops != &cache_ops)
+		return -EINVAL;
+	c = to_cache(st);
+	if (!caches(c, key) || store_key_check(key) < 0)
+		return -EINVAL;
+	obj_path(path, sizeof(path), key);
+	pthread_mutex_lock(&c->lock);
+	e = find(c, key);
+	if (e && !e->loading)
+		fd = open_hit(c, e, path);
+	if (fd < 0)
+		c->stats.misses++;
+	pthread_mutex_unlock(&c->lock);
+	return fd < 0 ? -ENOENT : fd;
+}
+
 static int cache_get_range(struct store *st, const char *key, uint64_t off,
 			   size_t len, struct buf *out)
 {
@@ -459,17 +502,9 @@ static int cache_get_range(struct store *st, const char *key, uint64_t off,
 		}
 		if (!e)
 			break;
-		/* Opened under the lock so eviction cannot unlink it first; the
-		 * open fd stays readable even if it is evicted right after. */
-		fd = openat(c->dir_fd, path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			log_warn("cache %s: %s vanished: %s", c->dir, path, strerror(errno));
-			drop(c, e);
+		fd = open_hit(c, e, path);
+		if (fd < 0)
 			break;
-		}
-		lru_unlink(e);
-		lru_push_front(c, e);
-		c->stats.hits++;
 		pthread_mutex_unlock(&c->lock);
 		if (names_content(key)) {
 			rc = read_verified(fd, key, off, len, out);
