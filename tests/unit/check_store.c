@@ -1450,6 +1450,65 @@ START_TEST(cache_write_through)
 }
 END_TEST
 
+/* A local-only cache (the fs's base cache): no store behind it, keeps what
+ * is put, forgets what is evicted, refuses a directory others may write,
+ * and one process at a time. */
+START_TEST(cache_local_only)
+{
+	size_t n = 256 * 1024;
+	uint8_t *a = random_bytes(n, 11), *b = random_bytes(n, 12);
+	struct store *st, *second = NULL;
+	struct buf got = BUF_INIT;
+	struct store_stat ss;
+	char dir[4200], path[4400];
+	struct stat sb;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s/localonly", workdir);
+	ck_assert_int_eq(store_cache_open_local(dir, 3 * n, &st), 0);
+	ck_assert_int_eq(stat(dir, &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 0777, 0700);
+	ck_assert_int_eq(store_get(st, "raw/aa/one", &got), -ENOENT);
+	ck_assert_int_eq(store_cache_open_fd(st, "raw/aa/one"), -ENOENT);
+	ck_assert_int_eq(store_put(st, "raw/aa/one", a, n / 2), 0);
+	ck_assert_int_eq(store_get(st, "raw/aa/one", &got), 0);
+	ck_assert(got.len == n / 2 && !memcmp(got.data, a, n / 2));
+	fd = store_cache_open_fd(st, "raw/aa/one");
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fstat(fd, &sb), 0);
+	ck_assert_int_eq(sb.st_size, (off_t)(n / 2));
+	close(fd);
+	ck_assert_int_eq(store_head(st, "raw/aa/one", &ss), -ENOTSUP);
+	/* Too big for a quarter of the cache: not kept, and not an error. */
+	ck_assert_int_eq(store_put(st, "raw/bb/big", b, n), 0);
+	buf_reset(&got);
+	ck_assert_int_eq(store_get(st, "raw/bb/big", &got), -ENOENT);
+	ck_assert_int_eq(store_put(st, "raw/bb/two", b, n / 2), 0);
+	ck_assert_int_eq(store_put(st, "raw/bb/three", b, n / 2), 0);
+	ck_assert_int_eq(store_remove(st, "raw/bb/two"), 0);
+	buf_reset(&got);
+	ck_assert_int_eq(store_get(st, "raw/bb/two", &got), -ENOENT);
+	/* One process at a time. */
+	expect_errors();	/* these two refusals log their cause */
+	ck_assert_int_eq(store_cache_open_local(dir, 3 * n, &second), -EBUSY);
+	store_free(st);
+	/* Reopened: the index comes back from the files. */
+	ck_assert_int_eq(store_cache_open_local(dir, 3 * n, &st), 0);
+	buf_reset(&got);
+	ck_assert_int_eq(store_get(st, "raw/bb/three", &got), 0);
+	ck_assert(got.len == n / 2 && !memcmp(got.data, b, n / 2));
+	store_free(st);
+	/* A directory others may write is refused. */
+	ck_assert_int_eq(chmod(dir, 0770), 0);
+	ck_assert_int_eq(store_cache_open_local(dir, 3 * n, &st), -EPERM);
+	snprintf(path, sizeof(path), "%s/objects/raw/bb/three", dir);
+	ck_assert_int_eq(access(path, F_OK), 0);	/* and left as it was */
+	buf_release(&got);
+	free(a);
+	free(b);
+}
+END_TEST
+
 START_TEST(cache_second_read_is_local)
 {
 	size_t n = 1 * MiB + 17;
@@ -2142,7 +2201,7 @@ int main(void)
 		cache_second_read_is_local, cache_write_through, cache_eviction_lru_bounded,
 		cache_index_survives_reopen, cache_write_and_remove_invalidate,
 		cache_concurrent_misses_fetch_once, cache_bad_download_not_kept,
-		cache_bad_cached_file_refetched,
+		cache_bad_cached_file_refetched, cache_local_only,
 	};
 	Suite *s = suite_create("store");
 	TCase *tc;
