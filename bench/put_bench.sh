@@ -2,7 +2,7 @@
 # put_bench.sh: `ckptfs put` / `ckptfs get` (libckptfs, no mount) against plain
 # disk, side by side in one run, on a >= 1 GiB bf16 checkpoint from gen_ckpt.py.
 #
-#   bench/put_bench.sh [--size-mb 1024] [--lr 1e-5] [--repeat 3] [--keep] [CKPTFS_BIN]
+#   bench/put_bench.sh [--size-mb 1024] [--lr 1e-5] [--repeat 3] [--base-cache] [--keep] [CKPTFS_BIN]
 #
 # Measures (seconds, best of --repeat; ratios = plain time / ckptfs time, so
 # > 1 means ckptfs is faster):
@@ -13,6 +13,8 @@
 # and the peak RSS of each put and get (GNU time). The sources are in the page
 # cache for both sides of each write comparison (what a trainer that just wrote
 # them has). Every put is checked by get + sha256 at the end.
+# --base-cache: put and get run with --base-cache-dir (emptied at the start of
+# every round, so the base put fills it and the delta put and get use it).
 # Needs root for drop_caches (otherwise "cold" is warm, and the table says so).
 set -euo pipefail
 
@@ -21,12 +23,14 @@ LR=1e-5
 REPEAT=3
 KEEP=0
 BIN=
+BASE_CACHE=0
 while (($#)); do
 	case $1 in
 	--size-mb) SIZE_MB=$2; shift 2 ;;
 	--lr) LR=$2; shift 2 ;;
 	--repeat) REPEAT=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
+	--base-cache) BASE_CACHE=1; shift ;;
 	-h|--help) sed -n '2,18p' "$0"; exit 0 ;;
 	*) BIN=$1; shift ;;
 	esac
@@ -70,21 +74,23 @@ else
 fi
 BYTES=$(cat "$W/src/step-0001"/* | wc -c)
 
+OPTS=()
+((BASE_CACHE)) && OPTS=(--base-cache-dir="$W/basecache")
 declare -a cp0 cp1 put0 put1 rss0 rss1 get1 rssg cold coldcp cpu0 cpu1 cpug
 for ((i = 0; i < REPEAT; i++)); do
-	rm -rf "$W/store" "$W/plain" "$W/got"
+	rm -rf "$W/store" "$W/plain" "$W/got" "$W/basecache"
 	mkdir -p "$W/plain"
 	warm "$W/src/step-0000"
 	t0=$(now); cp -r "$W/src/step-0000" "$W/plain/s0"; sync; t1=$(now)
 	cp0+=("$(calc "$t1 - $t0")")
 	warm "$W/src/step-0000"
-	read -r t r c < <(timed "$BIN" put -q "$W/store/sampler/s0" "$W/src/step-0000"); sync
+	read -r t r c < <(timed "$BIN" put -q "${OPTS[@]}" "$W/store/sampler/s0" "$W/src/step-0000"); sync
 	put0+=("$t"); rss0+=("$r"); cpu0+=("$c")
 	warm "$W/src/step-0001"
 	t0=$(now); cp -r "$W/src/step-0001" "$W/plain/s1"; sync; t1=$(now)
 	cp1+=("$(calc "$t1 - $t0")")
 	warm "$W/src/step-0001"
-	read -r t r c < <(timed "$BIN" put -q "$W/store/sampler/s1" "$W/src/step-0001"); sync
+	read -r t r c < <(timed "$BIN" put -q "${OPTS[@]}" "$W/store/sampler/s1" "$W/src/step-0001"); sync
 	put1+=("$t"); rss1+=("$r"); cpu1+=("$c")
 	drop_caches
 	t0=$(now); cat "$W/plain/s1"/* >/dev/null; t1=$(now)
@@ -94,7 +100,7 @@ for ((i = 0; i < REPEAT; i++)); do
 	t0=$(now); cp -r "$W/plain/s1" "$W/cpout"; t1=$(now)
 	coldcp+=("$(calc "$t1 - $t0")")
 	rm -rf "$W/cpout"; drop_caches
-	read -r t r c < <(timed "$BIN" get -q "$W/store/sampler/s1" "$W/got")
+	read -r t r c < <(timed "$BIN" get -q "${OPTS[@]}" "$W/store/sampler/s1" "$W/got")
 	get1+=("$t"); rssg+=("$r"); cpug+=("$c")
 done
 # Exact bytes: what get returns is what was put.
@@ -109,8 +115,9 @@ b_cp0=$(min "${cp0[@]}"); b_put0=$(min "${put0[@]}")
 b_cp1=$(min "${cp1[@]}"); b_put1=$(min "${put1[@]}")
 b_cold=$(min "${cold[@]}"); b_get1=$(min "${get1[@]}"); b_coldcp=$(min "${coldcp[@]}")
 mb() { awk "BEGIN { printf \"%d\", $BYTES / 1048576 / $1 }"; }
-printf '\nckptfs put/get vs plain disk: %s MiB per checkpoint (bf16, 2 shards), best of %d%s\n' \
-	"$((BYTES / 1048576))" "$REPEAT" "$( ((CAN_DROP)) || echo ', NO drop_caches: cold = warm')"
+printf '\nckptfs put/get vs plain disk: %s MiB per checkpoint (bf16, 2 shards), best of %d%s%s\n' \
+	"$((BYTES / 1048576))" "$REPEAT" "$( ((CAN_DROP)) || echo ', NO drop_caches: cold = warm')" \
+	"$( ((BASE_CACHE)) && echo ', with --base-cache-dir')"
 printf '%-34s %9s %9s %8s %8s\n' "operation" "ckptfs s" "plain s" "ratio" "RSS MiB"
 printf '%-34s %9.2f %9.2f %7.2fx %8d\n' "base: put vs cp+sync" "$b_put0" "$b_cp0" \
 	"$(calc "$b_cp0 / $b_put0")" "$(($(max "${rss0[@]}") / 1024))"
