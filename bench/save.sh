@@ -43,7 +43,8 @@ usage: $0 [options] [CKPTFS_BIN]
   --no-codec       skip the codec-alone rows
   --keep           keep the scratch directory
 environment: BENCH_DIR (scratch, default a new /tmp/ckptfs-save.XXXXXX),
-  CKPTFS_MOUNT_OPTS (extra "ckptfs mount -f" options), CEILING (a ceiling binary),
+  CKPTFS_MOUNT_OPTS (extra "ckptfs mount -f" options), COMPARE_MOUNT_OPTS (the same
+  for --compare; default CKPTFS_MOUNT_OPTS), CEILING (a ceiling binary),
   CODEC_BENCH (a codec_bench binary)
 EOF
 }
@@ -153,13 +154,14 @@ run_size() {
 	mount_fs "$BENCH_DIR/ceil" "$LOGS/ceiling.log" "$CEILING" -o "size=${R[$mb:0:raw]}" "$BENCH_DIR/ceil"
 	cpid=$FS_PID
 	for ((r = 1; r <= REPEAT; r++)); do
-		rm -rf -- "$BENCH_DIR/store" "$BENCH_DIR/disk" "$BENCH_DIR/store-b"
+		# basecache: where a --base-cache-dir in the options should point (emptied per round)
+		rm -rf -- "$BENCH_DIR/store" "$BENCH_DIR/disk" "$BENCH_DIR/store-b" "$BENCH_DIR/basecache"
 		mkdir -p "$BENCH_DIR/store" "$BENCH_DIR/mnt" "$BENCH_DIR/disk"
 		if [[ -n $CKPTFS_B ]]; then
 			mkdir -p "$BENCH_DIR/store-b"
 			# shellcheck disable=SC2086
 			mount_fs "$BENCH_DIR/mnt-b" "$LOGS/ckptfs-b-$mb-$r.log" "$CKPTFS_B" mount -f \
-				${CKPTFS_MOUNT_OPTS:-} "$BENCH_DIR/store-b" "$BENCH_DIR/mnt-b"
+				${COMPARE_MOUNT_OPTS-${CKPTFS_MOUNT_OPTS:-}} "$BENCH_DIR/store-b" "$BENCH_DIR/mnt-b"
 			bpid=$FS_PID
 		fi
 		sync
