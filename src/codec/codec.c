@@ -561,8 +561,25 @@ static size_t count_nonzero(const uint8_t *p, size_t n)
 	size_t c = 0, i = 0;
 
 #if defined(__SSE2__)
-	for (; i + 64 <= n; i += 64)
-		c += (size_t)__builtin_popcountll(nonzero_mask64(p + i));
+	/*
+	 * Zero bytes counted per lane (cmpeq gives -1: subtracting adds 1,
+	 * at most 255 rounds per lane before the sum), lanes summed by psadbw.
+	 * No popcount: it is not in baseline x86-64, and libgcc's is a call.
+	 */
+	const __m128i z = _mm_setzero_si128();
+	size_t zeros = 0, start = i;
+
+	while (i + 16 <= n) {
+		__m128i acc = z;
+		size_t end = i + 255 * 16 < n ? i + 255 * 16 : n;
+
+		for (; i + 16 <= end; i += 16)
+			acc = _mm_sub_epi8(acc, _mm_cmpeq_epi8(load128(p + i), z));
+		acc = _mm_sad_epu8(acc, z);
+		zeros += (size_t)_mm_cvtsi128_si32(acc) +
+			 (size_t)_mm_cvtsi128_si32(_mm_srli_si128(acc, 8));
+	}
+	c = (i - start) - zeros;
 #endif
 	/* SWAR: bit 7 of each byte of t is set iff that byte of x is non-zero. */
 	for (; i + 8 <= n; i += 8) {
