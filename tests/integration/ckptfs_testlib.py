@@ -418,6 +418,11 @@ class MountTest(unittest.TestCase):
         args = list(args)
         if self.s3:
             args.append("--cache-dir=" + os.path.join(self.tmp, name + ".cache"))
+        # CKPTFS_TEST_BASE_CACHE=1: every mount keeps a base cache of its own
+        # (the suites run once more that way: scripts/test.sh).
+        if os.environ.get("CKPTFS_TEST_BASE_CACHE") and \
+                not any(a.startswith("--base-cache-dir") for a in args):
+            args.append("--base-cache-dir=" + os.path.join(self.tmp, name + ".basecache"))
         m = Mount(self.store, os.path.join(self.tmp, name),
                   os.path.join(self.tmp, name + ".log"), job=job, args=args,
                   env=dict(self.store_env, **(env or {})))
