@@ -33,7 +33,7 @@
 extern "C" {
 #endif
 
-#define CKPTFS_API_VERSION 1
+#define CKPTFS_API_VERSION 2
 
 /* CKPTFS_API_VERSION of the library actually loaded (check it at run time
  * when loading the library dynamically, e.g. from Python). */
@@ -170,6 +170,13 @@ int ckptfs_create(ckptfs *fs, const char *path, uint32_t mode, int flags,
 /* Append @len bytes. Returns @len or -errno (then the file cannot be
  * committed: close it, which fails, or ckptfs_abort() it). */
 ssize_t ckptfs_write(ckptfs_file *f, const void *buf, size_t len);
+/* Append exactly @len bytes read from @fd at its file offset (which
+ * advances, as with read(2)). The bytes go straight into the encoder's
+ * buffers, one copy fewer than read() + ckptfs_write() (ckptfs put uses
+ * it). Returns @len, or -errno: -EIO if @fd ends first (a file that shrank
+ * while being read); either way an error means the file cannot be
+ * committed. Since API version 2. */
+ssize_t ckptfs_write_fd(ckptfs_file *f, int fd, size_t len);
 /* Write at @off (out-of-order writes spool to a temporary file first, as
  * in a mount). Returns @len or -errno. */
 ssize_t ckptfs_pwrite(ckptfs_file *f, const void *buf, size_t len, uint64_t off);

@@ -407,12 +407,21 @@ static int put_one(void *arg, size_t i)
 		return rc;
 	}
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	buf = malloc(IO_BLOCK);
-	rc = buf ? 0 : -ENOMEM;
-	if (rc == 0 && fstat(fd, &sb) < 0)
-		rc = -errno;
+	rc = fstat(fd, &sb) < 0 ? -errno : 0;
 	if (rc == 0)
 		rc = ckptfs_create(c->h, path, (uint32_t)(sb.st_mode & 0777), 0, &f);
+	/* A regular file of known size: read straight into the encoder's
+	 * buffers. Then whatever follows (it grew meanwhile) as a stream. */
+	if (rc == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0) {
+		ssize_t n = ckptfs_write_fd(f, fd, (size_t)sb.st_size);
+
+		if (n < 0)
+			rc = (int)n;
+	}
+	if (rc == 0) {
+		buf = malloc(IO_BLOCK);
+		rc = buf ? 0 : -ENOMEM;
+	}
 	while (rc == 0) {
 		ssize_t n = read(fd, buf, IO_BLOCK);
 

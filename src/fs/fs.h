@@ -95,6 +95,9 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 long fs_read(struct ckfs *fs, uint64_t fh, char *buf, size_t size, uint64_t off);
 /* Returns bytes written or -errno. */
 long fs_write(struct ckfs *fs, uint64_t fh, const char *buf, size_t size, uint64_t off);
+/* fs_write() with the data copied in by @src (writer.h writer_write_src). */
+long fs_write_src(struct ckfs *fs, uint64_t fh, int (*src)(void *arg, uint8_t *dst, size_t n),
+		  void *arg, size_t size, uint64_t off);
 /* Commit (close(2) and fsync(2) return what these return). */
 int fs_flush(struct ckfs *fs, uint64_t fh);
 int fs_fsync(struct ckfs *fs, uint64_t fh);

@@ -501,6 +501,26 @@ long fs_write(struct ckfs *fs, uint64_t fh, const char *buf, size_t size, uint64
 	return writer_write(h->ws->w, buf, size, off);
 }
 
+long fs_write_src(struct ckfs *fs, uint64_t fh, int (*src)(void *arg, uint8_t *dst, size_t n),
+		  void *arg, size_t size, uint64_t off)
+{
+	struct handle *h = to_handle(fh);
+	uint8_t *bounce;
+	long rc;
+
+	if (h->type == H_WRITER && h->write_access)
+		return writer_write_src(h->ws->w, src, arg, size, off);
+	/* Control files take small writes whole: no need to be clever. */
+	bounce = malloc(size ? size : 1);
+	if (!bounce)
+		return -ENOMEM;
+	rc = src(arg, bounce, size);
+	if (rc == 0)
+		rc = fs_write(fs, fh, (const char *)bounce, size, off);
+	free(bounce);
+	return rc;
+}
+
 /* Every base chunk @e reads still exists in the store? 0 or -EIO. */
 static int check_base_chunks(struct ckfs *fs, const struct entry *e)
 {

@@ -406,7 +406,7 @@ void writer_free(struct writer *w)
 	free(w);
 }
 
-static int stream_append(struct writer *w, const char *buf, size_t size)
+static int stream_append(struct writer *w, writer_src_fn src, void *arg, size_t size)
 {
 	size_t cs = w->env.chunk_size;
 	int rc;
@@ -422,10 +422,11 @@ static int stream_append(struct writer *w, const char *buf, size_t size)
 		n = cs - w->cur_len;
 		if (n > size)
 			n = size;
-		memcpy(w->cur + w->cur_len, buf, n);
+		rc = src(arg, w->cur + w->cur_len, n);
+		if (rc < 0)
+			return rc;
 		w->cur_len += n;
 		SET(w->size, w->size + n);
-		buf += n;
 		size -= n;
 		if (w->cur_len == cs) {
 			uint8_t *full;
@@ -447,8 +448,24 @@ static int stream_append(struct writer *w, const char *buf, size_t size)
 	return 0;
 }
 
+static int mem_src(void *arg, uint8_t *dst, size_t n)
+{
+	const char **p = arg;
+
+	memcpy(dst, *p, n);
+	*p += n;
+	return 0;
+}
+
 long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
 {
+	return writer_write_src(w, mem_src, &buf, size, off);
+}
+
+long writer_write_src(struct writer *w, writer_src_fn src, void *arg, size_t size,
+		      uint64_t off)
+{
+	uint8_t *bounce = NULL;
 	int rc;
 
 	pthread_mutex_lock(&w->lock);
@@ -459,11 +476,20 @@ long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
 	SET(w->dirty, 1);
 	SET(w->mtime_ns, now_ns());
 	if (w->spool_fd < 0 && off == w->size) {
-		rc = stream_append(w, buf, size);
+		rc = stream_append(w, src, arg, size);
 	} else {
+		const void *data = src == mem_src ? *(const char **)arg : NULL;
+
 		rc = to_spool(w);
+		if (rc == 0 && size && !data) {
+			/* A write that is not an append: its data has to exist
+			 * whole first (a rare path: out-of-order writers). */
+			bounce = malloc(size);
+			rc = bounce ? src(arg, bounce, size) : -ENOMEM;
+			data = bounce;
+		}
 		if (rc == 0)
-			rc = io_pwrite_all(w->spool_fd, buf, size, off);
+			rc = io_pwrite_all(w->spool_fd, data, size, off);
 		if (rc == 0 && off + size > w->size)
 			SET(w->size, off + size);
 	}
@@ -472,6 +498,7 @@ long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off)
 out:
 	end_busy(w);
 	pthread_mutex_unlock(&w->lock);
+	free(bounce);
 	return rc < 0 ? rc : (long)size;
 }
 

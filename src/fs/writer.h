@@ -51,6 +51,16 @@ void writer_free(struct writer *w);
 void writer_offer_bases(struct writer *w, struct entry *cands, size_t n);
 
 long writer_write(struct writer *w, const char *buf, size_t size, uint64_t off);
+/*
+ * The same, with the data copied by @src straight into the chunk buffers
+ * (a read() from the caller's file, a FUSE request's pipe) instead of from
+ * a buffer of the caller's: one copy fewer. @src fills @dst with the next
+ * @n bytes and returns 0 or -errno; an error fails the write and, as any
+ * write error, the file's commit.
+ */
+typedef int (*writer_src_fn)(void *arg, uint8_t *dst, size_t n);
+long writer_write_src(struct writer *w, writer_src_fn src, void *arg, size_t size,
+		      uint64_t off);
 long writer_read(struct writer *w, char *buf, size_t size, uint64_t off);
 int writer_truncate(struct writer *w, uint64_t size);
 void writer_set_mtime(struct writer *w, int64_t mtime_ns);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "catalog/catalog.h"
 #include "fs/fs.h"
@@ -775,6 +776,47 @@ ssize_t ckptfs_pwrite(ckptfs_file *f, const void *buf, size_t len, uint64_t off)
 		if (w == 0)
 			return -EIO;
 		done += (size_t)w;
+	}
+	return (ssize_t)len;
+}
+
+static int fd_src(void *arg, uint8_t *dst, size_t n)
+{
+	int fd = *(int *)arg;
+
+	while (n > 0) {
+		ssize_t r = read(fd, dst, n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -EIO;	/* shorter than promised: it shrank */
+		dst += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+ssize_t ckptfs_write_fd(ckptfs_file *f, int fd, size_t len)
+{
+	size_t done = 0;
+
+	if (!f->writing)
+		return -EBADF;
+	if (fd < 0)
+		return -EBADF;
+	while (done < len) {
+		/* Pieces, so a reader of the file being written (a mount's
+		 * read-while-writing) is not held off for the whole file. */
+		size_t n = len - done > (64u << 20) ? (64u << 20) : len - done;
+		long w = fs_write_src(f->h->fs, f->fh, fd_src, &fd, n, f->off);
+
+		if (w < 0)
+			return w;
+		done += (size_t)w;
+		f->off += (uint64_t)w;
 	}
 	return (ssize_t)len;
 }

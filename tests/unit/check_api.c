@@ -258,6 +258,50 @@ START_TEST(test_policy_and_roundtrip)
 }
 END_TEST
 
+/* ckptfs_write_fd: a file's bytes read straight into the encoder, exact
+ * back (base and delta); a file shorter than promised is -EIO and the
+ * file is not committed. */
+START_TEST(test_write_fd)
+{
+	size_t n = 5 * CS + 321;
+	uint8_t *w1 = weights(n, 61), *w2 = malloc(n);
+	char path[4200];
+	ckptfs_file *f;
+	ckptfs *h = open_h(NULL);
+	int fd;
+
+	memcpy(w2, w1, n);
+	w2[7] ^= 1;
+	w2[3 * CS] ^= 0x10;
+	snprintf(path, sizeof(path), "%s/src.bin", workdir);
+	for (int step = 0; step < 2; step++) {
+		char name[64];
+
+		fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(write(fd, step ? w2 : w1, n), (ssize_t)n);
+		ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+		snprintf(name, sizeof(name), "sampler/fd%d/m.safetensors", step);
+		ck_assert_int_eq(ckptfs_create(h, name, 0644, CKPTFS_MKCKPT, &f), 0);
+		ck_assert_int_eq(ckptfs_write_fd(f, fd, 100), 100);	/* two calls */
+		ck_assert_int_eq(ckptfs_write_fd(f, fd, n - 100), (ssize_t)(n - 100));
+		ck_assert_int_eq(ckptfs_file_close(f), 0);
+		close(fd);
+		check_file(h, name, step ? w2 : w1, n);
+	}
+	/* Promised more than the file holds. */
+	fd = open(path, O_RDONLY);
+	ck_assert_int_eq(ckptfs_create(h, "sampler/fd2/short.bin", 0644, CKPTFS_MKCKPT, &f), 0);
+	ck_assert_int_eq(ckptfs_write_fd(f, fd, n + 10), -EIO);
+	ck_assert_int_lt(ckptfs_file_close(f), 0);
+	close(fd);
+	ck_assert_int_eq(ckptfs_open_file(h, "sampler/fd2/short.bin", &f), -ENOENT);
+	ckptfs_close(h);
+	free(w1);
+	free(w2);
+}
+END_TEST
+
 START_TEST(test_promote_ttl_remove)
 {
 	const size_t n = 3 * CS + 5;
@@ -519,6 +563,7 @@ static TCase *backend_tcase(int b)
 	tcase_add_test(tc, test_errors);
 	tcase_add_test(tc, test_corrupt_chunk_eio);
 	tcase_add_test(tc, test_concurrent_writers);
+	tcase_add_test(tc, test_write_fd);
 	if (b == B_LOCAL)
 		tcase_add_test(tc, test_full_disk);
 	return tc;
