@@ -185,6 +185,14 @@ int ckptfs_commit(ckptfs_file *f);
 
 /* ---- reading ---- */
 
+/*
+ * Write bytes [@off, @off + @len) of @f to @fd at the same offset
+ * (pwrite(2)), straight from the decoded chunks: one copy fewer than
+ * ckptfs_pread() + pwrite() (ckptfs get uses it). Returns the bytes
+ * written, fewer only at the end of @f, or -errno. Since API version 2.
+ */
+ssize_t ckptfs_pread_to_fd(ckptfs_file *f, int fd, size_t len, uint64_t off);
+
 /* Open committed file @path for reading (any checkpoint, any job, models). */
 int ckptfs_open_file(ckptfs *fs, const char *path, ckptfs_file **out);
 /* Read up to @len bytes at @off: returns the count (short only at the end

@@ -637,23 +637,6 @@ static int mkdirs_local(const char *path)
 	return 0;
 }
 
-static int write_all(int fd, const char *b, size_t n, uint64_t off)
-{
-	while (n) {
-		ssize_t w = pwrite(fd, b, n, (off_t)off);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		b += w;
-		n -= (size_t)w;
-		off += (uint64_t)w;
-	}
-	return 0;
-}
-
 /*
  * Fetch one file to DEST/REL. It is written to REL.ckptfs-part and renamed
  * when complete, so a complete REL of the right size is never fetched again;
@@ -726,7 +709,8 @@ static int get_one(void *arg, size_t i)
 	if (off && !c->quiet)
 		printf("%s (resuming at %llu)\n", c->files->rel[i], (unsigned long long)off);
 	while (off < size) {
-		ssize_t n = ckptfs_pread(f, buf, IO_BLOCK, off);
+		/* Straight from the decoded chunks into the file. */
+		ssize_t n = ckptfs_pread_to_fd(f, fd, IO_BLOCK, off);
 
 		if (n < 0) {
 			rc = (int)n;
@@ -736,9 +720,6 @@ static int get_one(void *arg, size_t i)
 			rc = -EIO;	/* shorter than its size: cannot be */
 			goto out;
 		}
-		rc = write_all(fd, buf, (size_t)n, off);
-		if (rc < 0)
-			goto out;
 		off += (uint64_t)n;
 	}
 	times[0].tv_sec = times[1].tv_sec = (time_t)rst.mtime;

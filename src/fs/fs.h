@@ -95,6 +95,11 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 long fs_read(struct ckfs *fs, uint64_t fh, char *buf, size_t size, uint64_t off);
 /* Returns bytes written or -errno. */
 long fs_write(struct ckfs *fs, uint64_t fh, const char *buf, size_t size, uint64_t off);
+/* fs_read() handing each piece of decoded data to @sink, in order, instead
+ * of copying it into a buffer (the library's ckptfs_pread_to_fd). */
+long fs_read_sink(struct ckfs *fs, uint64_t fh,
+		  int (*sink)(void *arg, const uint8_t *data, size_t n), void *arg,
+		  size_t size, uint64_t off);
 /* fs_write() with the data copied in by @src (writer.h writer_write_src). */
 long fs_write_src(struct ckfs *fs, uint64_t fh, int (*src)(void *arg, uint8_t *dst, size_t n),
 		  void *arg, size_t size, uint64_t off);

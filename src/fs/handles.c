@@ -443,11 +443,18 @@ static size_t chunk_len(const struct entry *e, size_t i)
 	return e->size - off < e->chunk_size ? (size_t)(e->size - off) : e->chunk_size;
 }
 
+static int mem_sink(void *arg, const uint8_t *data, size_t n)
+{
+	char **p = arg;
+
+	memcpy(*p, data, n);
+	*p += n;
+	return 0;
+}
+
 long fs_read(struct ckfs *fs, uint64_t fh, char *buf, size_t size, uint64_t off)
 {
 	struct handle *h = to_handle(fh);
-	const struct entry *e = &h->ent;
-	size_t done = 0;
 
 	if (h->type == H_WRITER)
 		return writer_read(h->ws->w, buf, size, off);
@@ -458,6 +465,34 @@ long fs_read(struct ckfs *fs, uint64_t fh, char *buf, size_t size, uint64_t off)
 			size = (size_t)(h->content.len - off);
 		memcpy(buf, h->content.data + off, size);
 		return (long)size;
+	}
+	return fs_read_sink(fs, fh, mem_sink, &buf, size, off);
+}
+
+long fs_read_sink(struct ckfs *fs, uint64_t fh,
+		  int (*sink)(void *arg, const uint8_t *data, size_t n), void *arg,
+		  size_t size, uint64_t off)
+{
+	struct handle *h = to_handle(fh);
+	const struct entry *e = &h->ent;
+	size_t done = 0;
+
+	if (h->type != H_ENTRY) {
+		/* Open for writing, or a control file: through a buffer. */
+		char *buf = malloc(size ? size : 1);
+		long r;
+
+		if (!buf)
+			return -ENOMEM;
+		r = fs_read(fs, fh, buf, size, off);
+		if (r > 0) {
+			int rc = sink(arg, (const uint8_t *)buf, (size_t)r);
+
+			if (rc < 0)
+				r = rc;
+		}
+		free(buf);
+		return r;
 	}
 	if (off >= e->size)
 		return 0;
@@ -477,9 +512,11 @@ long fs_read(struct ckfs *fs, uint64_t fh, char *buf, size_t size, uint64_t off)
 		rc = chunks_get(fs->chunks, &e->chunks[i], clen, &d);
 		if (rc < 0)
 			return rc;	/* never short: the kernel takes that as EOF */
-		memcpy(buf + done, d->data + in, n);
+		rc = sink(arg, d->data + in, n);
 		chunks_served(fs->chunks, d, in, n);
 		chunks_put(fs->chunks, d);
+		if (rc < 0)
+			return rc;
 		done += n;
 	}
 	return (long)done;

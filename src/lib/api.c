@@ -821,6 +821,49 @@ ssize_t ckptfs_write_fd(ckptfs_file *f, int fd, size_t len)
 	return (ssize_t)len;
 }
 
+struct fd_sink {
+	int fd;
+	uint64_t off;
+};
+
+static int fd_sink(void *arg, const uint8_t *data, size_t n)
+{
+	struct fd_sink *s = arg;
+
+	while (n > 0) {
+		ssize_t w = pwrite(s->fd, data, n, (off_t)s->off);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		data += w;
+		n -= (size_t)w;
+		s->off += (uint64_t)w;
+	}
+	return 0;
+}
+
+ssize_t ckptfs_pread_to_fd(ckptfs_file *f, int fd, size_t len, uint64_t off)
+{
+	struct fd_sink s = { fd, off };
+	size_t done = 0;
+
+	if (fd < 0)
+		return -EBADF;
+	while (done < len) {
+		size_t n = len - done > (64u << 20) ? (64u << 20) : len - done;
+		long r = fs_read_sink(f->h->fs, f->fh, fd_sink, &s, n, off + done);
+
+		if (r < 0)
+			return r;
+		done += (size_t)r;
+		if ((size_t)r < n)
+			break;	/* end of file */
+	}
+	return (ssize_t)done;
+}
+
 ssize_t ckptfs_write(ckptfs_file *f, const void *buf, size_t len)
 {
 	ssize_t n = ckptfs_pwrite(f, buf, len, f->off);

@@ -259,8 +259,8 @@ START_TEST(test_policy_and_roundtrip)
 END_TEST
 
 /* ckptfs_write_fd: a file's bytes read straight into the encoder, exact
- * back (base and delta); a file shorter than promised is -EIO and the
- * file is not committed. */
+ * back (base and delta), also through ckptfs_pread_to_fd; a file shorter
+ * than promised is -EIO and the file is not committed. */
 START_TEST(test_write_fd)
 {
 	size_t n = 5 * CS + 321;
@@ -288,6 +288,32 @@ START_TEST(test_write_fd)
 		ck_assert_int_eq(ckptfs_file_close(f), 0);
 		close(fd);
 		check_file(h, name, step ? w2 : w1, n);
+		/* And back out through ckptfs_pread_to_fd: whole, a range at the
+		 * same offset, a range running past the end (short). */
+		{
+			const uint8_t *want = step ? w2 : w1;
+			uint8_t *got = malloc(n);
+			char out[4300];
+			int ofd;
+
+			snprintf(out, sizeof(out), "%s/out.bin", workdir);
+			ofd = open(out, O_RDWR | O_CREAT | O_TRUNC, 0600);
+			ck_assert_int_ge(ofd, 0);
+			ck_assert_int_eq(ckptfs_open_file(h, name, &f), 0);
+			ck_assert_int_eq(ckptfs_pread_to_fd(f, ofd, n, 0), (ssize_t)n);
+			ck_assert_int_eq(pread(ofd, got, n, 0), (ssize_t)n);
+			ck_assert(memcmp(got, want, n) == 0);
+			ck_assert_int_eq(ftruncate(ofd, 0), 0);
+			ck_assert_int_eq(ckptfs_pread_to_fd(f, ofd, CS + 5, 2 * CS - 3),
+					 (ssize_t)(CS + 5));
+			ck_assert_int_eq(pread(ofd, got, CS + 5, 2 * CS - 3), (ssize_t)(CS + 5));
+			ck_assert(memcmp(got, want + 2 * CS - 3, CS + 5) == 0);
+			ck_assert_int_eq(ckptfs_pread_to_fd(f, ofd, 1000, n - 10), 10);
+			ck_assert_int_eq(ckptfs_pread_to_fd(f, -1, 1, 0), -EBADF);
+			ck_assert_int_eq(ckptfs_file_close(f), 0);
+			close(ofd);
+			free(got);
+		}
 	}
 	/* Promised more than the file holds. */
 	fd = open(path, O_RDONLY);
