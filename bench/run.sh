@@ -135,9 +135,17 @@ cleanup() {
 	if ((KEEP)) || [[ -n $BENCH_DIR_GIVEN ]]; then
 		log "scratch kept in $BENCH_DIR"
 	else
+		m=/tmp/ckptfs-bench-$(date +%Y%m%d-%H%M%S)
 		if [[ -f $RESULTS/results.md ]]; then
-			m=/tmp/ckptfs-bench-$(date +%Y%m%d-%H%M%S).md
-			cp -- "$RESULTS/results.md" "$m" && log "results saved in $m"
+			cp -- "$RESULTS/results.md" "$m.md" && log "results saved in $m.md"
+		fi
+		if ((${#FAILED[@]})); then
+			# the logs outlive the scratch directory when something failed
+			mkdir -p "$m.logs"
+			cp -r -- "$LOGS" "$m.logs/run" 2>/dev/null || true
+			cp -r -- "$BENCH_DIR/save/logs" "$m.logs/save" 2>/dev/null || true
+			cp -- "$BENCH_DIR/read/daemon.log" "$m.logs/read-daemon.log" 2>/dev/null || true
+			log "logs kept in $m.logs"
 		fi
 		rm -rf -- "$BENCH_DIR"
 	fi
@@ -170,7 +178,6 @@ fi
 
 # ----------------------------------------------------------------------------- run
 
-FAILED=()
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$SECONDS
 
