@@ -124,6 +124,7 @@ if [[ -n $BENCH_DIR_GIVEN ]]; then
 else
 	BENCH_DIR=$(mktemp -d /tmp/ckptfs-bench.XXXXXX)
 fi
+FAILED=()
 DATA=$BENCH_DIR/data RESULTS=$BENCH_DIR/results LOGS=$BENCH_DIR/logs
 mkdir -p "$DATA" "$RESULTS" "$LOGS" "$BENCH_DIR/bin"
 
