@@ -96,28 +96,37 @@ static int add(const char *path, mode_t mode)
 	return 0;
 }
 
+static struct node *node_of(struct fuse_file_info *fi);
+
 static int c_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct node *n;
 	int rc = 0;
 
-	(void)fi;
 	memset(st, 0, sizeof(*st));
 	st->st_uid = getuid();
 	st->st_gid = getgid();
 	st->st_nlink = 1;
-	if (!strcmp(path, "/")) {
+	/*
+	 * nullpath_ok: a getattr on an open file (fstat, or the kernel
+	 * revalidating attributes during reads) may come with its handle and no
+	 * path. The kernel sends a handle for regular files only, and a regular
+	 * file's fh 0 is /synthetic.
+	 */
+	if (!path && !node_of(fi))
+		path = SYNTH;
+	if (path && !strcmp(path, "/")) {
 		st->st_mode = S_IFDIR | 0755;
 		st->st_nlink = 2;
 		return 0;
 	}
-	if (!strcmp(path, SYNTH)) {
+	if (path && !strcmp(path, SYNTH)) {
 		st->st_mode = S_IFREG | 0444;
 		st->st_size = (off_t)g.synth_size;
 		return 0;
 	}
 	pthread_mutex_lock(&g.lock);
-	n = find(path);
+	n = path ? find(path) : node_of(fi);
 	if (n) {
 		st->st_mode = n->mode;
 		st->st_size = n->size;

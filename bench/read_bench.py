@@ -20,10 +20,23 @@ interleaved and each figure is the median of --repeat runs. Needs root
                       [--dir /tmp/ckptfs-readbench] [--keep] [--no-passthrough]
                       [--opts "--cache-mib=256"] [--baseline OTHER_CKPTFS]
                       [--targets disk,ckptfs,...]
+                      [--data DIR --steps 0,1,5,25] [--ceiling BIN] [--warm]
+                      [--json FILE]
 
 The store is written once by --ckptfs (kept with --keep and reused: delete
 DIR/store after changing the format). "baseline" reads it with another
 binary, e.g. a build of main, for before/after figures.
+
+--data DIR reads checkpoints already made by gen_ckpt.py (DIR/step-XXXX/,
+any number of files; --steps picks them, the first is the base) instead of
+generating a 512 MiB base and 1-step delta: "seq" then reads every file of
+the checkpoint in order, "mmap" loads every safetensors file of it.
+--ceiling BIN adds the target "ceiling": bench/ceiling.c's /synthetic file,
+of the checkpoint's size, read the same way ("seq" only: it has no
+safetensors layout). --warm also times a warm re-read ("warm": sequential,
+right after the cold one, same daemon, page cache kept). --json FILE writes
+every run's seconds, the medians and the daemons' peak RSS (bench/run.sh
+merges it).
 
 Prints a markdown table (also written to DIR/read_results.md).
 """
@@ -44,24 +57,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 LOADER = r'''
 import json, mmap, os, random, struct, sys, time, hashlib
-path, seed, verify = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+seed, verify, paths = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3:]
 t0 = time.monotonic()
-fd = os.open(path, os.O_RDONLY)
-n = struct.unpack("<Q", os.pread(fd, 8, 0))[0]
-hdr = json.loads(os.pread(fd, n, 8))
-hdr.pop("__metadata__", None)
-mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-names = sorted(hdr)
-random.Random(seed).shuffle(names)
 out = {}
-for k in names:
-    a, b = hdr[k]["data_offsets"]
-    data = mm[8 + n + a:8 + n + b]       # page faults, in tensor order
-    if verify:
-        out[k] = hashlib.sha256(data).hexdigest()
+for i, path in enumerate(paths):        # files in order, tensors shuffled in each
+    fd = os.open(path, os.O_RDONLY)
+    n = struct.unpack("<Q", os.pread(fd, 8, 0))[0]
+    hdr = json.loads(os.pread(fd, n, 8))
+    hdr.pop("__metadata__", None)
+    mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    names = sorted(hdr)
+    random.Random(seed).shuffle(names)
+    for k in names:
+        a, b = hdr[k]["data_offsets"]
+        data = mm[8 + n + a:8 + n + b]       # page faults, in tensor order
+        if verify:
+            out[f"{i}:{k}"] = hashlib.sha256(data).hexdigest()
+    mm.close()
+    os.close(fd)
 t = time.monotonic() - t0
-mm.close()
-os.close(fd)
 print(json.dumps({"seconds": t, "sha": out}))
 '''
 
@@ -94,6 +108,17 @@ class Mount:
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT)
         wait_mount(mnt, self.proc)
 
+    def hwm_kib(self):
+        """VmHWM of the daemon (KiB), 0 if it is gone."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
     def stats(self):
         try:
             return json.loads(os.getxattr(self.mnt, "user.ckptfs.stats"))
@@ -110,22 +135,35 @@ class Mount:
         self.logf.close()
 
 
-def loader(path, seed, verify=False):
-    r = subprocess.run(["/usr/bin/python3", "-c", LOADER, path, str(seed),
-                        "1" if verify else "0"], check=True, capture_output=True,
-                       text=True)
+def loader(paths, seed, verify=False):
+    r = subprocess.run(["/usr/bin/python3", "-c", LOADER, str(seed),
+                        "1" if verify else "0"] + list(paths), check=True,
+                       capture_output=True, text=True)
     return json.loads(r.stdout)
 
 
-def seq_read(path):
+def seq_read(paths):
     t0 = time.monotonic()
-    with open(path, "rb", buffering=0) as f:
-        while f.read(128 << 10):
-            pass
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while f.read(128 << 10):
+                pass
     return time.monotonic() - t0
 
 
+def file_digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
 def build_passthrough(d):
+    if os.environ.get("PASSTHROUGH_LL"):
+        return os.environ["PASSTHROUGH_LL"]
     src = "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c"
     out = os.path.join(d, "passthrough_ll")
     if os.path.exists(out):
@@ -134,6 +172,11 @@ def build_passthrough(d):
                            capture_output=True, text=True).stdout.split()
     r = subprocess.run(["cc", "-O2", "-o", out, src] + flags, capture_output=True)
     return out if r.returncode == 0 else None
+
+
+def step_label(s):
+    k = int(s.split("-")[1])
+    return "base" if k == 0 else f"{k}-step delta"
 
 
 def main():
@@ -150,117 +193,183 @@ def main():
     ap.add_argument("--baseline", default="",
                     help="another ckptfs binary (e.g. a build of main) as a column 'baseline'")
     ap.add_argument("--targets", default="",
-                    help="comma-separated subset of disk,passthrough_ll,ckptfs,ckptfs-no-ra")
+                    help="comma-separated subset of disk,passthrough_ll,ceiling,ckptfs,"
+                    "ckptfs-no-ra,baseline")
+    ap.add_argument("--data", default="",
+                    help="checkpoints already generated (DIR/step-XXXX/), kept")
+    ap.add_argument("--steps", default="0,1",
+                    help="checkpoints to read, the base first (default 0,1)")
+    ap.add_argument("--ceiling", default="",
+                    help="bench/ceiling binary: adds the 'ceiling' target (seq reads)")
+    ap.add_argument("--warm", action="store_true",
+                    help="also time a warm sequential re-read after each cold one")
+    ap.add_argument("--json", default="", help="also write the results as JSON here")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("read_bench.py needs root (drop_caches, cold reads)")
     ckptfs = os.path.abspath(a.ckptfs)
     d = os.path.abspath(a.dir)
-    data, disk, store = f"{d}/data", f"{d}/disk", f"{d}/store"
-    mnt, ptmnt, log = f"{d}/mnt", f"{d}/ptmnt", f"{d}/daemon.log"
-    for p in (d, mnt, ptmnt):
+    data = os.path.abspath(a.data) if a.data else f"{d}/data"
+    disk, store = f"{d}/disk", f"{d}/store"
+    mnt, ptmnt, cmnt, log = f"{d}/mnt", f"{d}/ptmnt", f"{d}/ceilmnt", f"{d}/daemon.log"
+    for p in (d, mnt, ptmnt, cmnt):
         os.makedirs(p, exist_ok=True)
-    steps = ["step-0000", "step-0001"]
-    shard = "model-00001-of-00001.safetensors"
-    if not all(os.path.exists(f"{data}/{s}/{shard}") for s in steps):
+    steps = [f"step-{int(k):04d}" for k in a.steps.split(",")]
+    if not a.data and not all(os.path.isdir(f"{data}/{s}") for s in steps):
         sh("/usr/bin/python3", f"{HERE}/gen_ckpt.py", "--out", data, "--size-mb",
-           str(a.size_mb), "--steps", "0,1", "--files", "1", "--quiet")
-    size = os.path.getsize(f"{data}/{steps[0]}/{shard}")
+           str(a.size_mb), "--steps", a.steps, "--files", "1", "--quiet")
+    files, tensors, size = {}, {}, {}
+    for s in steps:
+        if not os.path.isdir(f"{data}/{s}"):
+            sys.exit(f"no checkpoint {data}/{s}")
+        files[s] = sorted(os.path.relpath(os.path.join(r, f), f"{data}/{s}")
+                          for r, _, fs in os.walk(f"{data}/{s}") for f in fs)
+        tensors[s] = [f for f in files[s] if f.endswith(".safetensors")]
+        size[s] = sum(os.path.getsize(f"{data}/{s}/{f}") for f in files[s])
+
+    def copy_ckpt(s, dst):
+        for f in files[s]:
+            os.makedirs(os.path.dirname(f"{dst}/{f}"), exist_ok=True)
+            shutil.copy(f"{data}/{s}/{f}", f"{dst}/{f}")
+
     # Plain disk copies on the same filesystem as the store.
     for s in steps:
-        if not os.path.exists(f"{disk}/{s}/{shard}"):
-            os.makedirs(f"{disk}/{s}", exist_ok=True)
-            shutil.copy(f"{data}/{s}/{shard}", f"{disk}/{s}/{shard}")
+        if not all(os.path.exists(f"{disk}/{s}/{f}") for f in files[s]):
+            copy_ckpt(s, f"{disk}/{s}")
     opts = a.opts.split()
     base_argv = [ckptfs, "mount", "-f"] + opts
+    kinds = {}
     if not os.path.exists(f"{store}/.done"):
         shutil.rmtree(store, ignore_errors=True)
         m = Mount(base_argv + [store, mnt], mnt, log)
         try:
-            for s in steps:       # step-0000 is the base, step-0001 its delta
+            for s in steps:       # the first is the base, the others its deltas
                 os.mkdir(f"{mnt}/sampler/{s}")
-                shutil.copy(f"{data}/{s}/{shard}", f"{mnt}/sampler/{s}/{shard}")
+                copy_ckpt(s, f"{mnt}/sampler/{s}")
                 os.sync()
-            kinds = [os.getxattr(f"{mnt}/sampler/{s}", "user.ckptfs.kind").decode()
-                     for s in steps]
-            assert kinds == ["base", "delta"], kinds
+            for s in steps:
+                try:
+                    kinds[s] = os.getxattr(f"{mnt}/sampler/{s}", "user.ckptfs.kind").decode()
+                except OSError:
+                    kinds[s] = "-"       # not ckptfs (bench/fake-ckptfs.sh)
+            if kinds[steps[0]] not in ("base", "-"):
+                raise RuntimeError(f"{steps[0]} was stored as {kinds[steps[0]]}, not a base")
+            for s in steps[1:]:
+                if kinds[s] not in ("delta", "-"):
+                    print(f"# note: {s} was stored as {kinds[s]}", file=sys.stderr)
         finally:
             m.close()
         open(f"{store}/.done", "w").close()
 
     pt = None if a.no_passthrough else build_passthrough(d)
-    targets = ["disk"] + (["passthrough_ll"] if pt else []) + ["ckptfs", "ckptfs-no-ra"]
+    targets = (["disk"] + (["passthrough_ll"] if pt else []) +
+               (["ceiling"] if a.ceiling else []) + ["ckptfs", "ckptfs-no-ra"])
     if a.baseline:
         targets.append("baseline")
     if a.targets:
         targets = [t for t in targets if t in a.targets.split(",")]
         if "disk" not in targets:
             targets.insert(0, "disk")
-    expect = {s: loader(f"{data}/{s}/{shard}", a.seed, True)["sha"] for s in steps}
+    accesses = ["seq", "mmap"]
+
+    def applies(target, s, kind):
+        return kind == "seq" or (target != "ceiling" and tensors[s])
+
+    def expected(root, s):
+        return ({f: file_digest(f"{root}/{s}/{f}") for f in files[s]
+                 if f not in tensors[s]},
+                loader([f"{root}/{s}/{f}" for f in tensors[s]], a.seed, True)["sha"]
+                if tensors[s] else {})
+    expect = {s: expected(data, s) for s in steps}
 
     res = {}          # (target, step, kind) -> [seconds]
     ra_stats = {}
+    hwm = {}          # target -> peak VmHWM (KiB) over its daemons
     verified = set()
 
     def one(target, s, kind):
         m = None
+        root = None
         if target == "disk":
-            path = f"{disk}/{s}/{shard}"
+            root = disk
         elif target == "passthrough_ll":
             m = Mount([pt, "-f", "-o", f"source={disk},cache=always", ptmnt], ptmnt, log)
-            path = f"{ptmnt}/{s}/{shard}"
+            root = ptmnt
+        elif target == "ceiling":
+            m = Mount([os.path.abspath(a.ceiling), "-o", f"size={size[s]}", cmnt], cmnt, log)
         else:
             extra = ["--readahead-mib=0"] if target == "ckptfs-no-ra" else []
             argv = ([os.path.abspath(a.baseline)] + base_argv[1:] if target == "baseline"
                     else base_argv)
             m = Mount(argv + extra + ["--gc-interval=0", store, mnt], mnt, log)
-            path = f"{mnt}/sampler/{s}/{shard}"
+            root = f"{mnt}/sampler"
+        if target == "ceiling":
+            paths = [f"{cmnt}/synthetic"]
+        else:
+            paths = [f"{root}/{s}/{f}" for f in (files[s] if kind == "seq" else tensors[s])]
+        warm = None
         try:
-            os.stat(path)             # lookups and listing outside the timing
+            for p in paths:
+                os.stat(p)            # lookups and listing outside the timing
             drop_caches()
             if kind == "seq":
-                t = seq_read(path)
+                t = seq_read(paths)
+                if a.warm:
+                    warm = seq_read(paths)
             else:
-                t = loader(path, a.seed)["seconds"]
-            if m and target != "passthrough_ll":
+                t = loader(paths, a.seed)["seconds"]
+            if m and target not in ("passthrough_ll", "ceiling"):
                 ra_stats.setdefault((target, s, kind), m.stats())
-            if m and (target, s) not in verified:
+            if m and target != "ceiling" and (target, s) not in verified:
                 drop_caches()
-                got = loader(path, a.seed + 1, True)["sha"]
-                if got != expect[s]:
+                if expected(root, s) != expect[s]:
                     raise RuntimeError(f"{target} {s}: wrong bytes")
                 verified.add((target, s))
+            if m:
+                hwm[target] = max(hwm.get(target, 0), m.hwm_kib())
         finally:
             if m:
                 m.close()
         res.setdefault((target, s, kind), []).append(t)
+        if warm is not None:
+            res.setdefault((target, s, "warm"), []).append(warm)
 
     for r in range(a.repeat):
         for s in steps:
-            for kind in ("seq", "mmap"):
+            for kind in accesses:
                 for target in targets:
+                    if not applies(target, s, kind):
+                        continue
                     one(target, s, kind)
                     print(f"# run {r + 1}: {target} {s} {kind} "
                           f"{res[(target, s, kind)][-1]:.3f} s", file=sys.stderr)
 
     med = {k: statistics.median(v) for k, v in res.items()}
-    lines = [f"cold reads, {size / 2**20:.0f} MiB bf16 safetensors, one shard; "
-             f"median of {a.repeat}; seconds (MB/s) [ratio to plain disk]",
+    rows = accesses + (["warm"] if a.warm else [])
+    sizes = sorted(set(size.values()))
+    lines = [f"cold reads, {'/'.join(f'{b / 2**20:.0f}' for b in sizes)} MiB bf16 safetensors "
+             f"checkpoints; median of {a.repeat}; seconds (MB/s) [ratio to plain disk]",
              "",
              "| checkpoint | access | " + " | ".join(targets) + " |",
              "|---|---|" + "---:|" * len(targets)]
-    for s, label in zip(steps, ["base", "1-step delta"]):
-        for kind in ("seq", "mmap"):
+    for s in steps:
+        for kind in rows:
+            if (targets[0], s, kind) not in med:
+                continue
             cells = []
             for t in targets:
-                v = med[(t, s, kind)]
-                cells.append(f"{v:.2f} ({size / v / 1e6:.0f}) [{med[('disk', s, kind)] / v:.2f}x]")
-            lines.append(f"| {label} | {kind} | " + " | ".join(cells) + " |")
+                v = med.get((t, s, kind))
+                cells.append("-" if v is None else
+                             f"{v:.2f} ({size[s] / v / 1e6:.0f}) [{med[('disk', s, kind)] / v:.2f}x]")
+            lines.append(f"| {step_label(s)} | {kind} | " + " | ".join(cells) + " |")
     lines.append("")
-    for s, label in zip(steps, ["base", "1-step delta"]):
+    for s in steps:
         for t in [t for t in ("ckptfs", "ckptfs-no-ra", "baseline") if t in targets]:
-            lines.append(f"- {label}, {t}: mmap loader / sequential through the mount = "
-                         f"{med[(t, s, 'seq')] / med[(t, s, 'mmap')]:.2f}x")
+            if (t, s, "mmap") in med:
+                lines.append(f"- {step_label(s)}, {t}: mmap loader / sequential through the mount = "
+                             f"{med[(t, s, 'seq')] / med[(t, s, 'mmap')]:.2f}x")
+    for t, v in hwm.items():
+        lines.append(f"- {t}: peak daemon RSS (VmHWM, max over its daemons) {v / 1024:.0f} MiB")
     for (t, s, kind), st in sorted(ra_stats.items()):
         if kind == "mmap" and st:
             ra = {k: v for k, v in st.items()
@@ -270,6 +379,16 @@ def main():
     print(text)
     with open(f"{d}/read_results.md", "w") as f:
         f.write(text + "\n")
+    if a.json:
+        out = {"repeat": a.repeat, "steps": steps, "targets": targets,
+               "size_bytes": size, "kinds": kinds, "hwm_kib": hwm,
+               "verified": sorted(f"{t} {s}" for t, s in verified),
+               "runs": {}, "median": {}}
+        for (t, s, kind), v in res.items():
+            out["runs"].setdefault(t, {}).setdefault(s, {})[kind] = v
+            out["median"].setdefault(t, {}).setdefault(s, {})[kind] = med[(t, s, kind)]
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
     if not a.keep:
         for p in (store, disk):
             shutil.rmtree(p, ignore_errors=True)

@@ -19,6 +19,9 @@
 # last round every file is compared (cmp) with its source through the mount.
 # The daemon's peak RSS is VmHWM at the end of each round (max over rounds).
 #
+# --data DIR measures checkpoints already generated (DIR/step-XXXX/, one size), and
+# --tsv FILE also writes the medians as tab-separated values (bench/run.sh merges them).
+#
 # The machine is shared: interleaving puts each ckptfs figure seconds away from its
 # references, and the header prints the load average. Trust the ratios.
 set -euo pipefail
@@ -41,6 +44,10 @@ usage: $0 [options] [CKPTFS_BIN]
   --compare BIN    also measure another ckptfs binary (say, a build of main) in the
                    same rounds, right after this one: the "before" column
   --no-codec       skip the codec-alone rows
+  --data DIR       use the checkpoints in DIR/step-XXXX/ (made by gen_ckpt.py) instead
+                   of generating them; one size only (--sizes names it); DIR is kept
+  --tsv FILE       also write the medians as tab-separated values (one row per
+                   checkpoint, a header line; seconds, bytes, KiB): bench/run.sh reads it
   --keep           keep the scratch directory
 environment: BENCH_DIR (scratch, default a new /tmp/ckptfs-save.XXXXXX),
   CKPTFS_MOUNT_OPTS (extra "ckptfs mount -f" options), COMPARE_MOUNT_OPTS (the same
@@ -50,7 +57,7 @@ EOF
 }
 
 CKPTFS=$TREE/build/src/cli/ckptfs
-SIZES=512,2048 STEPS=0,1,5,25 BIG_STEPS=0,1 REPEAT=3 FILES=1 LR=1e-5 DO_CODEC=1 KEEP=0 CKPTFS_B=''
+SIZES=512,2048 STEPS=0,1,5,25 BIG_STEPS=0,1 REPEAT=3 FILES=1 LR=1e-5 DO_CODEC=1 KEEP=0 CKPTFS_B='' DATA_GIVEN='' TSV=''
 while (($#)); do
 	case $1 in
 	--sizes) SIZES=$2; shift 2 ;;
@@ -61,6 +68,8 @@ while (($#)); do
 	--lr) LR=$2; shift 2 ;;
 	--compare) CKPTFS_B=$2; shift 2 ;;
 	--no-codec) DO_CODEC=0; shift ;;
+	--data) DATA_GIVEN=$(cd "$2" && pwd); shift 2 ;;
+	--tsv) TSV=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
 	-h | --help) usage; exit 0 ;;
 	-*) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -143,12 +152,19 @@ add() { R[$1]="${R[$1]:-} $2"; }
 
 run_size() {
 	local mb=$1 steps=$2 data k name t0 t1 t pid cpid bpid='' r base_file f
-	data=$BENCH_DIR/data-$mb
 	IFS=, read -r -a SL <<<"$steps"
-	log "$mb MiB: generating steps $steps"
-	rm -rf -- "$data"
-	$PY "$BENCH_SRC/gen_ckpt.py" --out "$data" --size-mb "$mb" --steps "$steps" --seed 1 \
-		--lr "$LR" --files "$FILES" >"$LOGS/gen-$mb.md"
+	if [[ -n $DATA_GIVEN ]]; then
+		data=$DATA_GIVEN
+		for k in "${SL[@]}"; do
+			[[ -d $data/$(step_name "$k") ]] || { echo "--data: no $data/$(step_name "$k")" >&2; exit 2; }
+		done
+	else
+		data=$BENCH_DIR/data-$mb
+		log "$mb MiB: generating steps $steps"
+		rm -rf -- "$data"
+		$PY "$BENCH_SRC/gen_ckpt.py" --out "$data" --size-mb "$mb" --steps "$steps" --seed 1 \
+			--lr "$LR" --files "$FILES" >"$LOGS/gen-$mb.md"
+	fi
 	for k in "${SL[@]}"; do R[$mb:$k:raw]=$(bytes_of "$data/$(step_name "$k")"); done
 
 	mount_fs "$BENCH_DIR/ceil" "$LOGS/ceiling.log" "$CEILING" -o "size=${R[$mb:0:raw]}" "$BENCH_DIR/ceil"
@@ -182,9 +198,11 @@ run_size() {
 			# the ceiling
 			add "$mb:$k:ceil" "$(timed_cp "$data/$name" "$BENCH_DIR/ceil/r$r/$name")"
 			# ckptfs
+			((r == 1)) && { sync; R[$mb:$k:du0]=$(du -sb "$BENCH_DIR/store" | cut -f1); }
 			t=$(timed_cp "$data/$name" "$BENCH_DIR/mnt/sampler/$name")
 			t1=$EPOCHREALTIME
 			sync
+			((r == 1)) && R[$mb:$k:du]=$(($(du -sb "$BENCH_DIR/store" | cut -f1) - ${R[$mb:$k:du0]}))
 			add "$mb:$k:ck_cp" "$t"
 			add "$mb:$k:ck_cpsync" "$(awk -v a="$t" -v s="$(secs "$t1" "$EPOCHREALTIME")" 'BEGIN { printf "%.3f", a + s }')"
 			if [[ -n $CKPTFS_B ]]; then
@@ -229,7 +247,8 @@ run_size() {
 		unmount_fs "$BENCH_DIR/mnt" "$pid"
 	done
 	unmount_fs "$BENCH_DIR/ceil" "$cpid"
-	rm -rf -- "$data" "$BENCH_DIR/store" "$BENCH_DIR/disk"
+	[[ -n $DATA_GIVEN ]] || rm -rf -- "$data"
+	rm -rf -- "$BENCH_DIR/store" "$BENCH_DIR/disk"
 }
 
 # mbps BYTES SECONDS
@@ -301,13 +320,40 @@ report() {
 	done
 }
 
+# write_tsv FILE: the medians, one row per checkpoint (seconds; bytes; KiB; MB/s for codec)
+write_tsv() {
+	local mb k steps rss
+	printf 'mib\tstep\tkind\traw_bytes\tdisk_cpsync_s\tceiling_s\tckptfs_cp_s\tckptfs_cpsync_s\tcodec_mbps\tstored_bytes\tstore_growth_bytes\tread_back\tdaemon_hwm_kib\trounds_ckptfs_cp_s\trounds_ceiling_s\trounds_disk_cpsync_s\n'
+	for mb in "${SIZE_LIST[@]}"; do
+		if ((mb > 1024)); then steps=$BIG_STEPS; else steps=$STEPS; fi
+		IFS=, read -r -a SL <<<"$steps"
+		# shellcheck disable=SC2086
+		rss=$(printf '%s\n' ${R[$mb:rss]} | sort -n | tail -1)
+		for k in "${SL[@]}"; do
+			# shellcheck disable=SC2086
+			printf '%s\t' "$mb" "$k" "${R[$mb:$k:kind]}" "${R[$mb:$k:raw]}" \
+				"$(median ${R[$mb:$k:disk_cpsync]})" "$(median ${R[$mb:$k:ceil]})" \
+				"$(median ${R[$mb:$k:ck_cp]})" "$(median ${R[$mb:$k:ck_cpsync]})" \
+				"$( ((DO_CODEC)) && median ${R[$mb:$k:codec]} || echo -)" "${R[$mb:$k:stored]}" \
+				"${R[$mb:$k:du]:--}" "${R[$mb:$k:verify]:--}" "$rss" \
+				"$(tr ' ' , <<<"${R[$mb:$k:ck_cp]# }")" "$(tr ' ' , <<<"${R[$mb:$k:ceil]# }")"
+			tr ' ' , <<<"${R[$mb:$k:disk_cpsync]# }"
+		done
+	done
+}
+
 IFS=, read -r -a SIZE_LIST <<<"$SIZES"
+if [[ -n $DATA_GIVEN ]] && ((${#SIZE_LIST[@]} != 1)); then
+	echo "--data: give one size (--sizes)" >&2
+	exit 2
+fi
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for mb in "${SIZE_LIST[@]}"; do
 	if ((mb > 1024)); then run_size "$mb" "$BIG_STEPS"; else run_size "$mb" "$STEPS"; fi
 done
 mkdir -p "$BENCH_DIR/results"
 report | tee "$BENCH_DIR/results/save.md"
+[[ -z $TSV ]] || write_tsv >"$TSV"
 if ! ((KEEP)); then
 	out=/tmp/ckptfs-save-$(date +%Y%m%d-%H%M%S).md
 	cp -- "$BENCH_DIR/results/save.md" "$out" && log "results saved in $out"
