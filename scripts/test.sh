@@ -8,7 +8,8 @@
 #               UBSan includes float-cast-overflow, GCC's does not), warnings
 #               as errors: every test, plus the libFuzzer harnesses of
 #               tests/fuzz for a fixed time each (suite `fuzz`)
-#               (all but the `containers` suite, which builds an image)
+#               (all but the `containers` suite, which builds an image, and
+#               the `bench` harness self-test)
 #   build-tsan  gcc, ThreadSanitizer: the unit tests and the `stress` and
 #               `stress-fuse` suites
 # and end with one plain line over all passes: "N passed, N failed, N skipped".
@@ -121,7 +122,7 @@ if [ -z "${SKIP_ASAN:-}" ]; then
 	# b_lundef=false: meson's --no-undefined does not know that clang links
 	# its sanitizer runtimes into executables only (meson warns otherwise).
 	run_pass build-asan clang-14 -Db_sanitize=address,undefined -Db_lundef=false \
-		-Dbuildtype=debug -Dfuzz=$fuzz -- -- --no-suite containers --no-suite stress-fuse
+		-Dbuildtype=debug -Dfuzz=$fuzz -- -- --no-suite containers --no-suite stress-fuse --no-suite bench
 fi
 
 if [ -z "${SKIP_TSAN:-}" ]; then
