@@ -3,6 +3,21 @@
 
 #include <openssl/evp.h>
 #include <xxhash.h>
+/*
+ * libxxhash's run-time dispatch picks the widest vector unit the CPU has
+ * (AVX2/AVX-512); plain XXH3_64bits() is built for baseline SSE2. Same
+ * hash, 2.6-3x the speed here (15 -> 40-49 GB/s on a cached 4 MiB
+ * buffer), and XXH3 runs over every byte written and read.
+ */
+#if defined(__x86_64__) && defined(__has_include)
+#if __has_include(<xxh_x86dispatch.h>)
+#include <xxh_x86dispatch.h>
+#define CKPT_XXH3(p, n) XXH3_64bits_dispatch(p, n)
+#endif
+#endif
+#ifndef CKPT_XXH3
+#define CKPT_XXH3(p, n) XXH3_64bits(p, n)
+#endif
 
 void hash_hex(const uint8_t *bin, size_t len, char *hex)
 {
@@ -59,5 +74,5 @@ void hash_sha256_finish(struct hash_sha256_ctx *c, char hex[HASH_SHA256_HEX_LEN 
 
 uint64_t hash_xxh3(const void *data, size_t len)
 {
-	return XXH3_64bits(data, len);
+	return CKPT_XXH3(data, len);
 }
