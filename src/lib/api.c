@@ -844,16 +844,15 @@ static int fd_sink(void *arg, const uint8_t *data, size_t n)
 	return 0;
 }
 
-ssize_t ckptfs_pread_to_fd(ckptfs_file *f, int fd, size_t len, uint64_t off)
+/* Bytes [@off, @off + @len) of @f to @sink, in pieces; short only at the end. */
+static ssize_t read_to(ckptfs_file *f, int (*sink)(void *arg, const uint8_t *data, size_t n),
+		       void *arg, size_t len, uint64_t off)
 {
-	struct fd_sink s = { fd, off };
 	size_t done = 0;
 
-	if (fd < 0)
-		return -EBADF;
 	while (done < len) {
 		size_t n = len - done > (64u << 20) ? (64u << 20) : len - done;
-		long r = fs_read_sink(f->h->fs, f->fh, fd_sink, &s, n, off + done);
+		long r = fs_read_sink(f->h->fs, f->fh, sink, arg, n, off + done);
 
 		if (r < 0)
 			return r;
@@ -862,6 +861,15 @@ ssize_t ckptfs_pread_to_fd(ckptfs_file *f, int fd, size_t len, uint64_t off)
 			break;	/* end of file */
 	}
 	return (ssize_t)done;
+}
+
+ssize_t ckptfs_pread_to_fd(ckptfs_file *f, int fd, size_t len, uint64_t off)
+{
+	struct fd_sink s = { fd, off };
+
+	if (fd < 0)
+		return -EBADF;
+	return read_to(f, fd_sink, &s, len, off);
 }
 
 ssize_t ckptfs_write(ckptfs_file *f, const void *buf, size_t len)
@@ -905,21 +913,20 @@ int ckptfs_open_file(ckptfs *h, const char *path, ckptfs_file **out)
 	return rc;
 }
 
+static int mem_sink(void *arg, const uint8_t *data, size_t n)
+{
+	uint8_t **p = arg;
+
+	memcpy(*p, data, n);
+	*p += n;
+	return 0;
+}
+
 ssize_t ckptfs_pread(ckptfs_file *f, void *buf, size_t len, uint64_t off)
 {
-	size_t done = 0;
+	uint8_t *p = buf;
 
-	while (done < len) {
-		size_t n = len - done > (1u << 30) ? (1u << 30) : len - done;
-		long r = fs_read(f->h->fs, f->fh, (char *)buf + done, n, off + done);
-
-		if (r < 0)
-			return r;
-		done += (size_t)r;
-		if ((size_t)r < n)
-			break;	/* end of file */
-	}
-	return (ssize_t)done;
+	return read_to(f, mem_sink, &p, len, off);
 }
 
 uint64_t ckptfs_file_size(const ckptfs_file *f)
