@@ -625,7 +625,7 @@ int main(void)
 	double seconds = env_s ? atof(env_s) : 20.0;
 	int n_threads = env_t ? atoi(env_t) : 8, i;
 	const char *tmp = getenv("TMPDIR");
-	char dir[4096], storedir[4200], spool[4200];
+	char dir[4096], storedir[4200], spool[4200], bc_a[4200], bc_b[4200];
 	struct fs_config cfg;
 	struct worker *w;
 	long total = 0;
@@ -639,6 +639,8 @@ int main(void)
 	}
 	snprintf(storedir, sizeof(storedir), "%s/store", dir);
 	snprintf(spool, sizeof(spool), "%s/spool", dir);
+	snprintf(bc_a, sizeof(bc_a), "%s/basecache-a", dir);
+	snprintf(bc_b, sizeof(bc_b), "%s/basecache-b", dir);
 	if (mkdir(spool, 0700) < 0 || store_local_open(storedir, 1, &store) < 0) {
 		fprintf(stderr, "cannot set up %s\n", dir);
 		return 1;
@@ -654,9 +656,14 @@ int main(void)
 	cfg.list_ttl = 0.05;
 	cfg.gc_interval = 0.5;
 	cfg.gc_grace = 3600;
+	/* A small base cache each: with a 4 MiB memory cache, base chunks
+	 * come from it all the time, while gc runs. */
+	cfg.base_cache_dir = bc_a;
+	cfg.base_cache_bytes = 16u << 20;
 	if (fs_new(store, &cfg, &mount_a) < 0 || fs_start(mount_a) < 0)
 		return 1;
 	cfg.gc_interval = 0;
+	cfg.base_cache_dir = bc_b;
 	if (fs_new(store, &cfg, &mount_b) < 0 || fs_start(mount_b) < 0)
 		return 1;
 	for (i = 0; i < N_CKPTS; i++) {
