@@ -584,11 +584,8 @@ out:
  * a renamed or substituted valid frame passes them. So every load checks
  * SHA-256(frame) == key (doc/FORMAT.md §1.2) and the entry's stored length.
  */
-static int get_chunk(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
-		     int as_base, const struct chunk_data **out);
-
 static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
-		int as_base, struct centry **out, size_t *frame_len)
+		int keep_raw, struct centry **out, size_t *frame_len)
 {
 	struct codec_frame_info info;
 	const struct chunk_data *base = NULL;
@@ -642,7 +639,7 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 		struct chunk_ref bref = { 0 };
 
 		memcpy(bref.key, ref->base_key, sizeof(bref.key));
-		rc = get_chunk(c, &bref, raw_len, 1, &base);
+		rc = chunks_get(c, &bref, raw_len, &base);
 		if (rc < 0)
 			goto out;
 	}
@@ -682,7 +679,10 @@ static int load(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	e->pub.len = raw_len;
 	e->refs = 1;
 	*frame_len = frame.len;
-	if (as_base && !info.needs_base)
+	/* A full chunk (what base files are made of) is kept whether it is
+	 * wanted as a base now or read as part of a base file: an inference
+	 * host reads the base, then every delta of it. */
+	if (keep_raw && !info.needs_base)
 		raw_keep(c, ref->key, e->bytes, raw_len);
 	*out = e;
 	e = NULL;
@@ -699,20 +699,6 @@ out:
 int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	       const struct chunk_data **out)
 {
-	return get_chunk(c, ref, raw_len, 0, out);
-}
-
-int chunks_get_base(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
-		    const struct chunk_data **out)
-{
-	return get_chunk(c, ref, raw_len, 1, out);
-}
-
-/* @as_base: the chunk is wanted as a delta's base; keep its decoded bytes
- * in the raw tier once decoded (the next delta against it reads them). */
-static int get_chunk(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
-		     int as_base, const struct chunk_data **out)
-{
 	struct loading *ld, **pp;
 	struct centry *e;
 	size_t frame_len = 0;
@@ -725,7 +711,7 @@ static int get_chunk(struct chunks *c, const struct chunk_ref *ref, size_t raw_l
 		if (!ref->base_key[0])
 			return -EIO;
 		memcpy(bref.key, ref->base_key, sizeof(bref.key));
-		return get_chunk(c, &bref, raw_len, as_base, out);
+		return chunks_get(c, &bref, raw_len, out);
 	}
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -774,7 +760,7 @@ static int get_chunk(struct chunks *c, const struct chunk_ref *ref, size_t raw_l
 	if (rc == 0)
 		raw_hit = 1;
 	else
-		rc = load(c, ref, raw_len, as_base, &e, &frame_len);
+		rc = load(c, ref, raw_len, 1, &e, &frame_len);
 
 	pthread_mutex_lock(&c->lock);
 	if (rc == 0 && raw_hit) {

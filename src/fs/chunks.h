@@ -51,18 +51,16 @@ int chunks_store(struct chunks *c, const uint8_t *data, size_t len,
 int chunks_get(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
 	       const struct chunk_data **out);
 void chunks_put(struct chunks *c, const struct chunk_data *d);
-/* chunks_get() of a chunk wanted as a delta's base (see chunks_set_raw). */
-int chunks_get_base(struct chunks *c, const struct chunk_ref *ref, size_t raw_len,
-		    const struct chunk_data **out);
 
 /*
  * The raw tier (takes ownership of @raw, a store_cache_open_local() store;
  * NULL: none). Decoding a base chunk costs reading its frame, SHA-256 of
  * it and the decode, and every delta written or read against that base
  * pays it again once the chunk has left the memory cache (a base is
- * usually larger than the cache). So base chunks, when a base file is
- * stored and when one is decoded for a delta, are also kept decoded on
- * local disk, ending in their length and XXH3, and read from there:
+ * usually larger than the cache). So full chunks (what base files are
+ * made of), when a base file is stored and whenever one is decoded, are
+ * also kept decoded on local disk, ending in their length and XXH3, and
+ * read from there:
  * one pread and one XXH3 pass. The tier's directory is private to this
  * process (0700, flock()ed); a copy failing its check is dropped and the
  * frame decoded from the store as before. fsck (chunks_verify) never

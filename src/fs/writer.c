@@ -192,7 +192,7 @@ static int encode_chunk(struct writer *w, size_t index, const uint8_t *data,
 			bref = &w->base->chunks[index];
 	}
 	if (bref) {
-		rc = chunks_get_base(w->env.chunks, bref, len, &base);
+		rc = chunks_get(w->env.chunks, bref, len, &base);
 		if (rc < 0)
 			return rc;
 	}
