@@ -44,6 +44,8 @@ usage: $0 [options] [CKPTFS_BIN]
                       one; its RGW counters then include other clients' traffic
   --rclone-cache MODE rclone --vfs-cache-mode (default writes; off|minimal|writes|full)
   --no-ckptfs, --no-s3fs, --no-rclone   skip a column
+  --base-cache        both ckptfs mounts also get a --base-cache-dir of their own
+                      (empty at mount): the reader's warm-up read of the base fills it
   --keep              keep the scratch directory, buckets and the private server
   -h, --help
 
@@ -58,7 +60,7 @@ EOF
 }
 
 CKPTFS=/work/main/build/src/cli/ckptfs
-SIZE_MB=512 DELTAS=5 LR=3e-6 SEED=1 FILES=2 S3_ENV_FILE='' RCLONE_CACHE=writes KEEP=0
+SIZE_MB=512 DELTAS=5 LR=3e-6 SEED=1 FILES=2 S3_ENV_FILE='' RCLONE_CACHE=writes KEEP=0 BASE_CACHE=
 declare -A RUN=([ckptfs]=1 [s3fs]=1 [rclone]=1)
 while (($#)); do
 	case $1 in
@@ -73,6 +75,7 @@ while (($#)); do
 	--no-s3fs) RUN[s3fs]=0; shift ;;
 	--no-rclone) RUN[rclone]=0; shift ;;
 	--keep) KEEP=1; shift ;;
+	--base-cache) BASE_CACHE=1; shift ;;
 	-h | --help) usage; exit 0 ;;
 	-*) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
 	*) CKPTFS=$1; shift ;;
@@ -355,6 +358,7 @@ run_ckptfs() {
 	log "ckptfs: writing $((DELTAS + 1)) checkpoints into $store"
 	# shellcheck disable=SC2086 # CKPTFS_MOUNT_OPTS is word-split on purpose
 	fs_mount "$w" ckptfs-writer ckptfs_env "$CKPTFS" mount -f --cache-dir="$BENCH_DIR/cache-ckptfs-w" \
+		${BASE_CACHE:+--base-cache-dir="$BENCH_DIR/basecache-ckptfs-w"} \
 		${CKPTFS_MOUNT_OPTS:-} "$store" "$w" || { ERR[$sys]="writer mount failed"; return 1; }
 	R[$sys:write_load]=$(load1)
 	rgw=$(rgw_counters)
@@ -382,6 +386,7 @@ run_ckptfs() {
 	drop_caches
 	# shellcheck disable=SC2086
 	fs_mount "$r" ckptfs-reader ckptfs_env "$CKPTFS" mount -f -o ro --cache-dir="$BENCH_DIR/cache-ckptfs-r" \
+		${BASE_CACHE:+--base-cache-dir="$BENCH_DIR/basecache-ckptfs-r"} \
 		${CKPTFS_MOUNT_OPTS:-} "$store" "$r" || { ERR[$sys]="reader mount failed"; return 1; }
 	for tag in base newest one; do
 		case $tag in base) k=0 ;; newest) k=$NEWEST ;; one) k=1 ;; esac
@@ -522,7 +527,7 @@ report() {
 		"bf16 values changed vs the base: ${R[changed:1]:-?} after 1 step, ${R[changed:$NEWEST]:-?} after $NEWEST"
 	echo "- machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM;" \
 		"load average at start: ${R[load_start]}; \`uptime\` at the end: $(uptime | sed 's/^ *//')"
-	echo "- ckptfs: $CKPTFS, writer \`mount -f --cache-dir=W ${CKPTFS_MOUNT_OPTS:+$CKPTFS_MOUNT_OPTS }s3://B/bench\`," \
+	echo "- ckptfs: $CKPTFS, writer \`mount -f --cache-dir=W ${BASE_CACHE:+--base-cache-dir=BW }${CKPTFS_MOUNT_OPTS:+$CKPTFS_MOUNT_OPTS }s3://B/bench\`," \
 		"reader \`-o ro\` with its own empty --cache-dir; s3fs" \
 		"$(dpkg-query -W -f='${Version}' s3fs 2>/dev/null || true) (\`-o use_path_request_style,sigv4${S3FS_OPTS:+,$S3FS_OPTS}\`," \
 		"otherwise defaults: 10 MB parts, 5 parallel); rclone $(rclone version 2>/dev/null | awk 'NR == 1 { print $2 }')" \
