@@ -708,7 +708,7 @@ main() {
 		RGW_ASOK=$S3_DIR/ceph/run/client.rgw.a.asok
 		S3_STORE_KIND=$(awk -F' = ' '$1 == "osd objectstore" { print $2 }' "$S3_CONF")
 		[[ $S3_STORE_KIND == memstore ]] &&
-			S3_STORE_KIND+=" (RAM, cap $(($(awk -F' = ' '$1 == "memstore device bytes" { print $2 }' "$S3_CONF") >> 20)) MiB)"
+			S3_STORE_KIND+=" (RAM, cap $(($(numfmt --from=iec "$(awk -F' = ' '$1 == "memstore device bytes" { print $2 }' "$S3_CONF")") >> 20)) MiB)"
 	fi
 	[[ $(rgw_counters) == "- -" ]] && log "no radosgw admin socket: downloaded/uploaded bytes will be '-'"
 
