@@ -425,7 +425,7 @@ out:
 	return 0;
 fail:
 	if (h->ra) {
-		ra_file_release(h->ra);
+		ra_file_release(fs->ra, h->ra);
 		free(h->ra);
 	}
 	entry_release(&h->ent);
@@ -760,7 +760,7 @@ void fs_release(struct ckfs *fs, uint64_t fh)
 	if (h->type == H_DEPLOY)
 		ctl_deploy_release(fs, h);
 	if (h->ra) {
-		ra_file_release(h->ra);
+		ra_file_release(fs->ra, h->ra);
 		free(h->ra);
 	}
 	entry_release(&h->ent);

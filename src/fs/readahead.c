@@ -24,6 +24,12 @@ struct readahead {
 	uint64_t inflight;		/* bytes queued or decoding */
 	struct ra_stats stats;
 
+	/* File-order fill (see fill_top_up) */
+	int fill_depth;			/* fill tasks queued or decoding, at most */
+	int fill_inflight;
+	uint64_t fill_max;		/* filled bytes not read yet, mount-wide */
+	uint64_t fill_outstanding;
+
 	pthread_mutex_t parse_lock;	/* one header parse at a time */
 };
 
@@ -31,6 +37,7 @@ struct ra_task {
 	struct readahead *ra;
 	struct chunk_ref ref;
 	size_t len;
+	int fill;
 };
 
 struct readahead *ra_new(struct chunks *c, uint64_t budget, int seq_chunks)
@@ -42,6 +49,10 @@ struct readahead *ra_new(struct chunks *c, uint64_t budget, int seq_chunks)
 	ra->chunks = c;
 	ra->budget = budget;
 	ra->seq_chunks = seq_chunks;
+	/* One fill decode at a time locally (the other core serves the
+	 * reader's own misses); more to hide a remote store's round trips. */
+	ra->fill_depth = seq_chunks > 2 ? seq_chunks / 2 : 1;
+	ra->fill_max = budget;
 	pthread_mutex_init(&ra->lock, NULL);
 	pthread_mutex_init(&ra->parse_lock, NULL);
 	return ra;
@@ -79,8 +90,26 @@ void ra_file_init(struct ra_file *f)
 	f->last_tensor = -1;
 }
 
-void ra_file_release(struct ra_file *f)
+static size_t popcount_map(const uint64_t *m, size_t n_chunks)
 {
+	size_t i, k = 0;
+
+	for (i = 0; m && i < (n_chunks + 63) / 64; i++)
+		k += (size_t)__builtin_popcountll(m[i]);
+	return k;
+}
+
+void ra_file_release(struct readahead *ra, struct ra_file *f)
+{
+	if (ra && f->fill_pending) {
+		pthread_mutex_lock(&ra->lock);
+		ra->fill_outstanding -= f->fill_pending;
+		ra->stats.fill_unused += popcount_map(f->filled, f->n_chunks);
+		pthread_mutex_unlock(&ra->lock);
+	}
+	free(f->touched);
+	free(f->filled);
+	f->touched = f->filled = NULL;
 	free(f->tensors);
 	f->tensors = NULL;
 	pthread_mutex_destroy(&f->lock);
@@ -204,7 +233,10 @@ static void task_run(void *arg)
 	if (chunks_get(ra->chunks, &t->ref, t->len, &d) == 0)
 		chunks_put(ra->chunks, d);
 	pthread_mutex_lock(&ra->lock);
-	ra->inflight -= t->len;
+	if (t->fill)
+		ra->fill_inflight--;
+	else
+		ra->inflight -= t->len;
 	pthread_mutex_unlock(&ra->lock);
 	free(t);
 }
@@ -248,6 +280,7 @@ static size_t queue_range(struct readahead *ra, const struct entry *e, size_t fr
 			t->ra = ra;
 			t->ref = e->chunks[k];
 			t->len = len;
+			t->fill = 0;
 		}
 		if (!t || pool_submit(ra->pool, task_run, t) < 0) {
 			free(t);
@@ -279,6 +312,132 @@ static const struct st_tensor *find_tensor(const struct ra_file *f, uint64_t pos
 	if (pos - f->tensors[lo - 1].off >= f->tensors[lo - 1].len)
 		return NULL;
 	return &f->tensors[lo - 1];
+}
+
+#define BIT_GET(m, k)	((m)[(k) / 64] >> ((k) % 64) & 1)
+#define BIT_SET(m, k)	((m)[(k) / 64] |= 1ull << ((k) % 64))
+#define BIT_CLR(m, k)	((m)[(k) / 64] &= ~(1ull << ((k) % 64)))
+
+/* Chunk @k is worth filling: not read, not filled, not queued, not cached. */
+static int fill_wanted(struct readahead *ra, const struct ra_file *f,
+		       const struct entry *e, size_t k)
+{
+	if (k >= f->n_chunks || BIT_GET(f->touched, k) || BIT_GET(f->filled, k))
+		return 0;
+	if (f->queued_from <= k && k < f->queued_until)
+		return 0;
+	return !chunks_cached(ra->chunks, &e->chunks[k]);
+}
+
+/* The next chunk to fill, or SIZE_MAX when the pass is over. f->lock held. */
+static size_t fill_pick(struct readahead *ra, struct ra_file *f, const struct entry *e)
+{
+	/* A jump waits for its tensor's first chunk: those first. */
+	while (f->fill_tensor < f->n_tensors) {
+		size_t k = (size_t)(f->tensors[f->fill_tensor++].off / e->chunk_size);
+
+		if (fill_wanted(ra, f, e, k))
+			return k;
+	}
+	while (f->fill_next < f->n_chunks) {
+		size_t k = f->fill_next++;
+
+		if (fill_wanted(ra, f, e, k))
+			return k;
+	}
+	return SIZE_MAX;
+}
+
+/*
+ * A loader that jumps from tensor to tensor waits, at every jump, for the
+ * new tensor's first chunk to be fetched and decoded, and read-ahead can
+ * only start there (its order is unknown). But every chunk will be read:
+ * decode the ones not read yet in file order (first chunks of tensors
+ * first), at most fill_depth at a time (a core for the fill, one for the
+ * reader's own misses) and at most fill_max bytes decoded and not yet read
+ * (mount-wide), so they are still cached when the reader gets there.
+ * f->lock held.
+ */
+static void fill_top_up(struct readahead *ra, struct ra_file *f, const struct entry *e)
+{
+	while (f->fill == 1) {
+		struct ra_task *t;
+		size_t k, len;
+
+		pthread_mutex_lock(&ra->lock);
+		if (ra->fill_inflight >= ra->fill_depth ||
+		    ra->fill_outstanding + e->chunk_size > ra->fill_max) {
+			pthread_mutex_unlock(&ra->lock);
+			return;
+		}
+		pthread_mutex_unlock(&ra->lock);
+		k = fill_pick(ra, f, e);
+		if (k == SIZE_MAX) {
+			f->fill = 2;
+			return;
+		}
+		len = chunk_len(e, k);
+		t = malloc(sizeof(*t));
+		if (!t)
+			return;
+		t->ra = ra;
+		t->ref = e->chunks[k];
+		t->len = len;
+		t->fill = 1;
+		pthread_mutex_lock(&ra->lock);
+		ra->fill_inflight++;
+		ra->fill_outstanding += len;
+		ra->stats.fill_queued++;
+		pthread_mutex_unlock(&ra->lock);
+		BIT_SET(f->filled, k);
+		f->fill_pending += len;
+		if (pool_submit(ra->pool, task_run, t) < 0) {
+			free(t);
+			BIT_CLR(f->filled, k);
+			f->fill_pending -= len;
+			pthread_mutex_lock(&ra->lock);
+			ra->fill_inflight--;
+			ra->fill_outstanding -= len;
+			pthread_mutex_unlock(&ra->lock);
+			return;
+		}
+	}
+}
+
+/* The reader reads chunk @i: it is no longer pending. f->lock held. */
+static void fill_touch(struct readahead *ra, struct ra_file *f, const struct entry *e,
+		       size_t i)
+{
+	if (!f->touched || i >= f->n_chunks)
+		return;
+	BIT_SET(f->touched, i);
+	if (BIT_GET(f->filled, i)) {
+		size_t len = chunk_len(e, i);
+
+		BIT_CLR(f->filled, i);
+		f->fill_pending -= len;
+		pthread_mutex_lock(&ra->lock);
+		ra->fill_outstanding -= len;
+		pthread_mutex_unlock(&ra->lock);
+	}
+}
+
+/* The fill's bitmaps, once the layout is known (f->lock held). Without
+ * them (ENOMEM) there is no fill. */
+static void fill_init(struct ra_file *f, const struct entry *e)
+{
+	size_t words = (e->n_chunks + 63) / 64;
+
+	f->touched = calloc(words, sizeof(uint64_t));
+	f->filled = calloc(words, sizeof(uint64_t));
+	if (!f->touched || !f->filled) {
+		free(f->touched);
+		free(f->filled);
+		f->touched = f->filled = NULL;
+		f->fill = 2;
+		return;
+	}
+	f->n_chunks = e->n_chunks;
 }
 
 void ra_on_read(struct readahead *ra, struct ra_file *f, const struct entry *e,
@@ -320,6 +479,7 @@ void ra_on_read(struct readahead *ra, struct ra_file *f, const struct entry *e,
 			f->tensors = ts;
 			f->n_tensors = n;
 			f->layout_state = 1;
+			fill_init(f, e);
 			pthread_mutex_lock(&ra->lock);
 			ra->stats.layouts++;
 			pthread_mutex_unlock(&ra->lock);
@@ -344,6 +504,12 @@ void ra_on_read(struct readahead *ra, struct ra_file *f, const struct entry *e,
 		f->crossed = 0;
 	else if (t && f->last_tensor >= 0 && t - f->tensors == f->last_tensor + 1)
 		f->crossed++;
+	/* A jump into another tensor: two make a loader (an mmap loader
+	 * faults in tensors in its own order; cp and cat never jump). */
+	if (!seq && t && (long)i != f->last_chunk && t - f->tensors != f->last_tensor &&
+	    ++f->jumps >= 2 && !f->fill && f->touched && ra->fill_max)
+		f->fill = 1;
+	fill_touch(ra, f, e, i);
 	if (t)
 		f->last_tensor = (long)(t - f->tensors);
 	to = i;		/* a jump outside any tensor: wait and see */
@@ -366,5 +532,7 @@ void ra_on_read(struct readahead *ra, struct ra_file *f, const struct entry *e,
 		f->queued_until = queue_range(ra, e, from, to, tensor_last);
 	}
 	f->last_chunk = (long)i;
+	if (f->fill == 1)
+		fill_top_up(ra, f, e);
 	pthread_mutex_unlock(&f->lock);
 }

@@ -45,6 +45,8 @@ struct ra_stats {
 	uint64_t tensor_queued;	/* of which because of a tensor's extent */
 	uint64_t skipped;	/* chunks not queued: budget full */
 	uint64_t layouts;	/* safetensors headers parsed for read-ahead */
+	uint64_t fill_queued;	/* chunks queued by the file-order fill */
+	uint64_t fill_unused;	/* of which the reader never read (closed first) */
 };
 
 /* Per open file. Guarded by its own lock (reads of one handle may run
@@ -59,6 +61,16 @@ struct ra_file {
 	long last_tensor;		/* tensor of the last read; -1: none */
 	int crossed;			/* tensor ends crossed sequentially in a row */
 	size_t queued_from, queued_until;	/* the chunks queued last */
+
+	/* File-order fill, for readers that jump from tensor to tensor. */
+	int jumps;			/* reads that jumped into another tensor */
+	int fill;			/* 1: filling, 2: done */
+	size_t fill_tensor;		/* next tensor whose first chunk to fill */
+	size_t fill_next;		/* then: next chunk in file order */
+	size_t n_chunks;		/* of the bitmaps */
+	uint64_t *touched;		/* chunks the reader has read */
+	uint64_t *filled;		/* chunks filled and not read yet */
+	uint64_t fill_pending;		/* their bytes */
 };
 
 /*
@@ -74,7 +86,9 @@ void ra_free(struct readahead *ra);
 void ra_get_stats(struct readahead *ra, struct ra_stats *out);
 
 void ra_file_init(struct ra_file *f);
-void ra_file_release(struct ra_file *f);
+/* @ra: the mount's (what @f filled and nobody read is returned to its
+ * budget); NULL is fine. */
+void ra_file_release(struct readahead *ra, struct ra_file *f);
 
 /*
  * A read of @e at @pos is about to be served: queue what should decode

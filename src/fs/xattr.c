@@ -110,10 +110,12 @@ int fs_getxattr(struct ckfs *fs, const char *path, const char *name, char *value
 			     ",\"decoded_bytes\":%" PRIu64
 			     ",\"base_cache_hits\":%" PRIu64 ",\"base_cache_kept\":%" PRIu64
 			     ",\"readahead_chunks\":%" PRIu64 ",\"readahead_tensor_chunks\":%" PRIu64
-			     ",\"readahead_skipped\":%" PRIu64 ",\"readahead_layouts\":%" PRIu64,
+			     ",\"readahead_skipped\":%" PRIu64 ",\"readahead_layouts\":%" PRIu64
+			     ",\"readahead_fill_chunks\":%" PRIu64 ",\"readahead_fill_unused\":%" PRIu64,
 			     ks.hits, ks.loads, ks.waits, ks.frame_bytes, ks.decoded_bytes,
 			     ks.raw_hits, ks.raw_kept,
-			     rs.queued, rs.tensor_queued, rs.skipped, rs.layouts);
+			     rs.queued, rs.tensor_queued, rs.skipped, rs.layouts,
+			     rs.fill_queued, rs.fill_unused);
 		if (store_cache_stats(fs->st, &cs) == 0)
 			n += snprintf(tmp + n, sizeof(tmp) - (size_t)n,
 				      ",\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64

@@ -2111,6 +2111,71 @@ START_TEST(test_readahead_tensor)
 }
 END_TEST
 
+/*
+ * A reader that jumps from tensor to tensor (an mmap loader) gets the
+ * chunks it has not read yet decoded in file order in the background; a
+ * sequential reader never does. Every chunk is still decoded once and
+ * every byte is right.
+ */
+START_TEST(test_readahead_fill)
+{
+	enum { NT = 12 };
+	size_t sizes[NT], order[NT] = { 7, 3, 10, 0, 5, 11, 1, 8, 2, 6, 9, 4 };
+	uint64_t off[NT], fh = 0;
+	size_t n, i, nchunks;
+	uint8_t *data, *buf;
+	struct ckfs *cold;
+	int keep, direct;
+
+	for (i = 0; i < NT; i++)
+		sizes[i] = 3 * CS + 100 * (i + 1);
+	data = make_st(sizes, NT, off, &n);
+	buf = malloc(n);
+	nchunks = (n + CS - 1) / CS;
+	ck_assert_int_eq(fs_mkdir(fs, "/sampler/f", 0755), 0);
+	put_file(fs, "/sampler/f/model.safetensors", data, n);
+
+	/* Shuffled tensors, read in 16 KiB pieces as page faults are. */
+	cold = mount2(1.0);
+	ck_assert_int_eq(fs_open(cold, "/sampler/f/model.safetensors", O_RDONLY, &fh,
+				 &keep, &direct), 0);
+	for (i = 0; i < NT; i++) {
+		size_t t = order[i], done = 0;
+
+		while (done < sizes[t]) {
+			size_t k = sizes[t] - done < 16384 ? sizes[t] - done : 16384;
+
+			ck_assert_int_eq(read_at(cold, fh, buf + done, k, off[t] + done), (long)k);
+			done += k;
+		}
+		ck_assert_mem_eq(buf, data + off[t], sizes[t]);
+		if (i == 1)
+			ra_settle(cold);	/* two jumps: the fill has started */
+	}
+	ra_settle(cold);
+	ck_assert_uint_ge(stat_u64(cold, "readahead_fill_chunks"), 2);
+	ck_assert_uint_eq(stat_u64(cold, "chunk_loads"), nchunks);
+	fs_release(cold, fh);
+	ck_assert_uint_eq(stat_u64(cold, "readahead_fill_unused"), 0);
+	fs_free(cold);
+
+	/* In file order: no fill. */
+	cold = mount2(1.0);
+	ck_assert_int_eq(fs_open(cold, "/sampler/f/model.safetensors", O_RDONLY, &fh,
+				 &keep, &direct), 0);
+	for (i = 0; i < n; i += 131072)
+		ck_assert_int_eq(read_at(cold, fh, buf + i, n - i < 131072 ? n - i : 131072, i),
+				 (long)(n - i < 131072 ? n - i : 131072));
+	ck_assert_mem_eq(buf, data, n);
+	ra_settle(cold);
+	ck_assert_uint_eq(stat_u64(cold, "readahead_fill_chunks"), 0);
+	fs_release(cold, fh);
+	fs_free(cold);
+	free(data);
+	free(buf);
+}
+END_TEST
+
 START_TEST(test_readahead_budget)
 {
 	const size_t sizes[] = { 20 * CS };
@@ -2403,6 +2468,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_readahead_tensor);
+	tcase_add_test(tc, test_readahead_fill);
 	tcase_add_test(tc, test_readahead_budget);
 	tcase_add_test(tc, test_readahead_hostile_header);
 	tcase_add_test(tc, test_readahead_parse_layout);
