@@ -161,25 +161,6 @@ static unsigned bucket_of(const char *key)
 				 NULL, 16) % NBUCKETS;
 }
 
-/*
- * A chunk-sized buffer (free() releases it). From 2 MiB up it is aligned
- * to and backed by transparent huge pages where the kernel allows them
- * (madvise mode): a 4 MiB decode then takes 2 page faults, not 1024, and
- * faults cost ~15% of a cold read's CPU in a VM (perf, bench/README.md).
- */
-#define HUGE_SZ (2u << 20)
-static void *chunk_alloc(size_t size)
-{
-	void *p;
-
-	if (size < HUGE_SZ)
-		return malloc(size);
-	if (posix_memalign(&p, HUGE_SZ, size))
-		return NULL;
-	(void)madvise(p, size / HUGE_SZ * HUGE_SZ, MADV_HUGEPAGE);
-	return p;
-}
-
 /* A buffer of at least @need bytes (empty), reused if one is spare. */
 static int spare_get(struct chunks *c, size_t need, struct buf *out)
 {
@@ -205,7 +186,7 @@ static int spare_get(struct chunks *c, size_t need, struct buf *out)
 	 * and a raw copy with its trailer.
 	 */
 	buf_release(out);
-	out->data = chunk_alloc(need + SPARE_SLACK);
+	out->data = buf_alloc_chunk(need + SPARE_SLACK);
 	if (!out->data)
 		return -ENOMEM;
 	out->cap = need + SPARE_SLACK;

@@ -5,6 +5,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "util/buf.h"
+
 struct task {
 	pool_fn fn;
 	void *arg;
@@ -123,14 +125,14 @@ void *pool_buf_get(struct pool *p, size_t size)
 	void *b = NULL;
 
 	if (!p)
-		return malloc(size);
+		return buf_alloc_chunk(size);
 	pthread_mutex_lock(&p->lock);
 	if (!p->buf_size)
 		p->buf_size = size;
 	if (size == p->buf_size && p->n_bufs)
 		b = p->bufs[--p->n_bufs];
 	pthread_mutex_unlock(&p->lock);
-	return b ? b : malloc(size);
+	return b ? b : buf_alloc_chunk(size);
 }
 
 void pool_buf_put(struct pool *p, void *buf, size_t size)

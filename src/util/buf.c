@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 int buf_reserve(struct buf *b, size_t extra)
 {
@@ -65,6 +66,20 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 	va_end(ap);
 	b->len += (size_t)n;
 	return 0;
+}
+
+#define HUGE_SZ (2u << 20)
+
+void *buf_alloc_chunk(size_t size)
+{
+	void *p;
+
+	if (size < HUGE_SZ)
+		return malloc(size);
+	if (posix_memalign(&p, HUGE_SZ, size))
+		return NULL;
+	(void)madvise(p, size / HUGE_SZ * HUGE_SZ, MADV_HUGEPAGE);
+	return p;
 }
 
 void buf_release(struct buf *b)
