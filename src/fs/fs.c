@@ -326,6 +326,7 @@ void fs_free(struct ckfs *fs)
 		pthread_mutex_unlock(&fs->lock);
 		pthread_join(fs->gc_thread, NULL);
 	}
+	free_all_handles(fs);	/* before the wslots, ctl and ra they hold */
 	free_all_wslots(fs);
 	ghost_free_all(fs);
 	ctl_free(fs);

@@ -118,6 +118,11 @@ struct handle {
 	char *ctl_name;
 	enum ckpt_dir ctl_dir;
 	struct handle *next;	/* H_DEPLOY: fs->deploy_open list */
+	/* fs->open_handles, under fs->lock: every handle fs_open/fs_create
+	 * returned and fs_release has not freed yet. The kernel may drop a
+	 * RELEASE it had queued when the mount goes away; fs_free frees
+	 * what is left. */
+	struct handle *open_prev, *open_next;
 };
 
 static inline struct handle *to_handle(uint64_t fh)
@@ -163,6 +168,7 @@ struct ckfs {
 	int store_fail_rc;
 	struct hl_status *hl_statuses;
 	struct handle *deploy_open;	/* H_DEPLOY handles, linked by next */
+	struct handle *open_handles;	/* all open handles (struct handle) */
 	int hl_inflight;		/* under lock: hotloads running (control.c) */
 	struct ghost *ghosts;		/* files unlinked while open (ghost.c) */
 

@@ -122,6 +122,7 @@ void wslot_unref(struct ckfs *fs, struct wslot *s);
 int commit_slot(struct ckfs *fs, struct wslot *ws);
 /* fs_free(): every slot, references or not. */
 void free_all_wslots(struct ckfs *fs);
+void free_all_handles(struct ckfs *fs);
 
 /* xattr.c */
 int promotable(const struct ckpt *c);

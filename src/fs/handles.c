@@ -255,6 +255,33 @@ out:
 	return rc;
 }
 
+/* Hands @h out as a file handle: linked on fs->open_handles until
+ * fs_release (or fs_free, for a RELEASE the kernel never sent). */
+static int handle_publish(struct ckfs *fs, struct handle *h, uint64_t *fh)
+{
+	pthread_mutex_lock(&fs->lock);
+	h->open_prev = NULL;
+	h->open_next = fs->open_handles;
+	if (h->open_next)
+		h->open_next->open_prev = h;
+	fs->open_handles = h;
+	pthread_mutex_unlock(&fs->lock);
+	*fh = (uint64_t)(uintptr_t)h;
+	return 0;
+}
+
+static void handle_unpublish(struct ckfs *fs, struct handle *h)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (h->open_prev)
+		h->open_prev->open_next = h->open_next;
+	else
+		fs->open_handles = h->open_next;
+	if (h->open_next)
+		h->open_next->open_prev = h->open_prev;
+	pthread_mutex_unlock(&fs->lock);
+}
+
 int fs_create(struct ckfs *fs, const char *path, mode_t mode, int flags, uint64_t *fh)
 {
 	struct fpath p;
@@ -296,8 +323,7 @@ int fs_create(struct ckfs *fs, const char *path, mode_t mode, int flags, uint64_
 	h->ws = ws;
 	h->write_access = 1;
 	h->ino = fpath_ino(&p);
-	*fh = (uint64_t)(uintptr_t)h;
-	return 0;
+	return handle_publish(fs, h, fh);
 }
 
 int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
@@ -331,16 +357,14 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 			goto fail;
 		h->type = H_CONTENT;
 		*direct = 1;
-		*fh = (uint64_t)(uintptr_t)h;
-		return 0;
+		return handle_publish(fs, h, fh);
 	}
 	if (p.type == P_DEPLOY) {
 		*direct = 1;
 		rc = ctl_deploy_open(fs, p.ckpt, flags, (flags & O_CREAT) != 0, h);
 		if (rc < 0)
 			goto fail;
-		*fh = (uint64_t)(uintptr_t)h;
-		return 0;
+		return handle_publish(fs, h, fh);
 	}
 	if (p.type == P_HOTLOAD) {
 		*direct = 1;
@@ -360,8 +384,7 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 			rc = -ENOMEM;
 		if (rc < 0)
 			goto fail;
-		*fh = (uint64_t)(uintptr_t)h;
-		return 0;
+		return handle_publish(fs, h, fh);
 	}
 	if (p.type != P_INNER) {
 		rc = p.type == P_NONE ? -ENOENT : -EISDIR;
@@ -384,8 +407,7 @@ int fs_open(struct ckfs *fs, const char *path, int flags, uint64_t *fh,
 		h->type = H_WRITER;
 		h->ws = ws;
 		h->write_access = 1;
-		*fh = (uint64_t)(uintptr_t)h;
-		return 0;
+		return handle_publish(fs, h, fh);
 	}
 	pthread_mutex_lock(&fs->lock);
 	c = find_ckpt(fs, p.job, p.dir, p.ckpt);
@@ -421,8 +443,7 @@ out:
 	pthread_mutex_unlock(&fs->lock);
 	if (rc < 0)
 		goto fail;
-	*fh = (uint64_t)(uintptr_t)h;
-	return 0;
+	return handle_publish(fs, h, fh);
 fail:
 	if (h->ra) {
 		ra_file_release(fs->ra, h->ra);
@@ -744,16 +765,19 @@ int fs_fsync(struct ckfs *fs, uint64_t fh)
 	return fs_flush(fs, fh);
 }
 
-void fs_release(struct ckfs *fs, uint64_t fh)
+/*
+ * Frees @h, already off fs->open_handles. A writer handle with @commit
+ * commits what it holds (a release); without, its data goes with the
+ * writer's last reference (an abandon at shutdown).
+ */
+static void handle_free(struct ckfs *fs, struct handle *h, int commit)
 {
-	struct handle *h = to_handle(fh);
-
 	if (h->type == H_WRITER) {
 		struct wslot *ws = h->ws;
 
 		/* Writes through a shared mmap can arrive after the last flush
 		 * (commit_slot() logs why it failed). */
-		if (h->write_access && writer_is_dirty(ws->w))
+		if (commit && h->write_access && writer_is_dirty(ws->w))
 			commit_slot(fs, ws);
 		wslot_unref(fs, ws);
 	}
@@ -768,6 +792,55 @@ void fs_release(struct ckfs *fs, uint64_t fh)
 	free(h->ctl_job);
 	free(h->ctl_name);
 	free(h);
+}
+
+void fs_release(struct ckfs *fs, uint64_t fh)
+{
+	struct handle *h = to_handle(fh);
+
+	handle_unpublish(fs, h);
+	handle_free(fs, h, 1);
+}
+
+/* The daemon's shutdown gave up on a handle (src/fuse/mount.c,
+ * --shutdown-timeout), or libckptfs closes one it must not commit:
+ * fs_release would commit whatever was written so far, a torn file. */
+void fs_abandon(struct ckfs *fs, uint64_t fh)
+{
+	struct handle *h = to_handle(fh);
+
+	handle_unpublish(fs, h);
+	/* Deployment and hotload files are validated at release, a torn one
+	 * refused: their release is safe. A writer drops its reference
+	 * without committing. */
+	handle_free(fs, h, h->type != H_WRITER);
+}
+
+/* At unmount: handles whose RELEASE never came (the kernel drops queued
+ * ones when the connection goes away). Their close already flushed; a
+ * writer dirtied since is abandoned, as at a shutdown deadline. */
+void free_all_handles(struct ckfs *fs)
+{
+	struct handle *h;
+	int n = 0, dirty = 0;
+
+	for (;;) {
+		pthread_mutex_lock(&fs->lock);
+		h = fs->open_handles;
+		pthread_mutex_unlock(&fs->lock);
+		if (!h)
+			break;
+		if (h->type == H_WRITER && h->write_access && writer_is_dirty(h->ws->w))
+			dirty++;
+		fs_abandon(fs, (uint64_t)(uintptr_t)h);
+		n++;
+	}
+	if (dirty)
+		log_warn("unmount: %d file%s open for writing with data written since the "
+			 "last flush; that data was not committed", dirty, dirty == 1 ? "" : "s");
+	if (n)
+		log_info("unmount: freed %d file handle%s the kernel never released",
+			 n, n == 1 ? "" : "s");
 }
 
 int fs_fgetattr(struct ckfs *fs, uint64_t fh, struct stat *st)

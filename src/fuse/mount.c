@@ -501,41 +501,8 @@ static struct {
 	int draining;
 	long writers;		/* handles open for writing, not yet released */
 	long busy;		/* flush/fsync requests being served */
-	uint64_t *fhs;		/* the writers' handles, to abandon at the deadline */
-	size_t nfhs, capfhs;
 	const struct fuse_operations *inner;
-} drain = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, NULL, 0, 0, NULL };
-
-static void drain_track(uint64_t fh)
-{
-	pthread_mutex_lock(&drain.lock);
-	if (drain.nfhs == drain.capfhs) {
-		size_t cap = drain.capfhs ? drain.capfhs * 2 : 64;
-		uint64_t *n = realloc(drain.fhs, cap * sizeof(*n));
-
-		if (n) {
-			drain.fhs = n;
-			drain.capfhs = cap;
-		}
-	}
-	/* Without room the handle is only leaked if it is ever abandoned. */
-	if (drain.nfhs < drain.capfhs)
-		drain.fhs[drain.nfhs++] = fh;
-	pthread_mutex_unlock(&drain.lock);
-}
-
-static void drain_untrack(uint64_t fh)
-{
-	size_t i;
-
-	pthread_mutex_lock(&drain.lock);
-	for (i = 0; i < drain.nfhs; i++)
-		if (drain.fhs[i] == fh) {
-			drain.fhs[i] = drain.fhs[--drain.nfhs];
-			break;
-		}
-	pthread_mutex_unlock(&drain.lock);
-}
+} drain = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, NULL };
 
 static int opens_for_writing(int flags)
 {
@@ -577,8 +544,6 @@ static int drain_open(const char *path, struct fuse_file_info *fi)
 	rc = drain.inner->open(path, fi);
 	if (rc < 0)
 		drain_leave(&drain.writers);
-	else
-		drain_track(fi->fh);
 	return rc;
 }
 
@@ -591,8 +556,6 @@ static int drain_create(const char *path, mode_t mode, struct fuse_file_info *fi
 	rc = drain.inner->create(path, mode, fi);
 	if (rc < 0)
 		drain_leave(&drain.writers);
-	else
-		drain_track(fi->fh);
 	return rc;
 }
 
@@ -602,8 +565,6 @@ static int drain_release(const char *path, struct fuse_file_info *fi)
 	int writer = opens_for_writing(fi->flags);
 	int rc;
 
-	if (writer)
-		drain_untrack(fi->fh);
 	rc = drain.inner->release(path, fi);
 	if (writer)
 		drain_leave(&drain.writers);
@@ -1138,14 +1099,10 @@ out_signals:
 	ckfuse_metrics_stop(msrv);
 	metrics_remove_collector(collect_cache, st);
 	/* Handles still open for writing now never get their release (the
-	 * loop is over): drop them without committing anything of them. */
+	 * loop is over): fs_free drops them without committing anything of
+	 * them (fs->open_handles). */
 	pthread_mutex_lock(&drain.lock);
 	abandoned = drain.writers;
-	while (drain.nfhs > 0)
-		fs_abandon(fs, drain.fhs[--drain.nfhs]);
-	free(drain.fhs);
-	drain.fhs = NULL;
-	drain.capfhs = 0;
 	pthread_mutex_unlock(&drain.lock);
 	if (abandoned > 0) {
 		log_error("shutdown abandoned %ld files open for writing; none of them was "
