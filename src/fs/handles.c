@@ -821,18 +821,18 @@ void fs_abandon(struct ckfs *fs, uint64_t fh)
  * writer dirtied since is abandoned, as at a shutdown deadline. */
 void free_all_handles(struct ckfs *fs)
 {
-	struct handle *h;
+	struct handle *h, *next;
 	int n = 0, dirty = 0;
 
-	for (;;) {
-		pthread_mutex_lock(&fs->lock);
-		h = fs->open_handles;
-		pthread_mutex_unlock(&fs->lock);
-		if (!h)
-			break;
+	pthread_mutex_lock(&fs->lock);
+	h = fs->open_handles;
+	fs->open_handles = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	for (; h; h = next) {
+		next = h->open_next;
 		if (h->type == H_WRITER && h->write_access && writer_is_dirty(h->ws->w))
 			dirty++;
-		fs_abandon(fs, (uint64_t)(uintptr_t)h);
+		handle_free(fs, h, h->type != H_WRITER);	/* fs_abandon's choice */
 		n++;
 	}
 	if (dirty)
